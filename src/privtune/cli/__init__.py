@@ -1,0 +1,62 @@
+"""The ``privtune`` command: a thin typer app over the Python API.
+
+Each command group lives in its own module under ``privtune.cli`` and exposes ``register(app)``; this module
+only assembles them and turns :class:`~privtune.errors.PrivtuneError` into a one-line message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+import typer
+
+from privtune import __version__
+from privtune.errors import PrivtuneError
+from privtune.utils.progress import console
+
+app = typer.Typer(name="privtune", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False, rich_markup_mode="rich",
+                  help="Fine-tune language models on private text and measure the privacy, utility and compute cost.")
+
+# Command modules, in the order they appear in --help. Each defines register(app).
+COMMAND_MODULES = [
+    "privtune.cli.data",
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"privtune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """privtune: private fine-tuning with honest privacy accounting."""
+
+
+for _mod in COMMAND_MODULES:
+    importlib.import_module(_mod).register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI; user errors become one line on stderr and exit status 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except PrivtuneError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        console.print("[red]aborted[/]")
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]")
+        sys.exit(130)

@@ -1,0 +1,100 @@
+"""Atomic output: write into a temporary sibling, then move into place.
+
+A crash, a kill or a validation error mid-way leaves no partial output at the destination.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from privtune.errors import ConfigError, fmt
+
+
+def is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def ensure_fresh_dir(path: str | os.PathLike, *, what: str = "--out", overwrite: bool = False) -> Path:
+    """Refuse an existing non-empty directory unless ``overwrite``; a file in the way is always an error."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(fmt(what, "a directory path", str(path), "It is a file: choose another path."))
+    if path.is_dir() and not is_empty_dir(path) and not overwrite:
+        raise ConfigError(fmt(what, "a new or empty directory", str(path),
+                              "Choose another path or remove it first (or pass --overwrite)."))
+    return path
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory next to ``dest``; on success it replaces ``dest`` in one rename.
+
+    On any exception the temporary directory is removed and ``dest`` is untouched.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        yield tmp
+        if dest.exists():
+            if not overwrite and not is_empty_dir(dest):
+                raise ConfigError(fmt("destination", "a new or empty directory", str(dest),
+                                      "Choose another path or remove it first."))
+            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and an atomic rename (fsync'd)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    # numpy scalars and paths show up in results; make them plain JSON.
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+
+def sha256_files(paths: list[Path]) -> str:
+    """Content hash over several files, in the given order (names included so a rename changes it)."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.name.encode())
+        h.update(b"\0")
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,16 @@
+import os
+
+import pytest
+
+# Tests are deterministic and quiet; keep torch to one thread per xdist worker on small CI machines.
+os.environ.setdefault("PRIVTUNE_PROGRESS", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Each test session gets its own privtune cache unless PRIVTUNE_TEST_CACHE points at a shared one."""
+    shared = os.environ.get("PRIVTUNE_TEST_CACHE")
+    monkeypatch.setenv("PRIVTUNE_CACHE", shared or str(tmp_path_factory.getbasetemp() / "cache"))
