@@ -4,6 +4,8 @@ import pytest
 
 # Tests are deterministic and quiet; keep torch to one thread per xdist worker on small CI machines.
 os.environ.setdefault("PRIVTUNE_PROGRESS", "0")
+# one BLAS/OpenMP thread per xdist worker: `make test` runs two workers on two cores
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -1,7 +1,8 @@
 """The ``privtune`` command: a thin typer app over the Python API.
 
-Each command group lives in its own module under ``privtune.cli`` and exposes ``register(app)``; this module
-only assembles them and turns :class:`~privtune.errors.PrivtuneError` into a one-line message and exit status 2.
+Each command group lives in its own module under ``privtune.cli`` and exposes ``register(app)``; modules are
+discovered automatically (adding a command is one new file), ordered by ``ORDER`` in ``--help``. This module only
+assembles them and turns :class:`~privtune.errors.PrivtuneError` into a one-line message and exit status 2.
 """
 
 from __future__ import annotations
@@ -20,10 +21,16 @@ app = typer.Typer(name="privtune", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False, rich_markup_mode="rich",
                   help="Fine-tune language models on private text and measure the privacy, utility and compute cost.")
 
-# Command modules, in the order they appear in --help. Each defines register(app).
-COMMAND_MODULES = [
-    "privtune.cli.data",
-]
+# Order of command groups in --help; modules not listed come after, alphabetically.
+ORDER = ["demo", "data", "account", "model", "train", "eval", "sweep", "results", "report", "bench"]
+
+
+def _command_modules() -> list[str]:
+    import pkgutil
+
+    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+    names.sort(key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+    return [f"{__name__}.{n}" for n in names]
 
 
 def _version(value: bool) -> None:
@@ -38,7 +45,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """privtune: private fine-tuning with honest privacy accounting."""
 
 
-for _mod in COMMAND_MODULES:
+for _mod in _command_modules():
     importlib.import_module(_mod).register(app)
 
 
