@@ -111,7 +111,9 @@ def plant(train: list[Record], *, prefix: str, seed: int, secret: str | None, re
     extra: list[Record] = []
     canary_info = None
     if secret is not None:
-        secret = CanarySpec(MAIN_TEMPLATE, length=len(secret)).check(secret)
+        if not (1 <= len(secret) <= 18 and all(c in DIGITS for c in secret)):
+            raise ConfigError(fmt("canary", "1 to 18 digits (6 by default)", "<hidden>",
+                                  "Pass digits only, e.g. --canary 341752 (the value is never echoed)."))
         main = CanarySpec(MAIN_TEMPLATE, length=len(secret))
     if repeats:
         secret = secret if secret is not None else main.random_secret(rng)
