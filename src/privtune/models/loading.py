@@ -111,7 +111,7 @@ def resolve_spec(spec: str, *, build: bool = True) -> str:
 def load_tokenizer(source: str, *, allow_download: bool = False, spec: str | None = None) -> Any:
     from transformers import AutoTokenizer
 
-    _quiet_transformers()
+    quiet_transformers()
     with _load_errors(spec or source, allow_download):
         tok = AutoTokenizer.from_pretrained(source, local_files_only=not allow_download)
     if not getattr(tok, "is_fast", False):
@@ -131,6 +131,7 @@ def load_model(spec: str, *, task: str = "lm", num_labels: int | None = None, de
         raise ConfigError(fmt("--task", f"one of {', '.join(TASKS)}", task))
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    quiet_transformers()
     source = resolve_spec(spec, build=build)
     dev = resolve_device(device)
     tok = load_tokenizer(source, allow_download=allow_download, spec=spec)
@@ -194,7 +195,7 @@ def _load_errors(spec: str, allow_download: bool) -> Iterator[None]:
                                  "machine with network), pass a local directory, or use --allow-download.")) from None
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     # transformers' own per-shard progress bars would interleave with privtune's; keep warnings.
     from transformers.utils import logging as hf_logging
 

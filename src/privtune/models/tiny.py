@@ -58,7 +58,10 @@ def build_tiny(arch: str, *, out: str | Path | None = None, seed: int = 0) -> Pa
     import transformers
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    from privtune.models.loading import quiet_transformers
     from privtune.models.tokenizer import train_bpe
+
+    quiet_transformers()
 
     cfg_dict = tiny_config_dict(arch)
     cls_name, _, task = TINY_ARCHS[arch]

@@ -14,14 +14,17 @@ the noise once per logical batch. Engines differ only in *how* (materialised per
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import contextlib
+import warnings
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from privtune.errors import TrainingError
 from privtune.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 #: Clipping uses ``C / (||g_i|| + EPS)`` as Opacus does, so that a zero gradient is not divided by zero.
 EPS = 1e-6
@@ -92,6 +95,8 @@ class DPEngine(ABC):
 
     def take_sum(self) -> tuple[list[torch.Tensor], ClipStats]:
         """The clipped sum of this logical batch (zeros if it was empty) and its clip statistics; then reset."""
+        import torch
+
         out = self._sum if self._sum is not None else [torch.zeros_like(p) for p in self.params]
         stats = self.stats
         self._sum, self.stats = None, ClipStats()
@@ -106,6 +111,15 @@ ENGINES: Registry[type[DPEngine]] = Registry("--dp-engine")
 
 def get_engine(name: str) -> type[DPEngine]:
     return ENGINES.get(name)
+
+
+@contextlib.contextmanager
+def quiet_backward_hooks() -> Iterator[None]:
+    """Opacus' full backward hooks warn when a module's inputs need no gradient (frozen embeddings under LoRA):
+    expected here, and nothing the user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Full backward hook is firing.*")
+        yield
 
 
 def unique_trainable(model: nn.Module) -> list[nn.Parameter]:

@@ -9,12 +9,15 @@ ghost norms: use ``hooks`` there.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from privtune.errors import TrainingError
-from privtune.training.dp.engine import ENGINES, DPEngine
+from privtune.training.dp.engine import ENGINES, DPEngine, quiet_backward_hooks
 from privtune.training.dp.samplers import check_private_trainable, register_extra_grad_samplers
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @ENGINES.register("ghost")
@@ -35,14 +38,18 @@ class GhostEngine(DPEngine):
                                                           use_ghost_clipping=True)
 
     def accumulate(self, loss_per_example: torch.Tensor) -> None:
+        import torch
+
         self._hooks.enable_hooks()
-        loss_per_example.sum().backward(retain_graph=True)
+        with quiet_backward_hooks():
+            loss_per_example.sum().backward(retain_graph=True)
         norms = self._hooks.get_norm_sample()
         coef = self._hooks.get_clipping_coef()
         for p in self.params:
             p.grad = None
         self._hooks.disable_hooks()
-        (loss_per_example * coef.detach().to(loss_per_example.dtype)).sum().backward()
+        with quiet_backward_hooks():
+            (loss_per_example * coef.detach().to(loss_per_example.dtype)).sum().backward()
         self._hooks.enable_hooks()
         self._add([p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params])
         self.stats.add(norms, coef, self.max_grad_norm)

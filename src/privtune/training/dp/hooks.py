@@ -7,12 +7,15 @@ layer width.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from privtune.errors import TrainingError
-from privtune.training.dp.engine import ENGINES, EPS, DPEngine
+from privtune.training.dp.engine import ENGINES, EPS, DPEngine, quiet_backward_hooks
 from privtune.training.dp.samplers import check_private_trainable, register_extra_grad_samplers
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @ENGINES.register("hooks")
@@ -30,8 +33,11 @@ class HooksEngine(DPEngine):
         self._names = {id(p): n for n, p in model.named_parameters()}
 
     def accumulate(self, loss_per_example: torch.Tensor) -> None:
+        import torch
+
         n = loss_per_example.shape[0]
-        loss_per_example.sum().backward()
+        with quiet_backward_hooks():
+            loss_per_example.sum().backward()
         missing = [self._names.get(id(p), "?") for p in self.params if getattr(p, "grad_sample", None) is None]
         if missing:
             raise TrainingError(

@@ -8,9 +8,12 @@ plain embedding's, scaled.
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from privtune.errors import TrainingError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 _REGISTERED = False
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from privtune.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class Method(ABC):
@@ -38,6 +39,8 @@ class Method(ABC):
         return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
     def load_trainable_state(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        import torch
+
         params = dict(model.named_parameters())
         missing = [n for n in state if n not in params]
         if missing:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from privtune.training.methods.base import METHODS, Method
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @METHODS.register("fft")

@@ -8,12 +8,14 @@ the start, so training starts from the base model; only ``A`` and ``B`` train (p
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
+import warnings
+from typing import TYPE_CHECKING, Any
 
 from privtune.errors import ConfigError, fmt
 from privtune.training.methods.base import METHODS, Method
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @METHODS.register("lora")
@@ -37,4 +39,7 @@ class LoRA(Method):
         config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                             target_modules=targets, bias="none",
                             task_type=TaskType.SEQ_CLS if task == "classification" else TaskType.CAUSAL_LM)
-        return get_peft_model(model, config)
+        with warnings.catch_warnings():
+            # peft calls a transformers API that transformers 5 deprecates; nothing for the user to act on
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
+            return get_peft_model(model, config)
