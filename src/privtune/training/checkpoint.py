@@ -65,12 +65,17 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def clean_partial(run_dir: Path) -> None:
-    """Remove temporary directories left by a write that was killed."""
-    root = Path(run_dir) / CKPT_DIR
-    if root.is_dir():
+    """Remove temporary files and directories left by writes that were killed (they all start with a dot)."""
+    for root in (Path(run_dir), Path(run_dir) / CKPT_DIR):
+        if not root.is_dir():
+            continue
         for p in root.iterdir():
-            if p.name.startswith("."):
-                shutil.rmtree(p, ignore_errors=True)
+            if p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name
+                                           or p.name.startswith((".run.json.", ".ledger.json."))):
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
