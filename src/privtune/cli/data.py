@@ -68,6 +68,10 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def _ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 @data_app.command("import")
 def import_(
     src: Path = typer.Argument(..., help="A JSONL file, a CSV file, or a folder of .txt files (one document each)."),
@@ -170,12 +174,15 @@ def tag_eval(
     if as_json:
         typer.echo(json.dumps({**res.to_dict(), "dataset": str(path), "split": split}, indent=2))
         return
-    t = Table(title=f"{res.tagger} on {path} ({split}, {res.documents:,} documents; tokens: {res.token_unit})")
+    from rich import box
+
+    t = Table(title=f"{res.tagger} on {path} ({split}, {res.documents:,} documents; tokens: {res.token_unit})",
+              box=box.SIMPLE_HEAD)
     for col in ("label", "gold", "pred", "span P", "span R", "char P", "char R", "token P", "token R"):
         t.add_column(col, justify="left" if col == "label" else "right", no_wrap=col == "label")
     for lab, s in res.labels.items():
-        t.add_row(lab, f"{s.gold_spans:,}", f"{s.pred_spans:,}", _pct(s.span_precision), _pct(s.span_recall),
-                  _pct(s.char_precision), _pct(s.char_recall), _pct(s.token_precision), _pct(s.token_recall))
+        t.add_row(lab, f"{s.gold_spans:,}", f"{s.pred_spans:,}", *[_ratio(x) for x in (
+            s.span_precision, s.span_recall, s.char_precision, s.char_recall, s.token_precision, s.token_recall)])
     console.print(t)
     console.print("ALL: exact spans with labels; characters and tokens regardless of label.", style="dim")
 
