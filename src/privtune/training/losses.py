@@ -8,14 +8,32 @@ update equal, as per-example clipping assumes. Classification: cross-entropy of 
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
+def _accepts_position_ids(model: nn.Module) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "position_ids" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def per_example_loss(model: nn.Module, batch: dict[str, torch.Tensor], *, task: str) -> torch.Tensor:
-    """Vector of per-example losses (shape ``[batch]``), computed in float32."""
-    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    """Vector of per-example losses (shape ``[batch]``), computed in float32.
+
+    Position ids are passed explicitly, one row per example: models that otherwise build a single ``[1, T]`` row
+    for the whole batch (BERT, GPT-2 learned position embeddings) would give per-example gradient hooks an input
+    without a batch dimension.
+    """
+    ids = batch["input_ids"]
+    kwargs = {"input_ids": ids, "attention_mask": batch["attention_mask"]}
+    if _accepts_position_ids(model):
+        kwargs["position_ids"] = torch.arange(ids.shape[1], device=ids.device).expand_as(ids).contiguous()
     if task == "classification":
         logits = model(**kwargs).logits.float()
         return F.cross_entropy(logits, batch["labels"], reduction="none")

@@ -46,6 +46,11 @@ class HooksEngine(DPEngine):
                 "being trained. Attach the DP engine after wrapping the model (LoRA) and build the optimizer last.")
         grads = [p.grad_sample if isinstance(p.grad_sample, torch.Tensor) else torch.cat(p.grad_sample)
                  for p in self.params]
+        bad = [self._names.get(id(p), "?") for p, g in zip(self.params, grads) if g.shape[0] != n]
+        if bad:
+            raise TrainingError(f"per-example gradients must have one row per example ({n}). Found another "
+                                f"batch dimension for {bad[0]}: a layer sees an input shared by the whole batch "
+                                "(e.g. position ids built once per batch). Freeze that layer or use dp-lora.")
         norms = torch.stack([g.reshape(n, -1).norm(2, dim=1) for g in grads], dim=1).norm(2, dim=1)
         coef = (self.max_grad_norm / (norms + EPS)).clamp(max=1.0)
         self._add([torch.einsum("i,i...->...", coef.to(g.dtype), g) for g in grads])
