@@ -209,8 +209,11 @@ def load_trained(run_dir: str | Path, *, device: str | torch.device | None = Non
     if record.get("adapter"):
         from peft import PeftModel
 
+        from privtune.training.methods.lora import quiet_peft
+
         base = load_model(record["model"], task=record["task"], num_labels=n_labels, device=dev).model
-        model = PeftModel.from_pretrained(base, str(model_dir)).to(dev)
+        with quiet_peft():
+            model = PeftModel.from_pretrained(base, str(model_dir)).to(dev)
     else:
         model = load_model(str(model_dir), task=record["task"], num_labels=n_labels, device=dev).model
     tok = load_tokenizer(str(model_dir))

@@ -8,14 +8,23 @@ the start, so training starts from the base model; only ``A`` and ``B`` train (p
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from privtune.errors import ConfigError, fmt
 from privtune.training.methods.base import METHODS, Method
 
 if TYPE_CHECKING:
     from torch import nn
+
+
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """peft calls a transformers API that transformers 5 deprecates; nothing for the user to act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
+        yield
 
 
 @METHODS.register("lora")
@@ -39,7 +48,5 @@ class LoRA(Method):
         config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                             target_modules=targets, bias="none",
                             task_type=TaskType.SEQ_CLS if task == "classification" else TaskType.CAUSAL_LM)
-        with warnings.catch_warnings():
-            # peft calls a transformers API that transformers 5 deprecates; nothing for the user to act on
-            warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
+        with quiet_peft():
             return get_peft_model(model, config)
