@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+_STALE = ("The DP hooks are bound to other modules than the ones being trained: attach the DP engine after "
+          "wrapping the model (LoRA) and build the optimizer last.")
+
+
 @ENGINES.register("hooks")
 class HooksEngine(DPEngine):
     name = "hooks"
@@ -36,14 +40,17 @@ class HooksEngine(DPEngine):
         import torch
 
         n = loss_per_example.shape[0]
-        with quiet_backward_hooks():
-            loss_per_example.sum().backward()
+        try:
+            with quiet_backward_hooks():
+                loss_per_example.sum().backward()
+        except ValueError as e:  # Opacus: a hooked layer saw no forward pass (hooks on modules no longer used)
+            if "activations" not in str(e):
+                raise
+            raise TrainingError(_STALE) from None
         missing = [self._names.get(id(p), "?") for p in self.params if getattr(p, "grad_sample", None) is None]
         if missing:
-            raise TrainingError(
-                f"per-example gradients must exist for every trainable parameter. Found none for {len(missing)} of "
-                f"{len(self.params)} (e.g. {missing[0]}): the DP hooks are bound to other modules than the ones "
-                "being trained. Attach the DP engine after wrapping the model (LoRA) and build the optimizer last.")
+            raise TrainingError(f"per-example gradients must exist for every trainable parameter. Found none for "
+                                f"{len(missing)} of {len(self.params)} (e.g. {missing[0]}). {_STALE}")
         grads = [p.grad_sample if isinstance(p.grad_sample, torch.Tensor) else torch.cat(p.grad_sample)
                  for p in self.params]
         bad = [self._names.get(id(p), "?") for p, g in zip(self.params, grads) if g.shape[0] != n]
