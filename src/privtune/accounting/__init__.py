@@ -19,6 +19,7 @@ from privtune.accounting.ledger import Ledger, LedgerEntry
 from privtune.accounting import rdp as _rdp  # noqa: E402,F401
 from privtune.accounting import pld as _pld  # noqa: E402,F401
 from privtune.accounting import prv as _prv  # noqa: E402,F401
+from privtune.accounting import edgeworth as _edgeworth  # noqa: E402,F401
 
 from privtune.accounting.calibrate import CalibrationResult, calibrate_noise, max_steps  # noqa: E402
 

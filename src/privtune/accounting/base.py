@@ -111,7 +111,10 @@ class Accountant(ABC):
         delta = check_delta(delta)
         self._check(ledger)
         start = time.perf_counter()
-        extra = {"epsilon": 0.0} if ledger.is_empty else self._epsilon(ledger, delta)
+        if ledger.is_empty:  # nothing released: exactly (0, 0)-DP, for every accountant
+            extra: dict[str, Any] = {"epsilon": 0.0} if self.certified else {"epsilon": 0.0, "certified_epsilon": 0.0}
+        else:
+            extra = self._epsilon(ledger, delta)
         eps = float(extra.pop("epsilon"))
         if math.isnan(eps) or eps < 0:
             raise RuntimeError(f"{self.name} accountant returned epsilon={eps} for {ledger!r}, delta={delta}")

@@ -6,7 +6,8 @@ is the convolution of the per-step PLDs (computed by FFT), and
 δ(ε) = E_Q[(1 − e^(ε − L))₊] + P[L = ∞] (Koskela, Jälkö & Honkela 2020; Doroshenko, Ghazi, Kamath, Kumar &
 Manurangsi 2022, "Connect the dots"). The *pessimistic* discretisation rounds losses up onto a grid of spacing Δ
 (and puts truncated tail mass at +∞), so the ε returned is an upper bound on the exact ε for both orderings.
-Δ is chosen in :func:`privtune.accounting.tuning.pld_discretization` (about 7e-4 relative accuracy).
+Δ is chosen in :func:`privtune.accounting.tuning.pld_discretization` (about 7e-4 relative accuracy; coarser, with
+a bounded grid, for ledgers whose ε is in the hundreds).
 
 Composed PLDs are cached per entry and per ledger, so asking for several δ of one ledger, or for one more entry on
 top of a long ledger, does not redo the convolutions.
@@ -60,7 +61,7 @@ class PLDAccountant(Accountant):
     def discretization_for(self, ledger: Ledger) -> float:
         if self.discretization is not None:
             return float(self.discretization)
-        return tuning.pld_discretization((e.noise_multiplier, e.sample_rate) for e in ledger.entries)
+        return tuning.pld_discretization(ledger.key)
 
     def pld(self, ledger: Ledger):
         """The composed ``dp_accounting`` PrivacyLossDistribution of the whole ledger (cached)."""

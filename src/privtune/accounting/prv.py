@@ -6,7 +6,8 @@ Prop. B.1/B.4 give its density and CDF). The PRV of a composition is the sum of 
 density is composed by FFT on a grid whose mesh and truncation are chosen from ``eps_error`` and ``delta_error``
 (Gopi et al., Thm. 5.5 and Remark 5.6). The accountant returns three numbers: a lower bound, an estimate and an
 upper bound, ε_upper = ε_estimate(δ − delta_error) + eps_error. Only ε_upper is certified and only it is returned as
-``epsilon``; the other two are in ``details`` (``epsilon_lower``, ``epsilon_estimate``).
+``epsilon``; the other two are in ``details`` (``epsilon_lower``, ``epsilon_estimate``). When the grid would exceed
+``tuning.PRV_MAX_GRID_POINTS`` (σ far below 0.1), eps_error is raised until it fits; the value used is reported.
 
 Why Opacus' implementation rather than the authors' ``prv-accountant`` package (same algorithm, same lineage):
 on a grid of σ in [0.5, 2], q in [0.01, 0.5], 10 to 2000 steps, the package's discretisation check fails
@@ -39,6 +40,7 @@ from privtune.errors import ConfigError, fmt
 
 @lru_cache(maxsize=8)
 def _composed_prv(key: tuple[tuple[float, float, int], ...], eps_error: float, delta_error: float):
+    """The composed discrete PRV and the eps_error actually used (raised if the grid would not fit)."""
     from opacus.accountants.analysis.prv import (Domain, PoissonSubsampledGaussianPRV,
                                                  TruncatedPrivacyRandomVariable, compose_heterogeneous,
                                                  compute_safe_domain_size, discretize)
@@ -47,12 +49,16 @@ def _composed_prv(key: tuple[tuple[float, float, int], ...], eps_error: float, d
         warnings.simplefilter("ignore")  # log(1 - q) at q = 1; RDP's "optimal order is the largest alpha"
         prvs = [PoissonSubsampledGaussianPRV(q, sigma) for sigma, q, _ in key]
         counts = [steps for _, _, steps in key]
+        root = math.sqrt(sum(counts) * math.log(12 / delta_error) / 2)
         half_width = compute_safe_domain_size(prvs=prvs, max_self_compositions=counts, eps_error=eps_error,
                                               delta_error=delta_error)
-        mesh = eps_error / math.sqrt(sum(counts) * math.log(12 / delta_error) / 2)  # Gopi et al. Thm. 5.5
-        domain = Domain.create_aligned(-half_width, half_width, mesh)
+        # mesh = eps_error / root (Gopi et al. Thm. 5.5); a grid of 2·half_width/mesh points must fit
+        eps_error = max(eps_error, 2 * half_width * root / tuning.PRV_MAX_GRID_POINTS)
+        domain = Domain.create_aligned(-half_width, half_width, eps_error / root)
         truncated = [TruncatedPrivacyRandomVariable(p, domain.t_min, domain.t_max) for p in prvs]
-        return compose_heterogeneous(dprvs=[discretize(t, domain) for t in truncated], num_self_compositions=counts)
+        composed = compose_heterogeneous(dprvs=[discretize(t, domain) for t in truncated],
+                                         num_self_compositions=counts)
+        return composed, eps_error
 
 
 @ACCOUNTANTS.register("prv")
@@ -81,20 +87,20 @@ class PRVAccountant(Accountant):
 
     def _epsilon(self, ledger: Ledger, delta: float) -> dict[str, Any]:
         delta_error = self.delta_error_fraction * delta
-        dprv = self._composed(ledger, delta_error)
+        dprv, eps_error = self._composed(ledger, delta_error)
         try:
-            lower, estimate, upper = dprv.compute_epsilon(delta, delta_error, self.eps_error)
+            lower, estimate, upper = dprv.compute_epsilon(delta, delta_error, eps_error)
         except ValueError:
             raise ConfigError(fmt("delta", "large enough for the PRV grid's floating-point accuracy", delta,
                                   "Use the pld accountant for such a small delta.")) from None
         except RuntimeError:  # δ(ε) < δ already at the bottom of the grid: the loss is essentially never > 0
-            lower, estimate, upper = 0.0, 0.0, self.eps_error
+            lower, estimate, upper = 0.0, 0.0, eps_error
         return {"epsilon": max(0.0, float(upper)), "epsilon_estimate": max(0.0, float(estimate)),
-                "epsilon_lower": max(0.0, float(lower)), "eps_error": self.eps_error}
+                "epsilon_lower": max(0.0, float(lower)), "eps_error": eps_error}
 
     def _delta(self, ledger: Ledger, epsilon: float) -> float:
         # δ_upper(ε) = δ_estimate(ε − eps_error) + delta_error (Gopi et al. Thm. 5.5); δ is not known in advance,
         # so the δ slack is absolute and tiny.
         delta_error = 1e-12
-        dprv = self._composed(ledger, delta_error)
-        return float(dprv.compute_delta_estimate(epsilon - self.eps_error)) + delta_error
+        dprv, eps_error = self._composed(ledger, delta_error)
+        return float(dprv.compute_delta_estimate(epsilon - eps_error)) + delta_error

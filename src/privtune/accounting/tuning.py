@@ -29,9 +29,11 @@ from typing import Iterable
 PLD_RELATIVE_DISCRETIZATION = 0.1
 PLD_MIN_DISCRETIZATION = 2.0 ** -30
 PLD_MAX_DISCRETIZATION = 2.0 ** -8
+PLD_MAX_GRID_POINTS = 2 ** 21   # memory guard: σ 0.01, q 0.5, 100 steps would otherwise need 7 GB and 75 s
 
 PRV_EPS_ERROR = 0.01
 PRV_DELTA_ERROR_FRACTION = 1e-3
+PRV_MAX_GRID_POINTS = 2 ** 23   # beyond this eps_error is raised (and reported) so that the grid fits
 
 RDP_ORDERS: tuple[float, ...] = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(11, 64))
                                       + [128, 256, 512, 1024])
@@ -46,8 +48,24 @@ def privacy_loss_scale(noise_multiplier: float, sample_rate: float) -> float:
     return sample_rate * math.sqrt(math.expm1(min(1.0 / noise_multiplier ** 2, 700.0)))
 
 
-def pld_discretization(entries: Iterable[tuple[float, float]]) -> float:
-    """Δ for a ledger with the given (σ, q) pairs: the finest one any entry needs (see the module docstring)."""
-    scale = min(privacy_loss_scale(s, q) for s, q in entries)
+def pld_discretization(entries: Iterable[tuple[float, float, int]]) -> float:
+    """Δ for a ledger with the given (σ, q, steps) entries (see the module docstring).
+
+    The finest Δ any entry needs, unless the composed loss would span more than PLD_MAX_GRID_POINTS grid points.
+    Its span is estimated from the exact cumulants of the loss (see edgeworth.py): K1_Q − K1_P + 20·(sd_Q + sd_P),
+    plus ℓ_max = 1/(2σ²) + 10/σ, the largest one-step loss dp-accounting keeps. Past the budget Δ is coarsened
+    (still pessimistic, so still an upper bound; this happens only for ledgers whose ε is in the hundreds, where
+    the extra slack is negligible relative to ε).
+    """
+    from privtune.accounting.edgeworth import cumulants  # lazy: edgeworth imports this module
+
+    entries = list(entries)
+    scale = min(privacy_loss_scale(s, q) for s, q, _ in entries)
     delta = 2.0 ** math.floor(math.log2(max(PLD_RELATIVE_DISCRETIZATION * scale, PLD_MIN_DISCRETIZATION)))
-    return min(max(delta, PLD_MIN_DISCRETIZATION), PLD_MAX_DISCRETIZATION)
+    delta = min(max(delta, PLD_MIN_DISCRETIZATION), PLD_MAX_DISCRETIZATION)
+    k1_p = k1_q = k2_p = k2_q = 0.0
+    for s, q, n in entries:
+        c = cumulants(s, q)
+        k1_p, k1_q, k2_p, k2_q = k1_p + n * c.p[0], k1_q + n * c.q[0], k2_p + n * c.p[1], k2_q + n * c.q[1]
+    span = k1_q - k1_p + 20 * (math.sqrt(k2_q) + math.sqrt(k2_p)) + max(0.5 / s ** 2 + 10.0 / s for s, _, _ in entries)
+    return max(delta, 2.0 ** math.ceil(math.log2(span / PLD_MAX_GRID_POINTS)))
