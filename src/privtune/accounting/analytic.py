@@ -15,11 +15,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import optimize, special
 
 
 def gaussian_delta(*, mu: float, epsilon: float) -> float:
     """Tight δ(ε) of μ-GDP, computed in log space (no cancellation for large ε)."""
+    from scipy import special
+
     if mu <= 0:
         return 0.0
     a = -epsilon / mu + mu / 2
@@ -30,6 +31,8 @@ def gaussian_delta(*, mu: float, epsilon: float) -> float:
 
 def gaussian_epsilon(*, mu: float, delta: float) -> float:
     """Tight ε(δ) of μ-GDP: the root of gaussian_delta(μ, ε) = δ (0 when δ(0) <= δ already)."""
+    from scipy import optimize
+
     if gaussian_delta(mu=mu, epsilon=0.0) <= delta:
         return 0.0
     hi = max(1.0, mu * mu)
@@ -41,6 +44,8 @@ def gaussian_epsilon(*, mu: float, delta: float) -> float:
 
 def gaussian_mu(*, epsilon: float, delta: float) -> float:
     """The μ of the Gaussian mechanism whose tight ε(δ) equals ``epsilon`` (δ(ε) increases with μ)."""
+    from scipy import optimize
+
     lo, hi = 1e-3, 1.0
     while gaussian_delta(mu=lo, epsilon=epsilon) >= delta:
         if lo < 1e-300:

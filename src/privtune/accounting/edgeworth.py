@@ -43,7 +43,6 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from scipy import optimize, special
 
 from privtune.accounting import tuning
 from privtune.accounting.base import ACCOUNTANTS, Accountant, get_accountant
@@ -149,6 +148,8 @@ def _log_survival_terms(eps: np.ndarray, k: np.ndarray, order: int) -> tuple[np.
         c = c + g4 / 24 * he[3] + g3 * g3 / 72 * he[5]
     if order >= 3:
         c = c + g5 / 120 * he[4] + g3 * g4 / 144 * he[6] + g3 ** 3 / 1296 * he[8]
+    from scipy import special
+
     return special.log_ndtr(-z), -0.5 * z * z - _LOG_SQRT_2PI, c
 
 
@@ -204,6 +205,8 @@ def edgeworth_epsilon(kp: np.ndarray, kq: np.ndarray, delta: float, order: int, 
     else:
         raise ConfigError(fmt("ledger", "within the range of the Edgeworth expansion", f"δ(ε) > {delta:g} up to "
                               f"ε = {upper:.3g}", "The loss is far from normal; use a certified accountant (pld)."))
+    from scipy import optimize
+
     root, info = optimize.brentq(lambda e: float(f(e)), grid[i], grid[i + 1], xtol=tuning.EDGEWORTH_ROOT_XTOL,
                                  full_output=True, disp=False)
     if not info.converged:
@@ -235,6 +238,11 @@ class EdgeworthAccountant(Accountant):
         self.certifier = get_accountant(certifier)
         if not self.certifier.certified:
             raise ConfigError(fmt("certifier", "a certified accountant", certifier))
+
+    def prepare(self) -> None:
+        from scipy import optimize, special  # noqa: F401
+
+        self.certifier.prepare()
 
     def estimate(self, ledger: Ledger, *, delta: float) -> float:
         """The Edgeworth ε estimate alone (no certified companion): what calibration searches on."""

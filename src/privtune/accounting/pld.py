@@ -67,6 +67,9 @@ class PLDAccountant(Accountant):
         """The composed ``dp_accounting`` PrivacyLossDistribution of the whole ledger (cached)."""
         return _ledger_pld(ledger.key, self.discretization_for(ledger))
 
+    def prepare(self) -> None:
+        from dp_accounting.pld import privacy_loss_distribution  # noqa: F401
+
     def _epsilon(self, ledger: Ledger, delta: float) -> dict[str, Any]:
         return {"epsilon": float(self.pld(ledger).get_epsilon_for_delta(delta)),
                 "discretization": self.discretization_for(ledger)}

@@ -78,6 +78,9 @@ class PRVAccountant(Accountant):
         self.eps_error = float(eps_error)
         self.delta_error_fraction = float(delta_error_fraction)
 
+    def prepare(self) -> None:
+        import opacus.accountants.analysis.prv  # noqa: F401  (imports torch: ~3 s)
+
     def _composed(self, ledger: Ledger, delta_error: float):
         try:
             return _composed_prv(ledger.key, self.eps_error, delta_error)

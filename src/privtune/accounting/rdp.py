@@ -61,6 +61,9 @@ class RDPAccountant(Accountant):
             total = total + e.steps * _rdp_per_step(e.noise_multiplier, e.sample_rate, self.orders)
         return total
 
+    def prepare(self) -> None:
+        from dp_accounting.rdp import rdp_privacy_accountant  # noqa: F401
+
     def _epsilon(self, ledger: Ledger, delta: float) -> dict[str, Any]:
         from dp_accounting.rdp import rdp_privacy_accountant
 
