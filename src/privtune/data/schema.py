@@ -191,6 +191,7 @@ class DatasetInfo:
     content_hash: str = ""
     task: str = "lm"                 # "lm" (causal LM on text) or "classification" (text + label)
     canary: dict[str, Any] | None = None  # template, candidate space, secret pattern, repeats
+    audit: dict[str, Any] | None = None   # one-run audit canaries: template, secrets, inclusion flags, seed
     class_labels: list[Any] | None = None  # classification: the label set, in index order
     params: dict[str, Any] = field(default_factory=dict)       # generator / importer / tagger parameters
     privtune_version: str = __version__

@@ -1,0 +1,145 @@
+"""From character spans to per-token sensitive masks, for any Hugging Face *fast* tokenizer.
+
+A token covers the characters ``[a, b)`` of its record's text (its offset mapping). It is **sensitive** when that
+range overlaps a span ``[s, e)``, i.e. ``a < e and s < b``. Consequences, all deliberate:
+
+- a token that straddles a span boundary (``"Ġ555"`` covering a space and the first digits of a phone number,
+  or ``"lace,"`` covering the end of a name and a comma) is sensitive — it carries secret characters;
+- tokens with an empty range (``a == b``: special tokens such as ``[CLS]``, ``<eos>``, and added tokens that map to
+  no text) and tokens the tokenizer reports as special are never sensitive;
+- a token overlapping several spans takes the first one (lowest index) as its label.
+
+Byte-level BPE tokenizers that do not trim offsets report the leading space of ``"ĠAda"`` as part of the token;
+the rule above then marks it sensitive when ``Ada`` is, and leaves the preceding token alone.
+
+Causal-LM evaluators score token ``t`` from the prefix ``< t``: use ``sensitive[1:]`` as the mask for the
+``logits[:-1]`` predictions.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from privtune.data.schema import Record, Span
+from privtune.errors import ConfigError, ModelLoadError, fmt
+
+NO_SPAN = -1
+_NON_SPACE = re.compile(r"\S+")
+
+
+def token_span_index(offsets: Sequence[Sequence[int]], spans: Sequence[Span], *,
+                     special: Sequence[int | bool] | None = None) -> list[int]:
+    """For each token ``(a, b)`` the index of the first span it overlaps, or ``NO_SPAN`` (-1).
+
+    ``spans`` must be sorted and non-overlapping (as :class:`~privtune.data.schema.Record` guarantees).
+    ``special`` (optional, one flag per token) forces a token to ``NO_SPAN``. Cost: O(T log S).
+    """
+    if special is not None and len(special) != len(offsets):
+        raise ConfigError(fmt("special", f"one flag per token ({len(offsets)})", len(special)))
+    ends = [s.end for s in spans]
+    out = [NO_SPAN] * len(offsets)
+    if not spans:
+        return out
+    for i, (a, b) in enumerate(offsets):
+        if a >= b or (special is not None and special[i]):
+            continue
+        j = bisect.bisect_right(ends, a)  # first span with end > a
+        if j < len(spans) and spans[j].start < b:
+            out[i] = j
+    return out
+
+
+def token_mask(offsets: Sequence[Sequence[int]], spans: Sequence[Span], *,
+               special: Sequence[int | bool] | None = None) -> list[bool]:
+    """Per-token sensitive flags: ``True`` where the token's character range overlaps a span."""
+    return [j != NO_SPAN for j in token_span_index(offsets, spans, special=special)]
+
+
+def whitespace_offsets(text: str) -> list[tuple[int, int]]:
+    """Offsets of whitespace-separated tokens: the tokenizer-free unit used by ``privtune data stats``."""
+    return [m.span() for m in _NON_SPACE.finditer(text)]
+
+
+def load_fast_tokenizer(name_or_path: str) -> Any:
+    """A Hugging Face fast tokenizer from a local directory or a cached hub id (offline when HF_HUB_OFFLINE=1)."""
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(fmt("tokenizer", "a local tokenizer directory or a cached Hugging Face id",
+                                 name_or_path, f"It could not be loaded ({type(e).__name__}).")) from None
+    _check_fast(tok)
+    return tok
+
+
+@dataclass
+class EncodedRecord:
+    """One record tokenized, with its per-token sensitivity (all lists have one entry per token)."""
+
+    id: str
+    input_ids: list[int]
+    attention_mask: list[int]
+    sensitive: list[bool]
+    span_label: list[str | None]          # label of the overlapped span, or None
+    span_index: list[int]                 # index into the record's spans, or -1
+    offsets: list[tuple[int, int]]        # character range of each token ((0, 0) for special tokens)
+    truncated: bool = False               # True when max_length cut off part of the text
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def n_sensitive(self) -> int:
+        return sum(self.sensitive)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "input_ids": self.input_ids, "attention_mask": self.attention_mask,
+                "sensitive": self.sensitive, "span_label": self.span_label, "span_index": self.span_index,
+                "offsets": [list(o) for o in self.offsets], "truncated": self.truncated, "meta": self.meta}
+
+
+def _check_fast(tokenizer: Any) -> None:
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(fmt("tokenizer", "a Hugging Face fast tokenizer (it provides offset mappings)",
+                              type(tokenizer).__name__,
+                              "Load it with AutoTokenizer.from_pretrained(..., use_fast=True) or wrap a "
+                              "`tokenizers.Tokenizer` in PreTrainedTokenizerFast."))
+
+
+def encode_records(tokenizer: Any, records: Iterable[Record], *, max_length: int | None,
+                   add_special_tokens: bool = True, batch_size: int = 512) -> list[EncodedRecord]:
+    """Tokenize ``records`` and mark sensitive tokens (see the module docstring for the rule).
+
+    ``max_length`` truncates (special tokens included; ``None`` keeps everything); no padding is added, so each
+    result is as long as its record's tokens. ``add_special_tokens`` follows the tokenizer's own convention
+    (``[CLS] ... [SEP]`` for BERT, the template of a trained BPE, nothing for GPT-2).
+    """
+    _check_fast(tokenizer)
+    if max_length is not None and max_length < 1:
+        raise ConfigError(fmt("max_length", "a positive integer or None", max_length))
+    records = list(records)
+    out: list[EncodedRecord] = []
+    for lo in range(0, len(records), batch_size):
+        chunk = records[lo:lo + batch_size]
+        enc = tokenizer([r.text for r in chunk], add_special_tokens=add_special_tokens,
+                        truncation=max_length is not None, max_length=max_length,
+                        return_offsets_mapping=True, return_special_tokens_mask=True,
+                        return_attention_mask=True)
+        for k, rec in enumerate(chunk):
+            offsets = [tuple(o) for o in enc["offset_mapping"][k]]
+            special = enc["special_tokens_mask"][k]
+            idx = token_span_index(offsets, rec.spans, special=special)
+            last = max((b for (a, b), sp in zip(offsets, special) if not sp and b > a), default=0)
+            out.append(EncodedRecord(
+                id=rec.id, input_ids=list(enc["input_ids"][k]), attention_mask=list(enc["attention_mask"][k]),
+                sensitive=[j != NO_SPAN for j in idx],
+                span_label=[rec.spans[j].label if j != NO_SPAN else None for j in idx],
+                span_index=idx, offsets=offsets,
+                truncated=(max_length is not None and len(offsets) >= max_length
+                           and last < len(rec.text.rstrip())), meta=rec.meta))
+    return out

@@ -1,0 +1,100 @@
+"""Synthetic private-text datasets: ``generate`` (in memory) and ``synth_dataset`` (a dataset directory).
+
+    >>> from privtune.data.synth import generate
+    >>> splits, info = generate("customersim", n_train=100, n_test=10, seed=0)
+
+Generators are plugins: every module of this package that registers a :class:`Generator` subclass in
+``GENERATORS`` is found automatically, so adding one is one new file.
+
+Reproducibility: the output is a function of (generator, counts, seed, canary options, pool) only. The train split
+does not depend on ``n_test``: train is written first from its own random stream.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import random
+from pathlib import Path
+from typing import Any
+
+from privtune.data.schema import DatasetInfo, Record, write_dataset
+from privtune.data.synth.base import GENERATORS, Document, Generator, Template, TextBuilder
+from privtune.data.synth.canaries import CanarySpec, plant, redacted
+from privtune.data.synth.identities import POOLS, IdentityFactory, in_pool, pool_bit
+from privtune.errors import ConfigError, fmt
+from privtune.utils.progress import make_progress
+
+_INTERNAL = {"base", "canaries", "identities"}
+for _m in pkgutil.iter_modules(__path__):
+    if _m.name not in _INTERNAL and not _m.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_m.name}")
+
+DEFAULT_CANARY_REPEATS = 10
+
+
+def _split(gen: Generator, split: str, n: int, start: int, ids: IdentityFactory, seed: int,
+           progress: Any) -> list[Record]:
+    rng = random.Random(f"privtune:{seed}:{ids.pool}:{gen.name}:{split}")
+    task = progress.add_task(f"{gen.name} {split}", total=n)
+    out = []
+    for i in range(n):
+        doc: Document = gen.document(ids=ids, rng=rng)
+        out.append(Record(id=f"{gen.id_prefix}-{start + i:06d}", text=doc.text, spans=doc.spans,
+                          meta=doc.meta, label=doc.label))
+        if i % 256 == 255 or i == n - 1:
+            progress.update(task, completed=i + 1)
+    return out
+
+
+def generate(name: str, *, n_train: int | None = None, n_test: int | None = None, seed: int = 0,
+             canary: str | None = None, canary_repeats: int | None = None, audit_canaries: int = 0,
+             pool: str = "private") -> tuple[dict[str, list[Record]], DatasetInfo]:
+    """Generate a dataset in memory: ``({"train": [...], "test": [...]}, DatasetInfo)``.
+
+    ``canary``: the exposure canary's secret (digits), or ``None`` to draw 6 random digits from ``seed``.
+    ``canary_repeats``: copies inserted in train (default 10 for the private pool; 0 disables the canary).
+    ``audit_canaries``: number M of one-run audit canaries, each in train with probability 1/2 (default 0).
+    ``pool``: ``"private"`` (default) or ``"public"`` — identity values of the two pools never coincide (see
+    :mod:`privtune.data.synth.identities`); public data carries no canaries.
+    """
+    gen = GENERATORS.get(name)()
+    n_train = gen.default_n_train if n_train is None else n_train
+    n_test = gen.default_n_test if n_test is None else n_test
+    if pool not in POOLS:
+        raise ConfigError(fmt("pool", f"one of {', '.join(POOLS)}", pool))
+    if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1:
+        raise ConfigError(fmt("n_train", "a positive integer", n_train))
+    if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 0:
+        raise ConfigError(fmt("n_test", "a non-negative integer", n_test))
+    if pool == "public":
+        if canary is not None or (canary_repeats or 0) > 0 or audit_canaries:
+            raise ConfigError(fmt("pool", "'private' when canaries are requested", pool,
+                                  "Public-pool data never carries canaries."))
+        canary_repeats = 0
+    elif canary_repeats is None:
+        canary_repeats = DEFAULT_CANARY_REPEATS
+    if canary is not None and canary_repeats == 0:
+        raise ConfigError(fmt("canary_repeats", "positive when a canary secret is given", canary_repeats))
+    ids = IdentityFactory(seed=seed, pool=pool, salt=name)
+    with make_progress() as progress:
+        train = _split(gen, "train", n_train, 0, ids, seed, progress)
+        test = _split(gen, "test", n_test, n_train, ids, seed, progress)
+    train, canary_info, audit_info = plant(train, prefix=gen.id_prefix, seed=seed, secret=canary,
+                                           repeats=canary_repeats, audit_canaries=audit_canaries)
+    info = DatasetInfo(
+        name=name if pool == "private" else f"{name}-public", source=name, seed=seed, task=gen.task,
+        canary=canary_info, audit=audit_info, class_labels=gen.class_labels,
+        params={"generator": name, "n_train": n_train, "n_test": n_test, "pool": pool,
+                "canary_repeats": canary_repeats, "audit_canaries": audit_canaries})
+    return ({"train": train, "test": test} if n_test else {"train": train}), info
+
+
+def synth_dataset(name: str, *, out: str | Path, overwrite: bool = False, **kwargs: Any) -> Path:
+    """Generate (see :func:`generate`) and write a dataset directory atomically; same data again is a no-op."""
+    splits, info = generate(name, **kwargs)
+    return write_dataset(out, splits, info, overwrite=overwrite)
+
+
+__all__ = ["GENERATORS", "CanarySpec", "Document", "Generator", "IdentityFactory", "Template", "TextBuilder",
+           "generate", "in_pool", "pool_bit", "redacted", "synth_dataset"]
