@@ -110,6 +110,7 @@ def calibrate_each(*, target_epsilon: float, delta: float, schedule: Schedule,
         warn_delta(check_delta(delta), schedule.dataset_size)
     rows: list[CalibrationResult | AccountantFailure] = []
     for acc in accountants:
+        acc.prepare()
         try:
             rows.append(calibrate_noise(target_epsilon=target_epsilon, delta=delta, sample_rate=schedule.sample_rate,
                                         steps=schedule.steps, accountant=acc))
