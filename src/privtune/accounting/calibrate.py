@@ -112,10 +112,8 @@ def search_threshold(value: Callable[[float], float], *, target: float, start: f
         uc = ub - fb * (ub - ua) / (fb - fa) if fb != fa else (ua + ub) / 2
         c = math.exp(uc)
         lo_ab, hi_ab = min(a, b), max(a, b)
-        if integer:
-            c = float(round(c))
-            if not lo_ab < c < hi_ab:
-                c = float((int(lo_ab) + int(hi_ab)) // 2)
+        if integer:  # a prediction that rounds onto an end tests that end's neighbour: usually the answer
+            c = min(max(float(round(c)), lo_ab + 1), hi_ab - 1)
         elif not lo_ab < c < hi_ab:
             c = math.sqrt(lo_ab * hi_ab)
         fc = f(c)

@@ -9,8 +9,9 @@ Manurangsi 2022, "Connect the dots"). The *pessimistic* discretisation rounds lo
 Δ is chosen in :func:`privtune.accounting.tuning.pld_discretization` (about 7e-4 relative accuracy; coarser, with
 a bounded grid, for ledgers whose ε is in the hundreds).
 
-Composed PLDs are cached per entry and per ledger, so asking for several δ of one ledger, or for one more entry on
-top of a long ledger, does not redo the convolutions.
+One-step PLDs are cached per (σ, q, Δ) and composed PLDs per entry and per ledger, so asking for several δ of one
+ledger, for another step count at the same (σ, q) (max_steps, curves), or for one more entry on top of a long
+ledger does not redo that work.
 """
 
 from __future__ import annotations
@@ -26,14 +27,22 @@ from privtune.errors import ConfigError, fmt
 
 
 @lru_cache(maxsize=16)
+def _step_pld(noise_multiplier: float, sample_rate: float, discretization: float):
+    """One step's PLD: built point by point in Python by dp-accounting (most of the cost of a cold query)."""
+    from dp_accounting.pld import privacy_loss_distribution as pld
+
+    return pld.from_gaussian_mechanism(standard_deviation=noise_multiplier, sampling_prob=sample_rate,
+                                       value_discretization_interval=discretization, pessimistic_estimate=True)
+
+
+@lru_cache(maxsize=16)
 def _entry_pld(noise_multiplier: float, sample_rate: float, steps: int, discretization: float):
     from dp_accounting.pld import privacy_loss_distribution as pld
 
     if sample_rate == 1.0:  # n Gaussian steps at σ are exactly one Gaussian step at σ/√n: no convolution error
         return pld.from_gaussian_mechanism(standard_deviation=noise_multiplier / math.sqrt(steps),
                                            value_discretization_interval=discretization, pessimistic_estimate=True)
-    one = pld.from_gaussian_mechanism(standard_deviation=noise_multiplier, sampling_prob=sample_rate,
-                                      value_discretization_interval=discretization, pessimistic_estimate=True)
+    one = _step_pld(noise_multiplier, sample_rate, discretization)
     return one.self_compose(steps) if steps > 1 else one
 
 
