@@ -94,6 +94,7 @@ def test_unreachable_target():
     (dict(sample_rate=0.0), "`sample_rate` must be in"),
     (dict(steps=0), "`steps` must be an integer >= 1"),
     (dict(accountant="nope"), "`accountant` must be one of"),
+    (dict(prior=[("σ", 1.0)]), "`prior` must be a Ledger"),
 ])
 def test_bad_input(kwargs, match):
     args = {**dict(target_epsilon=8, delta=1e-5, sample_rate=0.01, steps=100), **kwargs}

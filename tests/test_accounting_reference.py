@@ -76,7 +76,7 @@ def test_remove_ordering_dominates_add():
     """Why PRV may account only the remove ordering: dp-accounting's PLD of each ordering on a grid."""
     from dp_accounting.pld import privacy_loss_distribution as pld
 
-    for sigma, q, steps, delta in itertools.product([0.5, 1.0, 3.0], [0.01, 0.3, 0.9], [1, 50], [1e-3, 1e-7]):
+    for sigma, q, steps, delta in itertools.product([0.5, 1.0, 3.0], [0.01, 0.5], [1, 50], [1e-3, 1e-7]):
         p = pld.from_gaussian_mechanism(standard_deviation=sigma, sampling_prob=q, value_discretization_interval=1e-3)
         p = p.self_compose(steps) if steps > 1 else p
         assert p._pmf_add.get_epsilon_for_delta(delta) <= p._pmf_remove.get_epsilon_for_delta(delta) + 1e-12

@@ -195,11 +195,11 @@ def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float, 
     steps = check_steps(steps)
     if dataset_size is not None:
         warn_delta(delta, check_dataset_size(dataset_size))
-    prior = prior.copy() if prior is not None else Ledger()
-    if not isinstance(prior, Ledger):
+    if prior is not None and not isinstance(prior, Ledger):
         raise ConfigError(fmt("prior", "a Ledger or None", type(prior).__name__))
+    prior = prior.copy() if prior is not None else Ledger()
     acc = _resolve(accountant)
-    certifier = acc if acc.certified else get_accountant(CERTIFIER)
+    certifier = acc if acc.certified else getattr(acc, "certifier", None) or get_accountant(CERTIFIER)
     if not prior.is_empty:
         spent = certifier.epsilon(prior, delta=delta).epsilon
         if spent > target_epsilon:
