@@ -88,8 +88,8 @@ def make_accountants(names: Sequence[str] | None = None, *, order: int | None = 
             for n in names]
 
 
-def compare(ledger: Ledger, *, delta: float, accountants: Sequence[Accountant]) -> list[EpsilonResult |
-                                                                                        AccountantFailure]:
+def compare(ledger: Ledger, *, delta: float, accountants: Sequence[Accountant],
+            on_done: Callable[[], None] | None = None) -> list[EpsilonResult | AccountantFailure]:
     """ε of ``ledger`` at δ by each accountant (each result carries its own wall time, imports excluded; an
     estimate's time includes its certified companion unless a certified accountant listed before computed it)."""
     delta = check_delta(delta)
@@ -100,11 +100,13 @@ def compare(ledger: Ledger, *, delta: float, accountants: Sequence[Accountant]) 
             rows.append(acc.epsilon(ledger, delta=delta))
         except PrivtuneError as e:
             rows.append(AccountantFailure(acc.name, str(e), acc.certified))
+        if on_done is not None:
+            on_done()
     return rows
 
 
-def calibrate_each(*, target_epsilon: float, delta: float, schedule: Schedule,
-                   accountants: Sequence[Accountant]) -> list[CalibrationResult | AccountantFailure]:
+def calibrate_each(*, target_epsilon: float, delta: float, schedule: Schedule, accountants: Sequence[Accountant],
+                   on_done: Callable[[], None] | None = None) -> list[CalibrationResult | AccountantFailure]:
     """The noise multiplier each accountant calibrates for (target ε, δ); estimates are certified upwards."""
     if schedule.dataset_size is not None:
         warn_delta(check_delta(delta), schedule.dataset_size)
@@ -116,6 +118,8 @@ def calibrate_each(*, target_epsilon: float, delta: float, schedule: Schedule,
                                         steps=schedule.steps, accountant=acc))
         except PrivtuneError as e:
             rows.append(AccountantFailure(acc.name, str(e), acc.certified))
+        if on_done is not None:
+            on_done()
     return rows
 
 

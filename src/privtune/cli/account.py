@@ -74,7 +74,10 @@ def epsilon_cmd(noise_multiplier: float = SIGMA, sample_rate: Optional[float] = 
                                     batch_size=batch_size, epochs=epochs)
         warn_delta(check_delta(delta), schedule.dataset_size)
         ledger = Ledger.of(noise_multiplier=noise_multiplier, sample_rate=schedule.sample_rate, steps=schedule.steps)
-        rows = compare(ledger, delta=delta, accountants=_accountants(accountant, order))
+        accs = _accountants(accountant, order)
+        with make_progress() as progress:
+            task = progress.add_task("accounting", total=len(accs))
+            rows = compare(ledger, delta=delta, accountants=accs, on_done=lambda: progress.advance(task))
     if accountant != "all":
         from privtune.errors import ConfigError
 
@@ -123,8 +126,11 @@ def noise_cmd(epsilon: float = typer.Option(..., "--epsilon", help="Target ε (c
     with _warnings_as_lines():
         schedule = resolve_schedule(sample_rate=sample_rate, steps=steps, dataset_size=dataset_size,
                                     batch_size=batch_size, epochs=epochs)
-        rows = calibrate_each(target_epsilon=epsilon, delta=delta, schedule=schedule,
-                              accountants=_accountants(accountant, order))
+        accs = _accountants(accountant, order)
+        with make_progress() as progress:
+            task = progress.add_task("calibrating", total=len(accs))
+            rows = calibrate_each(target_epsilon=epsilon, delta=delta, schedule=schedule, accountants=accs,
+                                  on_done=lambda: progress.advance(task))
     if accountant != "all":
         row = rows[0]
         if not hasattr(row, "noise_multiplier"):
