@@ -3,11 +3,11 @@
     PYTHONPATH=src python scripts/ewtune_table.py [--doc docs/accounting.md] [--json]
 
 Settings of Wang et al. (2022), "EW-Tune": batch B = 2000, 20 epochs, target ε = 8, δ = 1e-5, Poisson rate
-q = B/N and 20·⌊N/B⌋ steps (the paper's step count; it reproduces the 660 and 1040 steps of the shared reference
-table). For each task: the σ at which the first-order Edgeworth *estimate* equals 8 — with the paper's single
-(remove) ordering and with privtune's default, the worse of both orderings — the certified (PLD) ε of each, and the
-tight σ, the smallest σ whose certified ε is 8. privtune's `account noise --accountant edgeworth` returns
-max(Edgeworth σ, tight σ).
+q = B/N and 20·⌊N/B⌋ steps (the paper's step count; it reproduces the 660 and 1040 steps of the shared
+reference table). For each task: the σ at which the first-order Edgeworth *estimate* equals 8 — with the
+paper's single (remove) ordering and with privtune's default, the worse of both orderings — the certified
+(PLD) ε of each, and the tight σ, the smallest σ whose certified ε is 8. privtune's `account noise
+--accountant edgeworth` returns max(Edgeworth σ, tight σ).
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def markdown(table: list[dict]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--doc", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "accounting.md")
+    default_doc = Path(__file__).resolve().parents[1] / "docs" / "accounting.md"
+    ap.add_argument("--doc", type=Path, default=default_doc)
     ap.add_argument("--json", action="store_true", help="print the rows as JSON instead of writing the doc")
     args = ap.parse_args()
     table = rows()

@@ -1,4 +1,5 @@
-"""Schedules from (q, steps) or (N, B, epochs); side-by-side comparison keeps going when one accountant fails."""
+"""Schedules from (q, steps) or (N, B, epochs); side-by-side comparison keeps going when one accountant
+fails."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import pytest
 
 from privtune.accounting import Ledger, get_accountant
 from privtune.accounting.base import Accountant
-from privtune.accounting.compare import AccountantFailure, compare, epsilon_curve, make_accountants, resolve_schedule
+from privtune.accounting.compare import (AccountantFailure, compare, epsilon_curve, make_accountants,
+                                         resolve_schedule)
 from privtune.errors import ConfigError
 
 
