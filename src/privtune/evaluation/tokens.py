@@ -19,7 +19,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from privtune.data.masks import encode_records
 from privtune.data.schema import Record
@@ -129,8 +128,8 @@ def score_records(model: Any, tokenizer: Any, records: Sequence[Record], *, max_
                   description: str = "scoring tokens") -> TokenScores:
     """Score every predicted token of ``records`` under ``model`` (see the module docstring).
 
-    Batches are padded on the right (a causal model's outputs at real positions do not see right padding), sorted by
-    length to waste little compute, and sized so that the float32 logits stay under :data:`LOGIT_BUDGET` elements.
+    Batches are padded on the right (a causal model's outputs at real positions do not see right padding, so no
+    attention mask is needed), sorted by length to waste little compute, and sized so that the float32 logits stay under :data:`LOGIT_BUDGET` elements.
     ``encoded`` reuses a tokenization (the same records under a fine-tuned and a base model share it).
     """
     enc = list(encoded) if encoded is not None else encode(tokenizer, records, max_length=max_length)
@@ -168,15 +167,16 @@ def score_records(model: Any, tokenizer: Any, records: Sequence[Record], *, max_
                 if T < 2:
                     continue
                 ids = torch.zeros((len(batch), T), dtype=torch.long)
-                att = torch.zeros((len(batch), T), dtype=torch.long)
                 for j, i in enumerate(batch):
                     ids[j, :lengths[i]] = torch.tensor(enc[i].input_ids)
-                    att[j, :lengths[i]] = 1
-                ids, att = ids.to(device), att.to(device)
-                logits = model(input_ids=ids, attention_mask=att).logits[:, :-1].float()
-                tgt = ids[:, 1:]
-                tok_nll = F.cross_entropy(logits.transpose(1, 2), tgt, reduction="none").double().cpu().numpy()
-                tok_ok = (logits.argmax(-1) == tgt).cpu().numpy()
+                ids = ids.to(device)
+                # No attention mask: in a causal model a real position never sees the padding to its right, and
+                # the unmasked call takes the fast causal attention path. Outputs at real positions are identical.
+                logits = model(input_ids=ids).logits
+                tgt = ids[:, 1:, None]
+                lp = torch.log_softmax(logits.float(), dim=-1)[:, :-1]
+                tok_nll = (-lp.gather(-1, tgt)[..., 0]).double().cpu().numpy()
+                tok_ok = (logits[:, :-1].argmax(-1, keepdim=True) == tgt)[..., 0].cpu().numpy()
                 for j, i in enumerate(batch):
                     sl = slice(offsets[i], offsets[i + 1])
                     nll[sl] = tok_nll[j, :n_pred[i]]
