@@ -19,6 +19,7 @@ import numpy as np
 from privtune import __version__
 from privtune.data.schema import Dataset, Record, load_dataset
 from privtune.errors import ConfigError, DataError, ModelLoadError, fmt
+from privtune.evaluation import cache
 from privtune.evaluation.audit import AuditSpec, audit_scores, one_run_audit
 from privtune.evaluation.exposure import Canary, canary_exposure
 from privtune.evaluation.extraction import ExtractionConfig, extraction_measures
@@ -46,6 +47,7 @@ class EvalConfig:
     audit_confidence: float = 0.95
     audit_delta: float | None = None      # default: the run's delta, else 1e-5
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
+    cache_base: bool = True               # reuse the base model's scores across runs (privtune.evaluation.cache)
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,22 +87,37 @@ def check_tokenizers(tokenizer: Any, base_tokenizer: Any | None) -> None:
 
 
 class _Scores:
-    """Lazily computed per-token scores, one per (model, split), sharing one tokenization per split."""
+    """Lazily computed per-token scores, one per (model, split), sharing one tokenization per split; the base
+    model's come from the on-disk cache when ``cache_base``."""
 
-    def __init__(self, models: dict[str, Any], tokenizer: Any, splits: dict[str, list[Record]], max_length: int):
+    def __init__(self, models: dict[str, Any], tokenizer: Any, splits: dict[str, list[Record]], max_length: int,
+                 cache_base: bool):
         self.models, self.tokenizer, self.splits, self.max_length = models, tokenizer, splits, max_length
+        self.cache_base = cache_base
         self._enc: dict[str, list[Any]] = {}
         self._scores: dict[tuple[str, str], TokenScores] = {}
 
+    def _compute(self, model: str, split: str) -> TokenScores:
+        recs = self.splits[split]
+        if split not in self._enc:
+            self._enc[split] = encode(self.tokenizer, recs, max_length=self.max_length)
+        return score_records(self.models[model], self.tokenizer, recs, encoded=self._enc[split],
+                             max_length=self.max_length, description=f"{split} tokens ({model})")
+
     def __call__(self, model: str, split: str) -> TokenScores:
-        key = (model, split)
-        if key not in self._scores:
-            recs = self.splits[split]
-            if split not in self._enc:
-                self._enc[split] = encode(self.tokenizer, recs, max_length=self.max_length)
-            self._scores[key] = score_records(self.models[model], self.tokenizer, recs, encoded=self._enc[split],
-                                              max_length=self.max_length, description=f"{split} tokens ({model})")
-        return self._scores[key]
+        if (model, split) not in self._scores:
+            if model == "base" and self.cache_base:
+                k = cache.key("scores", model=cache.model_fingerprint(self.models[model]),
+                              tokenizer=cache.tokenizer_fingerprint(self.tokenizer),
+                              records=cache.records_fingerprint(self.splits[split]), max_length=self.max_length)
+                self._scores[model, split] = cache.cached_scores(k, lambda: self._compute(model, split))
+            else:
+                self._scores[model, split] = self._compute(model, split)
+        return self._scores[model, split]
+
+    @property
+    def truncated(self) -> dict[str, int]:
+        return {split: ts.n_truncated for (m, split), ts in self._scores.items() if m == "fine-tuned"}
 
 
 def evaluate_models(model: Any, base_model: Any, tokenizer: Any, dataset: Dataset, *,
@@ -148,7 +165,7 @@ def evaluate_models(model: Any, base_model: Any, tokenizer: Any, dataset: Datase
     train = _subsample([r for r in dataset.train if not _is_canary(r)], cfg.max_records, cfg.seed)
     test = _subsample([r for r in dataset.split("test") if not _is_canary(r)], cfg.max_records, cfg.seed + 1)
     scores = _Scores({"fine-tuned": model, "base": base_model}, tokenizer, {"train": train, "test": test},
-                     cfg.max_length)
+                     cfg.max_length, cfg.cache_base)
     timings: dict[str, float] = {}
 
     def stage(name: str, fn: Callable[[], dict[str, Any]]) -> None:
@@ -171,8 +188,15 @@ def evaluate_models(model: Any, base_model: Any, tokenizer: Any, dataset: Datase
                   seed=cfg.seed)
         res = canary_exposure(model, tokenizer, canary, description="exposure", **kw)
         if cfg.exposure_base:
-            res.exposure_bits_base = canary_exposure(base_model, tokenizer, canary, description="exposure (base)",
-                                                     **kw).exposure_bits
+            base_exposure = lambda: canary_exposure(base_model, tokenizer, canary,  # noqa: E731
+                                                    description="exposure (base)", **kw).to_dict()
+            if cfg.cache_base:
+                k = cache.key("exposure", model=cache.model_fingerprint(base_model),
+                              tokenizer=cache.tokenizer_fingerprint(tokenizer),
+                              canary=[canary.spec.to_dict(), canary.secret], **kw)
+                res.exposure_bits_base = cache.cached_json(k, base_exposure)["exposure_bits"]
+            else:
+                res.exposure_bits_base = base_exposure()["exposure_bits"]
         d = res.to_dict()
         d["repeats"] = dataset.info.canary.get("repeats")
         return d
@@ -195,14 +219,12 @@ def evaluate_models(model: Any, base_model: Any, tokenizer: Any, dataset: Datase
     stage("audit", _audit)
     for name, note in skipped.items():
         out[name] = {"skipped": note}
-    truncated = {f"{split}": scores._scores[(m, split)].n_truncated for (m, split) in scores._scores
-                 if m == "fine-tuned"}
     header = {"privtune_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "dataset": {"name": dataset.info.name, "content_hash": dataset.info.content_hash,
                           "path": str(dataset.path) if dataset.path else None},
               "run": {k: run_info.get(k) for k in ("method", "model", "epsilon", "delta", "accountant")
                       if k in run_info},
-              "records": {"train": len(train), "test": len(test), "truncated": truncated},
+              "records": {"train": len(train), "test": len(test), "truncated": scores.truncated},
               "stages": [s for s in STAGES if s in out], "timings_s": timings, "config": cfg.to_dict()}
     return {**header, **{s: out[s] for s in STAGES if s in out}}
 
