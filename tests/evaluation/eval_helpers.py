@@ -11,7 +11,7 @@ import random
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from privtune.data.schema import Record, Span
 
@@ -40,12 +40,19 @@ def make_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=BOS, pad_token="<|pad|>")
 
 
-def make_model(tokenizer, *, seed: int = 0, hidden: int = 64, layers: int = 2) -> GPTNeoXForCausalLM:
+def make_model(tokenizer, *, seed: int = 0, hidden: int = 64, layers: int = 2, arch: str = "gpt_neox"):
+    """A random tiny causal LM of ``arch`` (gpt_neox, llama, qwen2, gemma) sized for ``tokenizer``."""
+    import transformers
+
     torch.manual_seed(seed)
-    cfg = GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=4, intermediate_size=4 * hidden, max_position_embeddings=256,
-                        bos_token_id=0, eos_token_id=0, pad_token_id=1)
-    return GPTNeoXForCausalLM(cfg).eval()
+    common = dict(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                  intermediate_size=4 * hidden, max_position_embeddings=256, bos_token_id=0, eos_token_id=0,
+                  pad_token_id=1)
+    extra = {"gpt_neox": {}, "llama": {"num_key_value_heads": 2}, "qwen2": {"num_key_value_heads": 2},
+             "gemma": {"num_key_value_heads": 1, "head_dim": 16}}[arch]
+    cls = {"gpt_neox": "GPTNeoX", "llama": "Llama", "qwen2": "Qwen2", "gemma": "Gemma"}[arch]
+    cfg = getattr(transformers, f"{cls}Config")(**common, **extra)
+    return getattr(transformers, f"{cls}ForCausalLM")(cfg).eval()
 
 
 def person_record(rid: str, rng: random.Random) -> Record:

@@ -42,6 +42,17 @@ def test_prefix_tree_equals_scoring_every_candidate(tokenizer, template):
     np.testing.assert_allclose(small, tree, atol=2e-4)
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma"])
+def test_prefix_tree_on_other_architectures(tokenizer, arch):
+    model = make_model(tokenizer, seed=5, arch=arch)
+    canary = Canary(CanarySpec("Customer: My ID is {secret}.", "0123456789", 2), "42")
+    window = find_window(tokenizer, canary)
+    secrets = all_secrets(canary.spec)
+    tree = sequence_logprobs(model, context_ids=window.context_ids, batch_size=16,
+                             sequences=tokenize_windows(tokenizer, window, secrets))
+    np.testing.assert_allclose(tree, brute_force(model, tokenizer, canary, window, secrets), atol=2e-4)
+
+
 def test_window_tokenizes_like_the_full_text(tokenizer):
     canary = Canary(CanarySpec("Customer: My ID is {secret}. Thanks!", "0123456789", 4), "4721")
     w = find_window(tokenizer, canary)

@@ -30,6 +30,7 @@ from privtune.data.redact import redact, redact_text
 from privtune.data.schema import Record
 from privtune.errors import ConfigError, fmt
 from privtune.evaluation.tokens import model_device, score_records
+from privtune.utils.progress import track
 
 DEFINITIONS = {
     "recall": "share of probed training PII values that the model generates verbatim when prompted with the text "
@@ -86,7 +87,7 @@ def _slots(records: Sequence[Record], rng: np.random.Generator, n: int) -> list[
 
 
 def _generate(model: Any, tokenizer: Any, prompts: list[list[int]], max_new: int, cfg: ExtractionConfig,
-              seed: int) -> list[str]:
+              seed: int, description: str = "extraction") -> list[str]:
     """Continuations (decoded, special tokens dropped) of left-padded prompt batches."""
     device = model_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
@@ -94,7 +95,7 @@ def _generate(model: Any, tokenizer: Any, prompts: list[list[int]], max_new: int
     was_training = model.training
     model.eval()
     try:
-        for lo in range(0, len(prompts), cfg.batch_size):
+        for lo in track(range(0, len(prompts), cfg.batch_size), description):
             chunk = prompts[lo:lo + cfg.batch_size]
             T = max(len(p) for p in chunk)
             ids = torch.full((len(chunk), T), pad, dtype=torch.long)
@@ -144,7 +145,7 @@ def sampling_extraction(model: Any, base_model: Any, tokenizer: Any, train: Sequ
                               "max_new_tokens": max_new}
     hits_by_model = {}
     for tag, m in (("", model), ("_base", base_model)):
-        gens = _generate(m, tokenizer, prompts, max_new, cfg, cfg.seed)
+        gens = _generate(m, tokenizer, prompts, max_new, cfg, cfg.seed, "extraction" + (" (base)" if tag else ""))
         hits = np.array([any(values[i] in g for g in gens[i * reps:(i + 1) * reps]) for i in range(len(slots))])
         leaked = [bool(patterns.get(labels[i // reps]) and patterns[labels[i // reps]].search(g))
                   for i, g in enumerate(gens)]
