@@ -16,8 +16,11 @@ $(BIN)/privtune: pyproject.toml
 
 setup: $(BIN)/privtune
 
+# Until `privtune demo` lands: the data pipeline end to end (idempotent: same data again is a no-op).
 demo: setup
-	$(BIN)/privtune demo --out demo
+	$(BIN)/privtune data synth customersim --out demo/data --seed 0
+	$(BIN)/privtune data stats demo/data
+	$(BIN)/privtune data tag-eval demo/data --tagger regex --split test
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow and not browser" -n 2 $(PYTEST_ARGS)

@@ -56,3 +56,33 @@ def test_synth_cli_public_pool(tmp_path, capsys):
     assert code == 0, err
     info = json.loads((tmp_path / "pub" / "dataset.json").read_text())
     assert info["name"] == "synbio-public" and "canary" not in info and info["params"]["pool"] == "public"
+
+
+def test_import_stats_tag_eval_cli(tmp_path, capsys):
+    src = tmp_path / "chats.jsonl"
+    src.write_text('{"text": "I am Ada Lovelace, call 555-123-4567."}\n{"text": "Order 123-45678-9012 is late."}\n')
+    crm = tmp_path / "crm.csv"
+    crm.write_text("PERSON\nAda Lovelace\n")
+    out = tmp_path / "ds"
+    code, _, err = run(["data", "import", str(src), "--out", str(out), "--tagger", "regex",
+                        "--tagger", f"values:{crm}", "--test-fraction", "0"], capsys)
+    assert code == 0, err
+    assert "Ada" not in err  # summary shows labels and counts, never values
+    code, stdout, err = run(["data", "stats", str(out), "--json"], capsys)
+    st = json.loads(stdout)
+    assert code == 0 and st["total"]["spans"] == {"PERSON": 1, "PHONE": 1, "ORDER_ID": 1}
+    assert st["total"]["tokens"] == 6 + 4 and st["total"]["sensitive_tokens"] == 4
+    code, stdout, err = run(["data", "tag-eval", str(out), "--tagger", "regex", "--json"], capsys)
+    res = json.loads(stdout)
+    assert code == 0 and res["labels"]["PERSON"]["span_recall"] == 0.0
+    assert res["labels"]["PHONE"]["span_precision"] == 1.0 and res["labels"]["ALL"]["span_recall"] == 2 / 3
+    code, _, err = run(["data", "stats", str(out)], capsys)
+    assert code == 0 and "sensitive tokens" in err
+
+
+def test_import_cli_bad_input_one_line(tmp_path, capsys):
+    src = tmp_path / "rows.csv"
+    src.write_text("body\nhello\n")
+    code, _, err = run(["data", "import", str(src), "--out", str(tmp_path / "ds")], capsys)
+    assert code == 2 and "rows.csv:1" in err and "--text-column" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "ds").exists()

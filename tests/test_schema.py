@@ -93,3 +93,14 @@ def test_cli_validate_error_is_one_line(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "dataset.json" in err and "\n" not in err and "Traceback" not in err
+
+
+def test_outputs_have_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    out = write_dataset(tmp_path / "ds", {"train": [rec(0)]}, DatasetInfo(name="t", source="test"))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE((out / "dataset.json").stat().st_mode) == 0o666 & ~mask

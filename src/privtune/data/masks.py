@@ -19,13 +19,15 @@ Causal-LM evaluators score token ``t`` from the prefix ``< t``: use ``sensitive[
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from privtune.data.schema import Record, Span
-from privtune.errors import ConfigError, fmt
+from privtune.errors import ConfigError, ModelLoadError, fmt
 
 NO_SPAN = -1
+_NON_SPACE = re.compile(r"\S+")
 
 
 def token_span_index(offsets: Sequence[Sequence[int]], spans: Sequence[Span], *,
@@ -58,18 +60,20 @@ def token_mask(offsets: Sequence[Sequence[int]], spans: Sequence[Span], *,
 
 def whitespace_offsets(text: str) -> list[tuple[int, int]]:
     """Offsets of whitespace-separated tokens: the tokenizer-free unit used by ``privtune data stats``."""
-    out = []
-    start = None
-    for i, ch in enumerate(text):
-        if ch.isspace():
-            if start is not None:
-                out.append((start, i))
-                start = None
-        elif start is None:
-            start = i
-    if start is not None:
-        out.append((start, len(text)))
-    return out
+    return [m.span() for m in _NON_SPACE.finditer(text)]
+
+
+def load_fast_tokenizer(name_or_path: str) -> Any:
+    """A Hugging Face fast tokenizer from a local directory or a cached hub id (offline when HF_HUB_OFFLINE=1)."""
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(fmt("tokenizer", "a local tokenizer directory or a cached Hugging Face id",
+                                 name_or_path, f"It could not be loaded ({type(e).__name__}).")) from None
+    _check_fast(tok)
+    return tok
 
 
 @dataclass

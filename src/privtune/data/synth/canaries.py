@@ -49,12 +49,6 @@ class CanarySpec:
     def candidates(self) -> int:
         return len(self.alphabet) ** self.length
 
-    def check(self, secret: str) -> str:
-        if len(secret) != self.length or any(c not in self.alphabet for c in secret):
-            raise ConfigError(fmt("canary", f"{self.length} characters from {self.alphabet!r}", "<hidden>",
-                                  "Pass digits only, e.g. --canary 341752 (the value is not echoed)."))
-        return secret
-
     def secret_at(self, index: int) -> str:
         """The ``index``-th candidate in lexicographic order (0 <= index < candidates)."""
         chars = []

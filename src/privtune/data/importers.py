@@ -1,0 +1,191 @@
+"""Import a user's own text as a dataset directory (``privtune data import``).
+
+Sources (the format is chosen from the path):
+
+- a **JSONL** file (``.jsonl``/``.json``): one record per line, ``{"text": ...}`` at least; ``id``, ``spans``,
+  ``meta``, ``label`` are kept (spans already present survive tagging unchanged); a missing id becomes
+  ``<file stem>-<line>``;
+- a **CSV** file (``.csv``/``.tsv``): one record per row, text from ``text_column`` (default ``text``), an optional
+  ``label_column`` for classification, an optional ``id`` column; other columns are ignored (they may hold PII);
+- a **folder of .txt files**: one document per file (e.g. one dialog), id = the path below the folder.
+
+``test`` names a second source for ``test.jsonl``; otherwise ``test_fraction`` of the records (default 0.1; 0 keeps
+all in train) go to test, chosen with ``seed``. Taggers add sensitive spans. Any bad input raises a one-line
+:class:`DataError` naming the file and line (or record id); nothing is written unless everything succeeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from privtune.data.schema import DatasetInfo, Record, write_dataset
+from privtune.errors import ConfigError, DataError, fmt
+
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+CSV_SUFFIXES = (".csv", ".tsv")
+DEFAULT_TEST_FRACTION = 0.1
+
+
+def _decode(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: bytes at offset {e.start} are not UTF-8. "
+                        "Re-encode the file as UTF-8 (e.g. iconv -t UTF-8).") from None
+
+
+def source_format(src: Path) -> str:
+    if src.is_dir():
+        return "txt-folder"
+    if not src.is_file():
+        raise ConfigError(fmt("SRC", "an existing JSONL or CSV file or a folder of .txt files", str(src)))
+    suffix = src.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return "jsonl"
+    if suffix in CSV_SUFFIXES:
+        return "csv"
+    raise ConfigError(fmt("SRC", f"a file ending in {', '.join(JSONL_SUFFIXES + CSV_SUFFIXES)} or a folder",
+                          str(src), "Rename the file after its format."))
+
+
+def read_jsonl_source(path: Path) -> list[Record]:
+    records = []
+    for lineno, line in enumerate(_decode(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}: "
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}malformed JSON ({e.msg} at column {e.colno}). Fix or remove the line.") from None
+        if isinstance(obj, dict) and (isinstance(obj.get("id"), int) or not obj.get("id")):
+            obj = {**obj, "id": str(obj["id"]) if isinstance(obj.get("id"), int) else f"{path.stem}-{lineno:06d}"}
+        records.append(Record.from_dict(obj, where))
+    return records
+
+
+def read_csv_source(path: Path, *, text_column: str = "text", label_column: str | None = None) -> list[Record]:
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.reader(io.StringIO(_decode(path), newline=""), delimiter=delimiter)
+    try:
+        header = next(reader, [])
+        for opt, col in (("--text-column", text_column), ("--label-column", label_column)):
+            if col is not None and col not in header:
+                raise DataError(f"{path}:1: `{opt}` must name a column of the CSV. Found {col!r}; columns are "
+                                f"{header}. Pass {opt} with one of them.")
+        records = []
+        for row in reader:
+            if not row:
+                continue
+            where = f"{path}:{reader.line_num}: "
+            if len(row) != len(header):
+                raise DataError(f"{where}the row must have {len(header)} fields like the header. Found {len(row)}. "
+                                "Quote fields that contain the delimiter.")
+            values = dict(zip(header, row))
+            rid = (values.get("id") or "").strip() or f"{path.stem}-{reader.line_num:06d}"
+            label: Any = None
+            if label_column is not None:
+                label = values[label_column].strip()
+                if not label:
+                    raise DataError(f"{where}`{label_column}` must not be empty in a classification dataset.")
+            rec = Record(id=rid, text=values[text_column], meta={"source_line": reader.line_num}, label=label)
+            rec.validate(where)
+            records.append(rec)
+    except csv.Error as e:
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e}). Fix the quoting on that line.") from None
+    return records
+
+
+def read_txt_folder(path: Path) -> list[Record]:
+    files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+    records = []
+    for p in files:
+        rel = p.relative_to(path).with_suffix("").as_posix()
+        rec = Record(id=re.sub(r"\s+", "_", rel), text=_decode(p), meta={"source_file": p.relative_to(path).as_posix()})
+        rec.validate(f"{p}: ")
+        records.append(rec)
+    return records
+
+
+def read_source(src: str | Path, *, text_column: str = "text", label_column: str | None = None) -> list[Record]:
+    """Read one source (JSONL, CSV or folder of .txt) into validated records with unique ids."""
+    src = Path(src)
+    fmt_ = source_format(src)
+    if fmt_ == "jsonl":
+        records = read_jsonl_source(src)
+    elif fmt_ == "csv":
+        records = read_csv_source(src, text_column=text_column, label_column=label_column)
+    else:
+        records = read_txt_folder(src)
+    if not records:
+        raise DataError(f"{src}: the source must hold at least one record. Found an empty dataset. "
+                        + ("Add .txt files to the folder." if fmt_ == "txt-folder" else "Check the file."))
+    seen: set[str] = set()
+    for r in records:
+        if r.id in seen:
+            raise DataError(f"{src}: record id {r.id!r} appears twice. Ids must be unique.")
+        seen.add(r.id)
+    if label_column is not None:
+        _coerce_labels(records)
+    return records
+
+
+def _coerce_labels(records: Sequence[Record]) -> None:
+    """Integer class labels when every label is an integer literal ("0", "1", ...), strings otherwise."""
+    if all(isinstance(r.label, str) and re.fullmatch(r"-?\d+", r.label) for r in records):
+        for r in records:
+            r.label = int(r.label)  # type: ignore[arg-type]
+
+
+def split_records(records: list[Record], *, test_fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
+    """Put ``round(test_fraction · N)`` records, drawn with ``seed``, in test; both keep the source order."""
+    if not 0 <= test_fraction < 1:
+        raise ConfigError(fmt("--test-fraction", "in [0, 1)", test_fraction))
+    n_test = round(test_fraction * len(records))
+    if n_test >= len(records):
+        raise ConfigError(fmt("--test-fraction", f"small enough to leave training records ({len(records)} in all)",
+                              test_fraction))
+    chosen = set(random.Random(f"privtune:{seed}:import-split").sample(range(len(records)), n_test))
+    return ([r for i, r in enumerate(records) if i not in chosen], [r for i, r in enumerate(records) if i in chosen])
+
+
+def import_dataset(src: str | Path, *, out: str | Path, test: str | Path | None = None,
+                   test_fraction: float | None = None, seed: int = 0, text_column: str = "text",
+                   label_column: str | None = None, taggers: Sequence[Any] = (), name: str | None = None,
+                   overwrite: bool = False) -> Path:
+    """Read, split, tag and write a dataset directory atomically (see the module docstring)."""
+    from privtune.data.taggers import build_tagger, tag_records
+
+    if test is not None and test_fraction is not None:
+        raise ConfigError(fmt("--test-fraction", "unset when --test gives a test source", test_fraction))
+    tagger = build_tagger(taggers) if taggers else None  # fail on a bad tagger before reading anything
+    train = read_source(src, text_column=text_column, label_column=label_column)
+    if test is not None:
+        test_recs = read_source(test, text_column=text_column, label_column=label_column)
+        clash = {r.id for r in train} & {r.id for r in test_recs}
+        if clash:
+            raise DataError(f"{test}: record id {sorted(clash)[0]!r} is also in {src}. Ids must differ across splits.")
+    else:
+        fraction = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
+        train, test_recs = split_records(train, test_fraction=fraction, seed=seed)
+    splits = {"train": train, **({"test": test_recs} if test_recs else {})}
+    if tagger is not None:
+        splits = {k: tag_records(v, tagger, description=f"tagging {k}") for k, v in splits.items()}
+    labelled = label_column is not None
+    info = DatasetInfo(
+        name=name or Path(out).name, source=str(src), seed=seed, task="classification" if labelled else "lm",
+        class_labels=sorted({r.label for v in splits.values() for r in v}, key=str) if labelled else None,
+        params={"format": source_format(Path(src)), "test_source": str(test) if test is not None else None,
+                "test_fraction": None if test is not None else (DEFAULT_TEST_FRACTION if test_fraction is None
+                                                               else test_fraction),
+                "text_column": text_column, "label_column": label_column,
+                "taggers": tagger.spec if tagger is not None else None})
+    return write_dataset(out, splits, info, overwrite=overwrite)

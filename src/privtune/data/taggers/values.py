@@ -1,0 +1,125 @@
+"""``values:FILE``: tag every occurrence of known sensitive values (a customer table, a list of names).
+
+``FILE`` is either
+
+- a CSV (``.csv``/``.tsv``) with a header: each column is a label, named after it (upper-cased, other characters
+  turned into ``_``: a column ``phone`` gives PHONE, ``Full name`` gives FULL_NAME — name columns after privtune's
+  labels, PERSON, PHONE, EMAIL, ..., to compare with them), or
+- any other text file with one value per line, labelled ``SENSITIVE`` unless a label follows the file name:
+  ``values:names.txt:PERSON``.
+
+Matching is exact and case-sensitive, on word boundaries (``Ann`` does not match inside ``Annual``); the longest
+value wins where several start at the same place. A lookup indexed by each value's first word keeps the cost
+linear in the text length, whatever the number of values.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+
+from privtune.data.schema import LABEL_RE, Span
+from privtune.data.taggers.base import TAGGERS, Tagger
+from privtune.errors import ConfigError, DataError, fmt
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+DEFAULT_LABEL = "SENSITIVE"
+
+
+def column_label(name: str) -> str:
+    label = re.sub(r"[^A-Z0-9]+", "_", name.strip().upper()).strip("_")
+    if not label or not LABEL_RE.match(label):
+        label = f"COL_{label}" if label else ""
+    if not LABEL_RE.match(label):
+        raise DataError(fmt("values column name", "letters or digits (it becomes the label)", name))
+    return label
+
+
+def _decode(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: bytes are not UTF-8. Re-encode the file as UTF-8.") from None
+
+
+def read_values(path: str | Path, label: str | None = None) -> dict[str, str]:
+    """value -> label from a CSV with a header (labels = column names) or a one-value-per-line file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(fmt("values file", "an existing CSV or text file", str(path),
+                              "Use --tagger values:PATH (CSV with a header, or one value per line)."))
+    text = _decode(path)
+    values: dict[str, str] = {}
+    if path.suffix.lower() in (".csv", ".tsv") and label is None:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        header = next(reader, None)
+        if not header:
+            raise DataError(f"{path}:1: a values CSV must start with a header naming its columns (the labels).")
+        labels = [column_label(h) for h in header]
+        for row in reader:
+            for lab, v in zip(labels, row):
+                if v.strip():
+                    values.setdefault(v.strip(), lab)
+    else:
+        lab = label or DEFAULT_LABEL
+        for line in text.splitlines():
+            if line.strip():
+                values.setdefault(line.strip(), lab)
+    if not values:
+        raise DataError(f"{path}: the values file must hold at least one value. Found none.")
+    return values
+
+
+@TAGGERS.register("values")
+class ValuesTagger(Tagger):
+    name = "values"
+
+    def __init__(self, values: dict[str, str], *, source: str = "<dict>"):
+        self.source = source
+        self.values = dict(values)
+        self._index: dict[str, list[tuple[str, str]]] = {}
+        for v, lab in self.values.items():
+            first = _TOKEN.search(v)
+            if first:
+                self._index.setdefault(first.group(), []).append((v, lab))
+        for cands in self._index.values():
+            cands.sort(key=lambda c: -len(c[0]))
+
+    @classmethod
+    def from_arg(cls, arg: str | None) -> "ValuesTagger":
+        if not arg:
+            raise ConfigError(fmt("tagger", "values:FILE or values:FILE:LABEL", "values",
+                                  "Name a CSV of known values (its columns are the labels)."))
+        path, label = arg, None
+        head, _, tail = arg.rpartition(":")
+        if head and LABEL_RE.match(tail):
+            path, label = head, tail
+        return cls(read_values(path, label), source=arg)
+
+    @property
+    def spec(self) -> str:
+        return f"values:{self.source}"
+
+    def tag(self, text: str) -> list[Span]:
+        out: list[Span] = []
+        end = 0
+        for m in _TOKEN.finditer(text):
+            a = m.start()
+            if a < end:
+                continue
+            for v, lab in self._index.get(m.group(), ()):
+                b = a + len(v)
+                if text.startswith(v, a) and not (b < len(text) and _word(text[b - 1]) and _word(text[b])) \
+                        and not (a > 0 and _word(text[a - 1]) and _word(text[a])):
+                    out.append(Span(a, b, lab))
+                    end = b
+                    break
+        return out
+
+
+def _word(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
