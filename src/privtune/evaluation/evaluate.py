@@ -251,24 +251,17 @@ def _load_run(run_dir: Path) -> tuple[Any, Any, dict[str, Any], Any, Any]:
         raise ModelLoadError(fmt("RUN", "a run directory written by `privtune train` (with run.json)", str(run_dir),
                                  "Train one with `privtune train --data DATA --out RUN`."))
     try:
-        from privtune.training.run import load_base, load_trained
+        from privtune.models.loading import load_tokenizer
+        from privtune.training.run import load_trained
     except ImportError as e:  # pragma: no cover - only on branches without the training package
         raise ModelLoadError(f"run directories need privtune.training ({e}).") from None
-    model, tokenizer, info = load_trained(run_dir)
-    base, base_tok = _as_pair(load_base(run_dir))
-    return model, tokenizer, _as_dict(info), base, base_tok
-
-
-def _as_pair(x: Any) -> tuple[Any, Any]:
-    return (x[0], x[1]) if isinstance(x, tuple) else (x, None)
-
-
-def _as_dict(info: Any) -> dict[str, Any]:
-    if isinstance(info, dict):
-        return info
-    if hasattr(info, "to_dict"):
-        return info.to_dict()
-    return dict(vars(info))
+    run = load_trained(run_dir)
+    info = dict(run.record)
+    if info.get("task", "lm") != "lm":
+        raise ConfigError(fmt("RUN", "a causal language-model run (the measures score next-token predictions)",
+                              f"task {info.get('task')!r}", "Evaluate classification runs with their accuracy."))
+    base = run.load_base()
+    return run.model, run.tokenizer, info, base, load_tokenizer(str(info["model"]))
 
 
 def print_summary(result: dict[str, Any]) -> None:
