@@ -129,7 +129,7 @@ def build_session(plan: Plan, loaded: LoadedModel | None = None) -> Session:
     if plan.privacy is not None:
         sampler: Any = PoissonSampler(n=plan.n_train, sample_rate=plan.privacy.sample_rate, seed=cfg.seed,
                                       secure=cfg.secure_rng)
-        engine = get_engine(cfg.dp_engine)(model, max_grad_norm=plan.privacy.max_grad_norm)
+        engine = plan.method.make_engine(model, cfg=cfg, max_grad_norm=plan.privacy.max_grad_norm)
     else:
         sampler = ShuffleSampler(n=plan.n_train, batch_size=cfg.batch_size, seed=cfg.seed)
     optimizer = torch.optim.AdamW(unique_trainable(model), lr=plan.lr, weight_decay=cfg.weight_decay)
