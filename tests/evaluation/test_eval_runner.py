@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -70,6 +71,7 @@ def test_every_stage_with_the_contract_keys(full, toy):
     assert full["mia"]["loss"]["auc"] > 0.9
     assert full["audit"]["epsilon_lower_bound"] > 0.5 and full["audit"]["consistent"] is None
     assert set(full["timings_s"]) == set(full["stages"])
+    json.dumps(full, allow_nan=False)  # strict JSON
     text = "\n".join(strings(full))  # numbers may contain any digit string: look at text only
     secrets = [toy.canary.secret, *toy.audit.secrets]
     values = [r.text[s.start:s.end] for r in toy.train for s in r.spans]
@@ -131,3 +133,11 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
                                                                                         "PYTHONPATH": "src"})
     assert p.returncode == 2
     assert "--only" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_non_finite_numbers_become_null():
+    import numpy as np
+
+    from privtune.evaluation.evaluate import _finite
+    assert _finite({"a": float("nan"), "b": [np.float32(1.5), np.inf, np.int64(3), np.bool_(True)]}) == \
+        {"a": None, "b": [1.5, None, 3, True]}

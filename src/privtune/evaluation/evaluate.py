@@ -226,7 +226,22 @@ def evaluate_models(model: Any, base_model: Any, tokenizer: Any, dataset: Datase
                       if k in run_info},
               "records": {"train": len(train), "test": len(test), "truncated": scores.truncated},
               "stages": [s for s in STAGES if s in out], "timings_s": timings, "config": cfg.to_dict()}
-    return {**header, **{s: out[s] for s in STAGES if s in out}}
+    return _finite({**header, **{s: out[s] for s in STAGES if s in out}})
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and infinities (e.g. an AUC with no non-member) become null: eval.json stays strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path, *, only: str | Iterable[str] | None = None,
