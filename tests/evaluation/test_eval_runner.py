@@ -141,3 +141,20 @@ def test_non_finite_numbers_become_null():
     from privtune.evaluation.evaluate import _finite
     assert _finite({"a": float("nan"), "b": [np.float32(1.5), np.inf, np.int64(3), np.bool_(True)]}) == \
         {"a": None, "b": [1.5, None, 3, True]}
+
+
+def test_partial_evaluations_merge_into_the_previous_file(tmp_path):
+    from privtune.evaluation.evaluate import merge_previous
+
+    path = tmp_path / "eval.json"
+    old = {"dataset": {"content_hash": "h"}, "run": {"method": "lora", "path": "a"}, "stages": ["privacy", "mia"],
+           "timings_s": {"privacy": 1.0, "mia": 2.0}, "privacy": {"x": 1}, "mia": {"y": 2}}
+    path.write_text(json.dumps(old))
+    new = {"dataset": {"content_hash": "h"}, "run": {"method": "lora", "path": "b"}, "stages": ["mia"],
+           "timings_s": {"mia": 3.0}, "mia": {"y": 5}}
+    merged = merge_previous(path, new)
+    assert merged["privacy"] == {"x": 1} and merged["mia"] == {"y": 5} and merged["stages"] == ["privacy", "mia"]
+    assert merged["timings_s"] == {"privacy": 1.0, "mia": 3.0}
+    other = {**new, "dataset": {"content_hash": "other"}}
+    assert merge_previous(path, other) == other
+    assert merge_previous(tmp_path / "missing.json", new) == new

@@ -9,6 +9,7 @@ Per-token scores are computed once per (model, split) and shared by the privacy,
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from privtune.evaluation.tokens import TokenScores, encode, score_records
 from privtune.utils.fsio import atomic_write_json
 from privtune.utils.progress import console
 
+EVAL_FILE = "eval.json"
 STAGES = ("privacy", "utility", "exposure", "mia", "extraction", "audit")
 NEEDS_SPANS = {"privacy", "extraction"}
 DEFAULT_AUDIT_DELTA = 1e-5
@@ -247,24 +249,48 @@ def _finite(obj: Any) -> Any:
 def evaluate_run(run_dir: str | Path, data_dir: str | Path, *, only: str | Iterable[str] | None = None,
                  config: EvalConfig | None = None, write: bool = True,
                  on_stage: Callable[[str, float], None] | None = None) -> dict[str, Any]:
-    """Evaluate a run directory on a dataset and write ``RUN/eval.json`` (atomically) unless ``write=False``."""
+    """Evaluate a run directory on a dataset and write ``RUN/eval.json`` (atomically) unless ``write=False``.
+
+    With ``only``, sections of an existing eval.json for the same run and dataset are kept and the stages asked
+    for are replaced, so stages can be (re)computed one at a time.
+    """
     run_dir = Path(run_dir)
-    parse_only(only)  # fail on a typo before loading anything
-    model, tokenizer, info, base, base_tok = _load_run(run_dir)
+    parse_only(only)  # fail on a typo or a missing run before loading anything
+    if not (run_dir / "run.json").is_file():
+        raise ModelLoadError(fmt("RUN", "a run directory written by `privtune train` (with run.json)", str(run_dir),
+                                 "Train one with `privtune train --data DATA --out RUN`."))
     dataset = load_dataset(data_dir)
+    model, tokenizer, info, base, base_tok = _load_run(run_dir)
     result = evaluate_models(model, base, tokenizer, dataset, only=only, config=config, run_info=info,
                              base_tokenizer=base_tok, on_stage=on_stage)
     result["run"]["path"] = str(run_dir)
+    if only is not None:
+        result = merge_previous(run_dir / EVAL_FILE, result)
     if write:
-        atomic_write_json(run_dir / "eval.json", result)
+        atomic_write_json(run_dir / EVAL_FILE, result)
     return result
+
+
+def merge_previous(path: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` completed with the other stages of the eval.json at ``path`` when it describes the same run
+    (method, model, ε, δ) on the same dataset (content hash); otherwise ``result`` alone."""
+    try:
+        old = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return result
+    same = (old.get("dataset", {}).get("content_hash") == result["dataset"]["content_hash"]
+            and {k: v for k, v in old.get("run", {}).items() if k != "path"}
+            == {k: v for k, v in result["run"].items() if k != "path"})
+    if not same:
+        return result
+    merged = {**old, **result}
+    merged["stages"] = [s for s in STAGES if s in merged]
+    merged["timings_s"] = {**old.get("timings_s", {}), **result["timings_s"]}
+    return merged
 
 
 def _load_run(run_dir: Path) -> tuple[Any, Any, dict[str, Any], Any, Any]:
     """Fine-tuned model, tokenizer, run.json, base model and its tokenizer, with clear errors for bad input."""
-    if not (run_dir / "run.json").is_file():
-        raise ModelLoadError(fmt("RUN", "a run directory written by `privtune train` (with run.json)", str(run_dir),
-                                 "Train one with `privtune train --data DATA --out RUN`."))
     try:
         from privtune.models.loading import load_tokenizer
         from privtune.training.run import load_trained
