@@ -17,7 +17,7 @@ from privtune.errors import ConfigError
 class AccountantContract:
     name: str = ""
     options: dict = {}
-    # |ε − exact| allowed on pure Gaussian ledgers (q = 1), absolute; certified accountants may only err upwards
+    # |ε − exact| allowed on pure Gaussian ledgers (q = 1); certified accountants may only err upwards
     gaussian_atol: float = 1e-3
     # ledgers small enough for this accountant to be quick in the fast suite
     small = dict(noise_multiplier=1.0, sample_rate=0.02, steps=50)
@@ -33,8 +33,8 @@ class AccountantContract:
 
     def test_result_has_contract_keys(self, acc):
         d = acc.epsilon(Ledger.of(**self.small), delta=1e-5).to_dict()
-        for key in ("accountant", "epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "certified"):
-            assert key in d
+        assert {"accountant", "epsilon", "delta", "noise_multiplier", "sample_rate", "steps",
+                "certified"} <= set(d)
         assert d["accountant"] == self.name and d["certified"] is acc.certified
         assert d["steps"] == self.small["steps"] and d["noise_multiplier"] == self.small["noise_multiplier"]
         assert d["kind"] == ("certified" if acc.certified else "estimate")
@@ -57,7 +57,8 @@ class AccountantContract:
     def test_pure_gaussian_is_exact(self, acc, sigma, steps, delta):
         """q = 1: the loss is N(μ²/2, μ²) with μ = sqrt(steps)/σ, so ε(δ) has a closed form."""
         exact = gaussian_epsilon(mu=math.sqrt(steps) / sigma, delta=delta)
-        eps = acc.epsilon(Ledger.of(noise_multiplier=sigma, sample_rate=1.0, steps=steps), delta=delta).epsilon
+        ledger = Ledger.of(noise_multiplier=sigma, sample_rate=1.0, steps=steps)
+        eps = acc.epsilon(ledger, delta=delta).epsilon
         assert eps == pytest.approx(exact, abs=self.gaussian_atol)
         if acc.certified:
             assert eps >= exact - 1e-9
@@ -75,7 +76,8 @@ class AccountantContract:
         more_noise = acc.epsilon(Ledger.of(**{**base, "noise_multiplier": base["noise_multiplier"] * 1.3}),
                                  delta=1e-5).epsilon
         more_steps = acc.epsilon(Ledger.of(**{**base, "steps": base["steps"] * 2}), delta=1e-5).epsilon
-        more_rate = acc.epsilon(Ledger.of(**{**base, "sample_rate": base["sample_rate"] * 2}), delta=1e-5).epsilon
+        more_rate = acc.epsilon(Ledger.of(**{**base, "sample_rate": base["sample_rate"] * 2}),
+                                delta=1e-5).epsilon
         assert more_noise < e0 < more_steps
         assert e0 < more_rate
 
@@ -96,7 +98,8 @@ class AccountantContract:
         assert e1 == pytest.approx(e2, rel=2e-3)
 
     def test_heterogeneous_gaussian_equals_homogeneous(self, acc):
-        """At q = 1, n1 steps at σ1 then n2 at σ2 are μ-GDP with μ² = n1/σ1² + n2/σ2²: one σ gives the same."""
+        """At q = 1, n1 steps at σ1 then n2 at σ2 are μ-GDP with μ² = n1/σ1² + n2/σ2²: one σ gives the
+        same."""
         het = Ledger()
         het.record(noise_multiplier=4.0, sample_rate=1.0, steps=10)
         het.record(noise_multiplier=8.0, sample_rate=1.0, steps=40)

@@ -1,8 +1,8 @@
 """Property tests: ε falls with σ and rises with steps and q; δ(ε) falls with ε.
 
-Certified accountants are checked over a broad range. The Edgeworth estimate is an asymptotic series that is not
-monotone far outside its range (e.g. σ 0.5, q 0.15, 6000 steps, δ 4e-7 gives ε in the thousands and falls with
-more steps), so it is checked where its skewness is small, which is where it is meant to be used.
+Certified accountants are checked over a broad range. The Edgeworth estimate is an asymptotic series that is
+not monotone far outside its range (e.g. σ 0.5, q 0.15, 6000 steps, δ 4e-7 gives ε in the thousands and falls
+with more steps), so it is checked where its skewness is small, which is where it is meant to be used.
 """
 
 from __future__ import annotations

@@ -20,10 +20,12 @@ def run(capsys, *argv):
 
 
 def test_epsilon_json_has_the_contract_keys(capsys):
-    code, out, _ = run(capsys, "account", "epsilon", "--noise-multiplier", "1.0", *BASE, "--delta", "1e-5", "--json")
+    code, out, _ = run(capsys, "account", "epsilon", "--noise-multiplier", "1.0", *BASE, "--delta", "1e-5",
+                       "--json")
     d = json.loads(out)
     assert code == 0
-    assert {"accountant", "epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "certified"} <= set(d)
+    assert {"accountant", "epsilon", "delta", "noise_multiplier", "sample_rate", "steps",
+            "certified"} <= set(d)
     assert d["accountant"] == "pld" and d["certified"] is True and d["steps"] == 200
 
 
@@ -35,13 +37,14 @@ def test_edgeworth_json_carries_order_and_certified_epsilon(capsys):
 
 
 def test_all_prints_results_list_and_table(capsys):
-    code, out, _ = run(capsys, "account", "epsilon", "--noise-multiplier", "1.0", *BASE, "--accountant", "all",
-                       "--json")
+    code, out, _ = run(capsys, "account", "epsilon", "--noise-multiplier", "1.0", *BASE, "--accountant",
+                       "all", "--json")
     rows = json.loads(out)["results"]
     assert code == 0 and {r["accountant"] for r in rows} == {"rdp", "pld", "prv", "edgeworth"}
     assert {r["accountant"]: r["certified"] for r in rows} == {"rdp": True, "pld": True, "prv": True,
                                                                 "edgeworth": False}
-    code, out, _ = run(capsys, "account", "epsilon", "--noise-multiplier", "1.0", *BASE, "--accountant", "all")
+    code, out, _ = run(capsys, "account", "epsilon", "--noise-multiplier", "1.0", *BASE, "--accountant",
+                       "all")
     assert code == 0 and "estimate" in out and "certified" in out and "ms" in out
 
 
@@ -54,7 +57,8 @@ def test_dataset_form_and_delta_warning(capsys):
 
 
 def test_noise_with_edgeworth_reports_both_sigmas(capsys):
-    code, out, _ = run(capsys, "account", "noise", "--epsilon", "3", *BASE, "--accountant", "edgeworth", "--json")
+    code, out, _ = run(capsys, "account", "noise", "--epsilon", "3", *BASE, "--accountant", "edgeworth",
+                       "--json")
     d = json.loads(out)
     assert code == 0 and d["certified"] is True and d["epsilon"] <= 3
     assert d["noise_multiplier"] >= d["edgeworth_noise_multiplier"] > 0
@@ -68,15 +72,20 @@ def test_noise_text(capsys):
 
 @pytest.mark.parametrize("argv,match", [
     (["epsilon", "--noise-multiplier", "0", *BASE], "`noise_multiplier` must be > 0"),
-    (["epsilon", "--noise-multiplier", "1", "--sample-rate", "1.5", "--steps", "10"], "`sample_rate` must be in"),
-    (["epsilon", "--noise-multiplier", "1", "--sample-rate", "0.1", "--steps", "0"], "`steps` must be an integer"),
+    (["epsilon", "--noise-multiplier", "1", "--sample-rate", "1.5", "--steps", "10"],
+     "`sample_rate` must be in"),
+    (["epsilon", "--noise-multiplier", "1", "--sample-rate", "0.1", "--steps", "0"],
+     "`steps` must be an integer"),
     (["epsilon", "--noise-multiplier", "1", *BASE, "--delta", "1"], "`delta` must be in (0, 1)"),
     (["epsilon", "--noise-multiplier", "1", "--steps", "10"], "`sample_rate` must be given"),
-    (["epsilon", "--noise-multiplier", "1", *BASE, "--accountant", "moments"], "`--accountant` must be one of"),
-    (["epsilon", "--noise-multiplier", "1", *BASE, "--accountant", "edgeworth", "--order", "4"], "`order` must be"),
+    (["epsilon", "--noise-multiplier", "1", *BASE, "--accountant", "moments"],
+     "`--accountant` must be one of"),
+    (["epsilon", "--noise-multiplier", "1", *BASE, "--accountant", "edgeworth", "--order", "4"],
+     "`order` must be"),
     (["noise", "--epsilon", "1e-6", "--delta", "1e-10", "--sample-rate", "1", "--steps", "1000000"],
      "`target_epsilon` must be reachable"),
-    (["curve", "--noise-multiplier", "1", *BASE, "--out", "plot.jpg"], "`--out` must be a path ending in .png"),
+    (["curve", "--noise-multiplier", "1", *BASE, "--out", "plot.jpg"],
+     "`--out` must be a path ending in .png"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, match):
     code, out, err = run(capsys, "account", *argv)

@@ -6,8 +6,8 @@
     get_accountant("pld").epsilon(ledger, delta=1e-5).epsilon       # certified upper bound
     calibrate_noise(target_epsilon=8, delta=1e-5, sample_rate=0.01, steps=2000).noise_multiplier
 
-Accountants (registry ``ACCOUNTANTS``): ``rdp``, ``pld`` and ``prv`` are certified upper bounds; ``edgeworth`` is an
-estimate and always carries the certified (PLD) ε of the same ledger. See docs/accounting.md.
+Accountants (registry ``ACCOUNTANTS``): ``rdp``, ``pld`` and ``prv`` are certified upper bounds; ``edgeworth``
+is an estimate and always carries the certified (PLD) ε of the same ledger. See docs/accounting.md.
 """
 
 from privtune.accounting.base import ACCOUNTANTS, Accountant, EpsilonResult, certified_names, get_accountant
@@ -24,5 +24,5 @@ from privtune.accounting import edgeworth as _edgeworth  # noqa: E402,F401
 from privtune.accounting.calibrate import CalibrationResult, calibrate_noise, max_steps  # noqa: E402
 
 __all__ = ["ACCOUNTANTS", "Accountant", "CalibrationResult", "ComposedEvent", "EpsilonResult", "Event",
-           "GaussianEvent", "Ledger", "LedgerEntry", "PoissonSampledEvent", "SelfComposedEvent", "calibrate_noise",
-           "certified_names", "dp_sgd_event", "get_accountant", "max_steps"]
+           "GaussianEvent", "Ledger", "LedgerEntry", "PoissonSampledEvent", "SelfComposedEvent",
+           "calibrate_noise", "certified_names", "dp_sgd_event", "get_accountant", "max_steps"]

@@ -1,15 +1,15 @@
 """One interface over all accountants: ε for δ, δ for ε, over a :class:`~privtune.accounting.ledger.Ledger`.
 
-Definitions. A mechanism M is (ε, δ)-DP under the add/remove-one relation when for all neighbouring D, D' and all
-events S, P[M(D) ∈ S] <= e^ε P[M(D') ∈ S] + δ. For a dominating pair (P, Q) of one step, the tight curve is the
-hockey-stick divergence δ(ε) = E_Q[(1 − e^(ε − L))₊] with L = log(dQ/dP) (Balle & Wang 2018; Gopi et al. 2021).
-ε(δ) is its inverse. ε is in nats; δ is a probability.
+Definitions. A mechanism M is (ε, δ)-DP under the add/remove-one relation when for all neighbouring D, D' and
+all events S, P[M(D) ∈ S] <= e^ε P[M(D') ∈ S] + δ. For a dominating pair (P, Q) of one step, the tight curve
+is the hockey-stick divergence δ(ε) = E_Q[(1 − e^(ε − L))₊] with L = log(dQ/dP) (Balle & Wang 2018; Gopi et
+al. 2021). ε(δ) is its inverse. ε is in nats; δ is a probability.
 
-An accountant is ``certified`` when the ε it returns is an upper bound on the true ε(δ) of the ledger (RDP, PLD
-pessimistic, PRV upper). Anything else is an *estimate* and is labelled so everywhere (Edgeworth).
+An accountant is ``certified`` when the ε it returns is an upper bound on the true ε(δ) of the ledger (RDP,
+PLD pessimistic, PRV upper). Anything else is an *estimate* and is labelled so everywhere (Edgeworth).
 
-Adding an accountant: subclass :class:`Accountant` in one new file, implement ``_epsilon`` / ``_delta``, decorate
-with ``@ACCOUNTANTS.register("name")`` and import it in ``privtune/accounting/__init__.py``.
+Adding an accountant: subclass :class:`Accountant` in one new file, implement ``_epsilon`` / ``_delta``,
+decorate with ``@ACCOUNTANTS.register("name")`` and import it in ``privtune/accounting/__init__.py``.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from privtune.registry import Registry
 class EpsilonResult:
     """The ε an accountant gives a ledger at a target δ.
 
-    For a homogeneous ledger ``noise_multiplier`` and ``sample_rate`` are numbers; for a heterogeneous one they are
-    lists aligned with the ledger's entries and ``to_dict`` adds ``entry_steps`` (steps per entry), while ``steps``
-    is always the total.
+    For a homogeneous ledger ``noise_multiplier`` and ``sample_rate`` are numbers; for a heterogeneous one
+    they are lists aligned with the ledger's entries and ``to_dict`` adds ``entry_steps`` (steps per entry),
+    while ``steps`` is always the total.
     """
 
     accountant: str
@@ -93,26 +93,30 @@ def _num(x: float) -> float | str:
 class Accountant(ABC):
     """Interprets a ledger of Poisson-subsampled Gaussian steps (add/remove-one neighbours).
 
-    Subclasses set ``name`` and ``certified`` and implement ``_epsilon(ledger, delta) -> dict`` (key ``"epsilon"``
-    plus optional extra fields) and ``_delta(ledger, epsilon) -> float``. Validation, timing, the empty ledger
-    (ε = 0, δ = 0: nothing was released) and the result type are handled here, once.
+    Subclasses set ``name`` and ``certified`` and implement ``_epsilon(ledger, delta) -> dict`` (key
+    ``"epsilon"`` plus optional extra fields) and ``_delta(ledger, epsilon) -> float``. Validation, timing,
+    the empty ledger (ε = 0, δ = 0: nothing was released) and the result type are handled here, once.
     """
 
     name: ClassVar[str]
     certified: ClassVar[bool]
 
     def supports(self, ledger: Ledger) -> bool:
-        """True when this accountant can interpret ``ledger`` (Poisson sampling, add/remove, Gaussian steps)."""
+        """True when this accountant can interpret ``ledger`` (Poisson sampling, add/remove, Gaussian
+        steps)."""
         return (isinstance(ledger, Ledger) and ledger.neighbouring == NEIGHBOURING
                 and ledger.sampling == SAMPLING and ledger.mechanism == MECHANISM)
 
     def epsilon(self, ledger: Ledger, *, delta: float) -> EpsilonResult:
-        """The smallest ε (for certified accountants: an upper bound on it) such that the ledger is (ε, δ)-DP."""
+        """The smallest ε (for certified accountants: an upper bound on it) such that the ledger is (ε,
+        δ)-DP."""
         delta = check_delta(delta)
         self._check(ledger)
         start = time.perf_counter()
         if ledger.is_empty:  # nothing released: exactly (0, 0)-DP, for every accountant
-            extra: dict[str, Any] = {"epsilon": 0.0} if self.certified else {"epsilon": 0.0, "certified_epsilon": 0.0}
+            extra: dict[str, Any] = {"epsilon": 0.0}
+            if not self.certified:
+                extra["certified_epsilon"] = 0.0
         else:
             extra = self._epsilon(ledger, delta)
         eps = float(extra.pop("epsilon"))
@@ -120,10 +124,12 @@ class Accountant(ABC):
             raise RuntimeError(f"{self.name} accountant returned epsilon={eps} for {ledger!r}, delta={delta}")
         known = {k: extra.pop(k) for k in ("order", "certified_epsilon") if k in extra}
         return EpsilonResult(accountant=self.name, epsilon=eps, delta=delta, certified=self.certified,
-                             entries=ledger.entries, time_s=time.perf_counter() - start, details=extra, **known)
+                             entries=ledger.entries, time_s=time.perf_counter() - start, details=extra,
+                             **known)
 
     def delta(self, ledger: Ledger, *, epsilon: float) -> float:
-        """The δ at which the ledger is (ε, δ)-DP (certified accountants: an upper bound on the tight δ(ε))."""
+        """The δ at which the ledger is (ε, δ)-DP (certified accountants: an upper bound on the tight
+        δ(ε))."""
         eps = _real("epsilon", epsilon)
         if eps < 0:
             raise ConfigError(fmt("epsilon", ">= 0", epsilon))

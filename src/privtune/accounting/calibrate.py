@@ -2,10 +2,10 @@
 
 ``calibrate_noise`` finds the smallest noise multiplier σ whose *certified* ε meets a target (ε, δ);
 ``max_steps`` finds the largest number of further steps whose certified ε stays within a target. Both call
-:func:`search_threshold`, a bracketed Illinois (regula falsi) search in log-space that always keeps one evaluated
-point on each side of the boundary and returns the *evaluated* point on the safe side, so the answer is verified by
-construction: no σ is ever returned whose certified ε exceeds the target (compare dp-accounting's
-``calibrate_dp_mechanism``, which returns Brent's root and may land on either side).
+:func:`search_threshold`, a bracketed Illinois (regula falsi) search in log-space that always keeps one
+evaluated point on each side of the boundary and returns the *evaluated* point on the safe side, so the answer
+is verified by construction: no σ is ever returned whose certified ε exceeds the target (compare
+dp-accounting's ``calibrate_dp_mechanism``, which returns Brent's root and may land on either side).
 
 With ``accountant="edgeworth"`` the Edgeworth σ (an estimate) is found first; the returned σ is the smallest
 σ >= it whose PLD ε meets the target, and both are reported (the EW-Tune comparison, docs/accounting.md).
@@ -20,8 +20,8 @@ from typing import Any, Callable, Literal
 
 from privtune.accounting import analytic
 from privtune.accounting.base import Accountant, get_accountant
-from privtune.accounting.events import (check_dataset_size, check_delta, check_epsilon, check_noise_multiplier,
-                                        check_sample_rate, check_steps, warn_delta)
+from privtune.accounting.events import (check_dataset_size, check_delta, check_epsilon,
+                                        check_noise_multiplier, check_sample_rate, check_steps, warn_delta)
 from privtune.accounting.ledger import Ledger
 from privtune.errors import BudgetError, ConfigError, fmt
 
@@ -41,14 +41,17 @@ class SearchResult:
 
 def search_threshold(value: Callable[[float], float], *, target: float, start: float,
                      safe_side: Literal["high", "low"], limits: tuple[float, float], integer: bool = False,
-                     xtol: float = 1e-4, ytol: float = 1e-4, max_evaluations: int = 100) -> SearchResult | None:
-    """Locate the boundary of {x : value(x) <= target} for a monotone ``value`` and return its evaluated safe end.
+                     xtol: float = 1e-4, ytol: float = 1e-4,
+                     max_evaluations: int = 100) -> SearchResult | None:
+    """Locate the boundary of {x : value(x) <= target} for a monotone ``value`` and return its evaluated safe
+    end.
 
     ``safe_side="high"``: ``value`` decreases in x (ε against σ); ``"low"``: it increases (ε against steps).
-    The bracket is found by geometric steps (factor 1.25, then squared each time) from ``start`` inside ``limits``; it is then narrowed by the Illinois
-    method on (log x, value − target) until the two ends are within a factor 1 + ``xtol`` (adjacent when
-    ``integer``) or the safe value is within ``ytol``·target of the target. Returns None when no point in
-    ``limits`` is safe; raises RuntimeError if the search does not converge in ``max_evaluations``.
+    The bracket is found by geometric steps (factor 1.25, then squared each time) from ``start`` inside
+    ``limits``; it is then narrowed by the Illinois method on (log x, value − target) until the two ends are
+    within a factor 1 + ``xtol`` (adjacent when ``integer``) or the safe value is within ``ytol``·target of
+    the target. Returns None when no point in ``limits`` is safe; raises RuntimeError if the search does not
+    converge in ``max_evaluations``.
     """
     lo, hi = limits
     cache: dict[float, float] = {}
@@ -65,7 +68,7 @@ def search_threshold(value: Callable[[float], float], *, target: float, start: f
         x = min(max(x, lo), hi)
         return float(round(x)) if integer else x
 
-    factor = [1.25]  # the start is usually a good guess: widen gently, then faster (1.25, 1.56, 2.44, 5.96, ...)
+    factor = [1.25]  # the start is usually good: widen gently, then faster (1.25, 1.56, 2.44, 5.96, ...)
 
     def step(x: float, toward_safe: bool) -> float:
         up = toward_safe == (safe_side == "high")
@@ -112,10 +115,8 @@ def search_threshold(value: Callable[[float], float], *, target: float, start: f
         uc = ub - fb * (ub - ua) / (fb - fa) if fb != fa else (ua + ub) / 2
         c = math.exp(uc)
         lo_ab, hi_ab = min(a, b), max(a, b)
-        if integer:
-            c = float(round(c))
-            if not lo_ab < c < hi_ab:
-                c = float((int(lo_ab) + int(hi_ab)) // 2)
+        if integer:  # a prediction that rounds onto an end tests that end's neighbour: usually the answer
+            c = min(max(float(round(c)), lo_ab + 1), hi_ab - 1)
         elif not lo_ab < c < hi_ab:
             c = math.sqrt(lo_ab * hi_ab)
         fc = f(c)
@@ -130,10 +131,10 @@ def search_threshold(value: Callable[[float], float], *, target: float, start: f
 class CalibrationResult:
     """The noise multiplier for a target (ε, δ) and what it certifies.
 
-    ``epsilon`` is the certified ε at ``noise_multiplier`` (<= ``target_epsilon``), from ``certified_by``. With the
-    Edgeworth accountant, ``edgeworth_noise_multiplier`` is the σ at which the Edgeworth *estimate* equals the target,
-    ``certified_epsilon_at_edgeworth_noise`` the certified ε of that σ, and ``edgeworth_epsilon`` the estimate at the
-    returned σ.
+    ``epsilon`` is the certified ε at ``noise_multiplier`` (<= ``target_epsilon``), from ``certified_by``.
+    With the Edgeworth accountant, ``edgeworth_noise_multiplier`` is the σ at which the Edgeworth *estimate*
+    equals the target, ``certified_epsilon_at_edgeworth_noise`` the certified ε of that σ, and
+    ``edgeworth_epsilon`` the estimate at the returned σ.
     """
 
     noise_multiplier: float
@@ -155,8 +156,9 @@ class CalibrationResult:
     certified = True  # the returned σ's ε always comes from an upper bound
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"accountant": self.accountant, "noise_multiplier": self.noise_multiplier, "epsilon": self.epsilon,
-               "delta": self.delta, "sample_rate": self.sample_rate, "steps": self.steps,
+        out = {"accountant": self.accountant, "noise_multiplier": self.noise_multiplier,
+               "epsilon": self.epsilon, "delta": self.delta, "sample_rate": self.sample_rate,
+               "steps": self.steps,
                "certified": self.certified, "certified_by": self.certified_by,
                "target_epsilon": self.target_epsilon, "prior_steps": self.prior_steps,
                "evaluations": self.evaluations, "time_s": self.time_s}
@@ -197,16 +199,17 @@ def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float, 
     steps = check_steps(steps)
     if dataset_size is not None:
         warn_delta(delta, check_dataset_size(dataset_size))
-    prior = prior.copy() if prior is not None else Ledger()
-    if not isinstance(prior, Ledger):
+    if prior is not None and not isinstance(prior, Ledger):
         raise ConfigError(fmt("prior", "a Ledger or None", type(prior).__name__))
+    prior = prior.copy() if prior is not None else Ledger()
     acc = _resolve(accountant)
-    certifier = acc if acc.certified else get_accountant(CERTIFIER)
+    certifier = acc if acc.certified else getattr(acc, "certifier", None) or get_accountant(CERTIFIER)
     if not prior.is_empty:
         spent = certifier.epsilon(prior, delta=delta).epsilon
         if spent > target_epsilon:
-            raise BudgetError(fmt("target_epsilon", f">= the ε already spent by the prior ledger ({spent:.4g})",
-                                  target_epsilon, "Raise the budget or start a new run."))
+            raise BudgetError(fmt("target_epsilon",
+                                  f">= the ε already spent by the prior ledger ({spent:.4g})", target_epsilon,
+                                  "Raise the budget or start a new run."))
 
     def certified_eps(sigma: float) -> float:
         ledger = prior.extended(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps)
@@ -220,9 +223,12 @@ def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float, 
         estimate = getattr(acc, "estimate", None)
         if estimate is None:
             raise ConfigError(fmt("accountant", "certified or an estimate with .estimate()", acc.name))
-        found = search_threshold(
-            lambda s: estimate(prior.extended(noise_multiplier=s, sample_rate=sample_rate, steps=steps), delta=delta),
-            target=target_epsilon, start=guess, safe_side="high", limits=(SIGMA_MIN, SIGMA_MAX), xtol=rtol)
+        def estimated_eps(sigma: float) -> float:
+            return estimate(prior.extended(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps),
+                            delta=delta)
+
+        found = search_threshold(estimated_eps, target=target_epsilon, start=guess, safe_side="high",
+                                 limits=(SIGMA_MIN, SIGMA_MAX), xtol=rtol)
         if found is None:
             _unreachable(target_epsilon, delta, certified_eps)
         sigma_ew = found.x
@@ -235,17 +241,18 @@ def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float, 
         _unreachable(target_epsilon, delta, certified_eps)
     sigma = check_noise_multiplier(found.x)
     if found.at_limit and lower == SIGMA_MIN:
-        raise BudgetError(fmt("target_epsilon", f"reachable only below noise_multiplier {SIGMA_MIN}", target_epsilon,
+        raise BudgetError(fmt("target_epsilon", f"reachable only below noise_multiplier {SIGMA_MIN}",
+                              target_epsilon,
                               "Such a budget gives no meaningful privacy; lower target_epsilon."))
     eps = found.value
     if eps > target_epsilon:  # cannot happen by construction; a guard, never a silent pass
         raise RuntimeError(f"calibration returned σ={sigma} with certified ε={eps} > {target_epsilon}")
     if extra:
         extra["certified_epsilon_at_edgeworth_noise"] = certified_eps(extra["edgeworth_noise_multiplier"])
-        extra["edgeworth_epsilon"] = acc.estimate(prior.extended(noise_multiplier=sigma, sample_rate=sample_rate,
-                                                                 steps=steps), delta=delta)
-    return CalibrationResult(noise_multiplier=sigma, epsilon=eps, delta=delta, sample_rate=sample_rate, steps=steps,
-                             accountant=acc.name, certified_by=certifier.name, target_epsilon=target_epsilon,
+        extra["edgeworth_epsilon"] = estimated_eps(sigma)
+    return CalibrationResult(noise_multiplier=sigma, epsilon=eps, delta=delta, sample_rate=sample_rate,
+                             steps=steps, accountant=acc.name, certified_by=certifier.name,
+                             target_epsilon=target_epsilon,
                              prior_steps=prior.steps, evaluations=evaluations + found.evaluations,
                              time_s=time.perf_counter() - start, **extra)
 
@@ -257,12 +264,12 @@ def _unreachable(target_epsilon: float, delta: float, certified_eps: Callable[[f
                           "Raise target_epsilon or delta, or lower sample_rate or steps."))
 
 
-def max_steps(*, ledger: Ledger, noise_multiplier: float, sample_rate: float, target_epsilon: float, delta: float,
-              accountant: str | Accountant = "pld", limit: int = STEPS_LIMIT) -> int:
+def max_steps(*, ledger: Ledger, noise_multiplier: float, sample_rate: float, target_epsilon: float,
+              delta: float, accountant: str | Accountant = "pld", limit: int = STEPS_LIMIT) -> int:
     """Largest n >= 0 such that ``ledger`` + n steps at (σ, q) has certified ε <= ``target_epsilon``.
 
-    The budget guard of training. An estimate accountant (Edgeworth) is replaced by its certifier (PLD): a guard
-    must rest on an upper bound. ``limit`` caps the answer (returned when even ``limit`` steps fit).
+    The budget guard of training. An estimate accountant (Edgeworth) is replaced by its certifier (PLD): a
+    guard must rest on an upper bound. ``limit`` caps the answer (returned when even ``limit`` steps fit).
     """
     noise_multiplier = check_noise_multiplier(noise_multiplier)
     sample_rate = check_sample_rate(sample_rate)

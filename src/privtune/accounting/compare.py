@@ -1,8 +1,8 @@
 """Side-by-side accounting: every accountant on one ledger, calibration by every accountant, ε against steps.
 
-This is the Python API behind ``privtune account`` (the CLI only parses options and prints). An accountant that
-cannot handle a ledger (e.g. the Edgeworth expansion far outside its range) yields an :class:`AccountantFailure`
-row instead of aborting the comparison.
+This is the Python API behind ``privtune account`` (the CLI only parses options and prints). An accountant
+that cannot handle a ledger (e.g. the Edgeworth expansion far outside its range) yields an
+:class:`AccountantFailure` row instead of aborting the comparison.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from privtune.errors import ConfigError, PrivtuneError, fmt
 
 @dataclass(frozen=True)
 class Schedule:
-    """Poisson sampling rate q and step count, given directly or from (N, B, epochs): q = B/N, steps = ⌈epochs·N/B⌉
-    (one epoch is N/B steps in expectation)."""
+    """Poisson sampling rate q and step count, given directly or from (N, B, epochs): q = B/N, steps =
+    ⌈epochs·N/B⌉ (one epoch is N/B steps in expectation)."""
 
     sample_rate: float
     steps: int
@@ -47,8 +47,8 @@ def resolve_schedule(*, sample_rate: float | None = None, steps: int | None = No
     if batch_size is not None:
         batch_size = check_steps(batch_size, "batch_size")
     if sample_rate is not None and batch_size is not None:
-        raise ConfigError(fmt("sample_rate", "given alone or as batch_size/dataset_size, not both", sample_rate,
-                              "Pass --sample-rate or --dataset-size with --batch-size."))
+        raise ConfigError(fmt("sample_rate", "given alone or as batch_size/dataset_size, not both",
+                              sample_rate, "Pass --sample-rate or --dataset-size with --batch-size."))
     if sample_rate is None:
         if dataset_size is None or batch_size is None:
             raise ConfigError(fmt("sample_rate", "given (--sample-rate) or implied by --dataset-size and "
@@ -58,7 +58,8 @@ def resolve_schedule(*, sample_rate: float | None = None, steps: int | None = No
         sample_rate = batch_size / dataset_size
     sample_rate = check_sample_rate(sample_rate)
     if steps is not None and epochs is not None:
-        raise ConfigError(fmt("steps", "given alone or as epochs, not both", steps, "Pass --steps or --epochs."))
+        raise ConfigError(fmt("steps", "given alone or as epochs, not both", steps,
+                              "Pass --steps or --epochs."))
     if steps is None:
         if epochs is None:
             raise ConfigError(fmt("steps", "given (--steps) or implied by --epochs", None))
@@ -83,15 +84,17 @@ class AccountantFailure:
 
 def make_accountants(names: Sequence[str] | None = None, *, order: int | None = None) -> list[Accountant]:
     """Instantiate ``names`` (default: all registered, certified ones first); ``order`` goes to Edgeworth."""
-    names = list(names) if names else sorted(ACCOUNTANTS.names(), key=lambda n: not ACCOUNTANTS.get(n).certified)
+    if not names:
+        names = sorted(ACCOUNTANTS.names(), key=lambda n: not ACCOUNTANTS.get(n).certified)
     return [get_accountant(n, **({"order": order} if n == "edgeworth" and order is not None else {}))
             for n in names]
 
 
-def compare(ledger: Ledger, *, delta: float, accountants: Sequence[Accountant]) -> list[EpsilonResult |
-                                                                                        AccountantFailure]:
+def compare(ledger: Ledger, *, delta: float, accountants: Sequence[Accountant],
+            on_done: Callable[[], None] | None = None) -> list[EpsilonResult | AccountantFailure]:
     """ε of ``ledger`` at δ by each accountant (each result carries its own wall time, imports excluded; an
-    estimate's time includes its certified companion unless a certified accountant listed before computed it)."""
+    estimate's time includes its certified companion unless a certified accountant listed before computed
+    it)."""
     delta = check_delta(delta)
     rows: list[EpsilonResult | AccountantFailure] = []
     for acc in accountants:
@@ -100,11 +103,14 @@ def compare(ledger: Ledger, *, delta: float, accountants: Sequence[Accountant]) 
             rows.append(acc.epsilon(ledger, delta=delta))
         except PrivtuneError as e:
             rows.append(AccountantFailure(acc.name, str(e), acc.certified))
+        if on_done is not None:
+            on_done()
     return rows
 
 
 def calibrate_each(*, target_epsilon: float, delta: float, schedule: Schedule,
-                   accountants: Sequence[Accountant]) -> list[CalibrationResult | AccountantFailure]:
+                   accountants: Sequence[Accountant], on_done: Callable[[], None] | None = None,
+                   ) -> list[CalibrationResult | AccountantFailure]:
     """The noise multiplier each accountant calibrates for (target ε, δ); estimates are certified upwards."""
     if schedule.dataset_size is not None:
         warn_delta(check_delta(delta), schedule.dataset_size)
@@ -112,10 +118,12 @@ def calibrate_each(*, target_epsilon: float, delta: float, schedule: Schedule,
     for acc in accountants:
         acc.prepare()
         try:
-            rows.append(calibrate_noise(target_epsilon=target_epsilon, delta=delta, sample_rate=schedule.sample_rate,
-                                        steps=schedule.steps, accountant=acc))
+            rows.append(calibrate_noise(target_epsilon=target_epsilon, delta=delta, accountant=acc,
+                                        sample_rate=schedule.sample_rate, steps=schedule.steps))
         except PrivtuneError as e:
             rows.append(AccountantFailure(acc.name, str(e), acc.certified))
+        if on_done is not None:
+            on_done()
     return rows
 
 
@@ -132,8 +140,8 @@ class Curve:
     time_s: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"noise_multiplier": self.noise_multiplier, "sample_rate": self.sample_rate, "delta": self.delta,
-                "steps": self.steps, "time_s": self.time_s,
+        return {"noise_multiplier": self.noise_multiplier, "sample_rate": self.sample_rate,
+                "delta": self.delta, "steps": self.steps, "time_s": self.time_s,
                 "series": [{"accountant": n, "certified": self.certified[n],
                             "epsilon": [e if math.isfinite(e) else None for e in eps]}
                            for n, eps in self.epsilon.items()]}
@@ -186,7 +194,8 @@ def plot_curve(curve: Curve, path: str | os.PathLike) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for name, eps in curve.epsilon.items():
         certified = curve.certified[name]
-        ax.plot(curve.steps, eps, linestyle="-" if certified else "--", marker="." if len(curve.steps) < 40 else None,
+        ax.plot(curve.steps, eps, linestyle="-" if certified else "--",
+                marker="." if len(curve.steps) < 40 else None,
                 label=f"{name} ({'certified' if certified else 'estimate'})")
     ax.set_xlabel("steps")
     ax.set_ylabel(f"ε at δ = {curve.delta:g}")

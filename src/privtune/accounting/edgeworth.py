@@ -1,37 +1,39 @@
-"""Edgeworth accountant (an *estimate*, never certified): the EW-Tune accountant (Wang et al. 2022, "EW-Tune: a
-framework for privately fine-tuning large language models with differential privacy"), made robust and extended
-to orders 1–3 and both neighbouring orderings.
+"""Edgeworth accountant (an *estimate*, never certified): the EW-Tune accountant (Wang et al. 2022, "EW-Tune:
+a framework for privately fine-tuning large language models with differential privacy"), made robust and
+extended to orders 1–3 and both neighbouring orderings.
 
 Privacy loss. One step of the Poisson-subsampled Gaussian has the dominating pair P = N(0, 1),
 Q = (1 − q)N(0, 1) + qN(μ, 1) with μ = 1/σ, and log-likelihood ratio
 
     ℓ(x) = log dQ/dP(x) = log(1 − q + q·exp(μx − μ²/2)).
 
-For n steps the loss is a sum of independent copies, so its cumulants add: K_k = Σ_i n_i·κ_k(σ_i, q_i), under P and
-under Q. The per-step cumulants κ_1..κ_5 are computed once per (σ, q) (cached) by the trapezoidal rule on
-x ∈ [−38, b] (φ(38) underflows; b covers the mass near μ and the peaks of ℓ^k·φ), with step h = min(1/4, 0.3/μ):
-ℓ is analytic in a strip of half-width π/μ, so the rule converges like exp(−2π²/(μh)) (Trefethen & Weideman 2014).
-ℓ is evaluated without cancellation or overflow (log1p(q·expm1(a)) while q·e^a < 1, a + log q + log1p(...) after),
-and the moments are central, so no digits are lost to the mean. At q = 1 the loss is exactly N(±μ²/2, μ²) and the
-cumulants are set in closed form (κ_3 = κ_4 = κ_5 = 0), which makes the expansion exact there.
+For n steps the loss is a sum of independent copies, so its cumulants add: K_k = Σ_i n_i·κ_k(σ_i, q_i), under
+P and under Q. The per-step cumulants κ_1..κ_5 are computed once per (σ, q) (cached) by the trapezoidal rule
+on x ∈ [−38, b] (φ(38) underflows; b covers the mass near μ and the peaks of ℓ^k·φ), with step h = min(1/4,
+0.3/μ): ℓ is analytic in a strip of half-width π/μ, so the rule converges like exp(−2π²/(μh)) (Trefethen &
+Weideman 2014). ℓ is evaluated without cancellation or overflow (log1p(q·expm1(a)) while q·e^a < 1,
+a + log q + log1p(...) after), and the moments are central, so no digits are lost to the mean. At q = 1 the
+loss is exactly N(±μ²/2, μ²) and the cumulants are set in closed form (κ_3 = κ_4 = κ_5 = 0), which makes the
+expansion exact there.
 
-Expansion. With z = (ε − K_1)/sqrt(K_2) and γ_k = K_k / K_2^(k/2), the Edgeworth series of the survival function is
-S(ε) = 1 − Φ(z) + φ(z)·c(z), where (He_k the probabilists' Hermite polynomials; Hall 1992, Sec. 2.2)
+Expansion. With z = (ε − K_1)/sqrt(K_2) and γ_k = K_k / K_2^(k/2), the Edgeworth series of the survival
+function is S(ε) = 1 − Φ(z) + φ(z)·c(z), where (He_k the probabilists' Hermite polynomials; Hall 1992,
+Sec. 2.2)
 
     order 1: c = γ3/6·He2
     order 2: c += γ4/24·He3 + γ3²/72·He5
     order 3: c += γ5/120·He4 + γ3γ4/144·He6 + γ3³/1296·He8.
 
 The hockey-stick divergence of each ordering is then
-remove: δ_R(ε) = S_Q(ε) − e^ε S_P(ε) for L = Σℓ;  add: δ_A(ε) = S_P^−(ε) − e^ε S_Q^−(ε) for −L, whose cumulants are
-(−1)^k K_k. The estimate is δ(ε) = max(δ_R, δ_A), and ε(δ) is the *largest* ε with δ(ε) = δ (the expansion need not
-be monotone; the largest crossing is the cautious choice), found by scanning a grid that covers both loss
-distributions to 40 standard deviations and refining the last sign change with Brent's method. ε is never negative
-(0 when δ(0) <= δ already), the root finder's convergence is checked, and every term is computed in log space, so
-no σ or q produces NaN or overflow.
+remove: δ_R(ε) = S_Q(ε) − e^ε S_P(ε) for L = Σℓ;  add: δ_A(ε) = S_P^−(ε) − e^ε S_Q^−(ε) for −L, whose
+cumulants are (−1)^k K_k. The estimate is δ(ε) = max(δ_R, δ_A), and ε(δ) is the *largest* ε with δ(ε) = δ (the
+expansion need not be monotone; the largest crossing is the cautious choice), found by scanning a grid that
+covers both loss distributions to 40 standard deviations and refining the last sign change with Brent's
+method. ε is never negative (0 when δ(0) <= δ already), the root finder's convergence is checked, and every
+term is computed in log space, so no σ or q produces NaN or overflow.
 
 Accuracy. The estimate can be off either way; it is worst at small σ, small q·steps and small δ (e.g. σ 0.7,
-q 0.01, 120 steps, δ 1e-5: about 0.34 at order 1 where the exact ε is 2.46). That is why every result carries the
+q 0.01, 120 steps, δ 1e-5: 1.43 at order 1 where the exact ε is 2.46). That is why every result carries the
 certified PLD ε of the same ledger, and why calibration with this accountant certifies the σ it returns.
 """
 
@@ -53,7 +55,6 @@ from privtune.errors import ConfigError, fmt
 ORDERS = (1, 2, 3)
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _TAIL = 38.0            # |x| beyond which φ(x) underflows
-_MAX_POINTS = 2 ** 21   # quadrature budget; reached only for σ < ~0.005
 _MAX_EXP = 700.0        # clip exponents: a finite wrong number beats inf − inf = NaN
 
 
@@ -102,12 +103,13 @@ def cumulants(noise_multiplier: float, sample_rate: float) -> Cumulants:
     upper = max(mu, min(6 * mu, knee)) + _TAIL
     lower = -_TAIL
     h = min(0.25, 0.3 / mu)
-    n = int(min(math.ceil((upper - lower) / h), _MAX_POINTS)) + 1
+    n = int(min(math.ceil((upper - lower) / h), tuning.EDGEWORTH_MAX_QUADRATURE_POINTS)) + 1
     x = np.linspace(lower, upper, n)
     loss = privacy_loss(x, mu, sample_rate)
     log_p = -0.5 * x * x - _LOG_SQRT_2PI
     # dQ = (1 − q)φ(x) + qφ(x − μ), summed in log space
-    log_q = np.logaddexp(math.log1p(-sample_rate) + log_p, math.log(sample_rate) - 0.5 * (x - mu) ** 2 - _LOG_SQRT_2PI)
+    log_q = np.logaddexp(math.log1p(-sample_rate) + log_p,
+                         math.log(sample_rate) - 0.5 * (x - mu) ** 2 - _LOG_SQRT_2PI)
     kp = _central_cumulants(loss, np.exp(log_p))
     kq = _central_cumulants(loss, np.exp(log_q))
     if not all(math.isfinite(v) for v in kp + kq):  # cannot happen with the clipped terms above; never silent
@@ -116,7 +118,8 @@ def cumulants(noise_multiplier: float, sample_rate: float) -> Cumulants:
 
 
 def ledger_cumulants(ledger: Ledger) -> tuple[np.ndarray, np.ndarray]:
-    """Cumulants K_1..K_5 of the total loss Σℓ under P and Q: per-step cumulants times steps, summed over entries."""
+    """Cumulants K_1..K_5 of the total loss Σℓ under P and Q: per-step cumulants times steps, summed over
+    entries."""
     kp, kq = np.zeros(5), np.zeros(5)
     for e in ledger.entries:
         c = cumulants(e.noise_multiplier, e.sample_rate)
@@ -131,7 +134,8 @@ def _hermite(z: np.ndarray) -> dict[int, np.ndarray]:
             6: z2 * (z2 * (z2 - 15) + 45) - 15, 8: z2 * (z2 * (z2 * (z2 - 28) + 210) - 420) + 105}
 
 
-def _log_survival_terms(eps: np.ndarray, k: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _log_survival_terms(eps: np.ndarray, k: np.ndarray,
+                         order: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """S(ε) = exp(A) + c·exp(B): A = log(1 − Φ(z)), B = log φ(z); returns (A, B, c).
 
     A zero variance (a point mass at K_1: e.g. the loss under P when σ is so small that q·exp(μx − μ²/2)
@@ -168,8 +172,8 @@ def _hockey_stick(eps: np.ndarray, k_num: np.ndarray, k_den: np.ndarray, order: 
 
 def edgeworth_delta(eps: np.ndarray | float, kp: np.ndarray, kq: np.ndarray, order: int,
                     orderings: str = "both") -> np.ndarray:
-    """Estimated δ(ε) = max(δ_remove(ε), δ_add(ε)) for total-loss cumulants ``kp`` (under P), ``kq`` (under Q);
-    ``orderings="remove"`` keeps only the remove ordering (the EW-Tune paper's accountant)."""
+    """Estimated δ(ε) = max(δ_remove(ε), δ_add(ε)) for total-loss cumulants ``kp`` (under P), ``kq`` (under
+    Q); ``orderings="remove"`` keeps only the remove ordering (the EW-Tune paper's accountant)."""
     eps = np.asarray(eps, dtype=float)
     remove = _hockey_stick(eps, kq, kp, order)
     if orderings == "remove":
@@ -178,7 +182,8 @@ def edgeworth_delta(eps: np.ndarray | float, kp: np.ndarray, kq: np.ndarray, ord
     return np.maximum(remove, _hockey_stick(eps, flip * kp, flip * kq, order))
 
 
-def edgeworth_epsilon(kp: np.ndarray, kq: np.ndarray, delta: float, order: int, orderings: str = "both") -> float:
+def edgeworth_epsilon(kp: np.ndarray, kq: np.ndarray, delta: float, order: int,
+                      orderings: str = "both") -> float:
     """Largest ε >= 0 with estimated δ(ε) = ``delta`` (0 when δ(0) <= delta).
 
     Raises ConfigError when the expansion's δ(ε) has no root (cumulants far outside its range of validity).
@@ -203,8 +208,9 @@ def edgeworth_epsilon(kp: np.ndarray, kq: np.ndarray, delta: float, order: int, 
             break
         upper *= 2
     else:
-        raise ConfigError(fmt("ledger", "within the range of the Edgeworth expansion", f"δ(ε) > {delta:g} up to "
-                              f"ε = {upper:.3g}", "The loss is far from normal; use a certified accountant (pld)."))
+        raise ConfigError(fmt("ledger", "within the range of the Edgeworth expansion",
+                              f"δ(ε) > {delta:g} up to ε = {upper:.3g}",
+                              "The loss is far from normal; use a certified accountant (pld)."))
     from scipy import optimize
 
     root, info = optimize.brentq(lambda e: float(f(e)), grid[i], grid[i + 1], xtol=tuning.EDGEWORTH_ROOT_XTOL,
@@ -215,14 +221,15 @@ def edgeworth_epsilon(kp: np.ndarray, kq: np.ndarray, delta: float, order: int, 
 
 
 def skewness(kp: np.ndarray, kq: np.ndarray) -> float:
-    """max |γ3| of the total loss under P and Q: the expansion's small parameter (unreliable when it nears 1)."""
+    """max |γ3| of the total loss under P and Q: the expansion's small parameter (unreliable when it nears
+    1)."""
     return max(abs(k[2]) / k[1] ** 1.5 if k[1] > 0 else math.inf for k in (kp, kq))
 
 
 @ACCOUNTANTS.register("edgeworth")
 class EdgeworthAccountant(Accountant):
-    """Estimate (not certified). ``order``: 1, 2 or 3 (default :data:`tuning.EDGEWORTH_DEFAULT_ORDER`, the EW-Tune
-    accountant). Every result carries ``certified_epsilon``, the PLD ε of the same ledger."""
+    """Estimate (not certified). ``order``: 1, 2 or 3 (default :data:`tuning.EDGEWORTH_DEFAULT_ORDER`, the
+    EW-Tune accountant). Every result carries ``certified_epsilon``, the PLD ε of the same ledger."""
 
     name = "edgeworth"
     certified = False
@@ -257,7 +264,8 @@ class EdgeworthAccountant(Accountant):
         kp, kq = ledger_cumulants(ledger)
         return {"epsilon": edgeworth_epsilon(kp, kq, delta, self.order, self.orderings), "order": self.order,
                 "certified_epsilon": self.certifier.epsilon(ledger, delta=delta).epsilon,
-                "certified_by": self.certifier.name, "orderings": self.orderings, "skewness": skewness(kp, kq)}
+                "certified_by": self.certifier.name, "orderings": self.orderings,
+                "skewness": skewness(kp, kq)}
 
     def _delta(self, ledger: Ledger, epsilon: float) -> float:
         kp, kq = ledger_cumulants(ledger)

@@ -1,20 +1,23 @@
 """What happened, kept apart from how it is accounted (the dp-accounting design).
 
-An event is an immutable description of a randomised mechanism; accountants interpret events, events never compute
-privacy. privtune's DP-SGD step is one event::
+An event is an immutable description of a randomised mechanism; accountants interpret events, events never
+compute privacy. privtune's DP-SGD step is one event::
 
-    SelfComposedEvent(PoissonSampledEvent(sample_rate=q, event=GaussianEvent(noise_multiplier=σ)), count=steps)
+    SelfComposedEvent(PoissonSampledEvent(sample_rate=q, event=GaussianEvent(noise_multiplier=σ)),
+    count=steps)
 
 Quantities (units):
 
-* ``noise_multiplier`` σ: standard deviation of the Gaussian noise divided by the L2 sensitivity (the clipping norm
+* ``noise_multiplier`` σ: standard deviation of the Gaussian noise divided by the L2 sensitivity (the clipping
+norm
   C in DP-SGD). Dimensionless, σ > 0.
-* ``sample_rate`` q: probability that one record is in a batch under Poisson sampling, q = expected batch size / N,
+* ``sample_rate`` q: probability that one record is in a batch under Poisson sampling, q = expected batch size
+/ N,
   0 < q <= 1.
 * ``count``: number of adaptive compositions (training steps), an integer >= 1.
 
-The validators below are shared by the ledger, the accountants and calibration, so every entry point rejects the
-same bad input with the same one-line message.
+The validators below are shared by the ledger, the accountants and calibration, so every entry point rejects
+the same bad input with the same one-line message.
 """
 
 from __future__ import annotations
@@ -95,7 +98,8 @@ class GaussianEvent(Event):
 
 @dataclass(frozen=True)
 class PoissonSampledEvent(Event):
-    """``event`` run on a Poisson sample: each record is included independently with probability ``sample_rate``."""
+    """``event`` run on a Poisson sample: each record is included independently with probability
+    ``sample_rate``."""
 
     sample_rate: float
     event: Event
@@ -139,7 +143,8 @@ def dp_sgd_event(*, noise_multiplier: float, sample_rate: float, steps: int = 1)
 
 
 def to_dp_accounting(event: Event):
-    """Translate an event into the equivalent ``dp_accounting.dp_event.DpEvent`` (for the RDP and PLD accountants)."""
+    """Translate an event into the equivalent ``dp_accounting.dp_event.DpEvent`` (for the RDP and PLD
+    accountants)."""
     from dp_accounting import dp_event
 
     if isinstance(event, GaussianEvent):

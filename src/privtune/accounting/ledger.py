@@ -1,15 +1,17 @@
 """The privacy ledger: an append-only record of the DP-SGD steps a model has seen.
 
-The ledger is privtune's one source of truth for privacy: the trainer records every step in it, checkpoints and
-``run.json`` store :meth:`Ledger.to_dict`, a resume restores it with :meth:`Ledger.from_dict`, and every ε shown
-anywhere is computed from it by an accountant (:mod:`privtune.accounting.base`).
+The ledger is privtune's one source of truth for privacy: the trainer records every step in it, checkpoints
+and ``run.json`` store :meth:`Ledger.to_dict`, a resume restores it with :meth:`Ledger.from_dict`, and every ε
+shown anywhere is computed from it by an accountant (:mod:`privtune.accounting.base`).
 
 What the ledger states, besides its entries:
 
 * ``neighbouring = "add_or_remove_one"``: datasets D, D' are neighbours when one is the other plus one record.
-* ``sampling = "poisson"``: each record joins each batch independently with probability q (the accountants assume it;
+* ``sampling = "poisson"``: each record joins each batch independently with probability q (the accountants
+assume it;
   a fixed-size shuffled batch would need a different analysis).
-* ``mechanism = "poisson_subsampled_gaussian"``: each step releases the sum of per-record gradients clipped to L2 norm
+* ``mechanism = "poisson_subsampled_gaussian"``: each step releases the sum of per-record gradients clipped to
+L2 norm
   C plus N(0, σ²C²I).
 
 Consecutive entries with the same (σ, q) merge, so a ledger of a million steps is one entry.
@@ -46,10 +48,12 @@ class LedgerEntry:
 
     @property
     def event(self) -> SelfComposedEvent:
-        return dp_sgd_event(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate, steps=self.steps)
+        return dp_sgd_event(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate,
+                            steps=self.steps)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"noise_multiplier": self.noise_multiplier, "sample_rate": self.sample_rate, "steps": self.steps}
+        return {"noise_multiplier": self.noise_multiplier, "sample_rate": self.sample_rate,
+                "steps": self.steps}
 
 
 class Ledger:
@@ -141,22 +145,27 @@ class Ledger:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Ledger":
-        """Inverse of :meth:`to_dict`; refuses a ledger that states another neighbouring relation or sampling."""
+        """Inverse of :meth:`to_dict`; refuses a ledger that states another neighbouring relation or
+        sampling."""
         if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
             raise ConfigError(fmt("ledger", "a dict with an `entries` list (Ledger.to_dict())",
                                   type(data).__name__ if not isinstance(data, dict) else sorted(data)))
-        for key, expected in (("neighbouring", NEIGHBOURING), ("sampling", SAMPLING), ("mechanism", MECHANISM)):
+        stated = (("neighbouring", NEIGHBOURING), ("sampling", SAMPLING), ("mechanism", MECHANISM))
+        for key, expected in stated:
             if data.get(key, expected) != expected:
                 raise ConfigError(fmt(f"ledger.{key}", repr(expected), data.get(key),
-                                      "privtune accounts only Poisson-sampled Gaussian steps under add/remove."))
+                                      "privtune accounts only Poisson-sampled Gaussian steps under "
+                                      "add/remove."))
         if data.get("version", VERSION) > VERSION:
-            raise ConfigError(fmt("ledger.version", f"<= {VERSION}", data.get("version"), "Upgrade privtune."))
+            raise ConfigError(fmt("ledger.version", f"<= {VERSION}", data.get("version"),
+                                  "Upgrade privtune."))
         ledger = cls()
         for i, e in enumerate(data["entries"]):
             if not isinstance(e, dict) or not {"noise_multiplier", "sample_rate", "steps"} <= set(e):
                 raise ConfigError(fmt(f"ledger.entries[{i}]", "{noise_multiplier, sample_rate, steps}", e))
-            ledger.record(noise_multiplier=e["noise_multiplier"], sample_rate=e["sample_rate"], steps=e["steps"])
+            ledger.record(noise_multiplier=e["noise_multiplier"], sample_rate=e["sample_rate"],
+                          steps=e["steps"])
         if "steps" in data and data["steps"] != ledger.steps:
-            raise ConfigError(fmt("ledger.steps", f"the sum of the entries' steps ({ledger.steps})", data["steps"],
-                                  "The ledger file is corrupt."))
+            raise ConfigError(fmt("ledger.steps", f"the sum of the entries' steps ({ledger.steps})",
+                                  data["steps"], "The ledger file is corrupt."))
         return ledger

@@ -1,26 +1,28 @@
 """Privacy-random-variable accountant (certified upper bound): Gopi, Lee & Wutschitz (2021), "Numerical
 composition of differential privacy", through Opacus' implementation of it.
 
-The PRV of one step is Y = log(dQ/dP)(X), X ~ Q, for P = N(0, σ²), Q = (1 − q)N(0, σ²) + qN(1, σ²) (Gopi et al.,
-Prop. B.1/B.4 give its density and CDF). The PRV of a composition is the sum of the per-step PRVs; its discretised
-density is composed by FFT on a grid whose mesh and truncation are chosen from ``eps_error`` and ``delta_error``
-(Gopi et al., Thm. 5.5 and Remark 5.6). The accountant returns three numbers: a lower bound, an estimate and an
-upper bound, ε_upper = ε_estimate(δ − delta_error) + eps_error. Only ε_upper is certified and only it is returned as
-``epsilon``; the other two are in ``details`` (``epsilon_lower``, ``epsilon_estimate``). When the grid would exceed
-``tuning.PRV_MAX_GRID_POINTS`` (σ far below 0.1), eps_error is raised until it fits; the value used is reported.
+The PRV of one step is Y = log(dQ/dP)(X), X ~ Q, for P = N(0, σ²), Q = (1 − q)N(0, σ²) + qN(1, σ²) (Gopi et
+al., Prop. B.1/B.4 give its density and CDF). The PRV of a composition is the sum of the per-step PRVs; its
+discretised density is composed by FFT on a grid whose mesh and truncation are chosen from ``eps_error`` and
+``delta_error`` (Gopi et al., Thm. 5.5 and Remark 5.6). The accountant returns three numbers: a lower bound,
+an estimate and an upper bound, ε_upper = ε_estimate(δ − delta_error) + eps_error. Only ε_upper is certified
+and only it is returned as ``epsilon``; the other two are in ``details`` (``epsilon_lower``,
+``epsilon_estimate``). When the grid would exceed ``tuning.PRV_MAX_GRID_POINTS`` (σ far below 0.1), eps_error
+is raised until it fits; the value used is reported.
 
 Why Opacus' implementation rather than the authors' ``prv-accountant`` package (same algorithm, same lineage):
 on a grid of σ in [0.5, 2], q in [0.01, 0.5], 10 to 2000 steps, the package's discretisation check fails
-("Discrete mean differs from continuous mean") for σ 0.5–0.6 at q 0.1, and for σ 0.6, q 0.1, 200 steps it returns
-an estimate 0.077 above the exact ε — outside its own ±eps_error bounds — where Opacus' version (which integrates
-the truncated mean piecewise on a log grid) agrees with PLD to 1e-3. It is also 3–6× faster here (0.2 s instead of
-1.2 s for σ 1.5, q 0.04, 2250 steps). Its cost: importing Opacus imports torch (~3 s, once per process); only this
-accountant does.
+("Discrete mean differs from continuous mean") for σ 0.5–0.6 at q 0.1, and for σ 0.6, q 0.1, 200 steps it
+returns an estimate 0.077 above the exact ε — outside its own ±eps_error bounds — where Opacus' version (which
+integrates the truncated mean piecewise on a log grid) agrees with PLD to 1e-3. It is also 3–6× faster here
+(0.2 s instead of 1.2 s for σ 1.5, q 0.04, 2250 steps). Its cost: importing Opacus imports torch (~3 s, once
+per process); only this accountant does.
 The package stays in the tests as an independent cross-check where it works.
 
-Ordering. The PRV is that of the "remove" ordering (Q‖P, Q the mixture). For the Poisson-subsampled Gaussian this
-ordering dominates the reverse one at every ε >= 0 (Mironov, Talwar & Zhang 2019 show it for Rényi divergences;
-our tests check it for the hockey-stick divergence against dp-accounting's PLD of both orderings).
+Ordering. The PRV is that of the "remove" ordering (Q‖P, Q the mixture). For the Poisson-subsampled Gaussian
+this ordering dominates the reverse one at every ε >= 0 (Mironov, Talwar & Zhang 2019 show it for Rényi
+divergences; our tests check it for the hockey-stick divergence against dp-accounting's PLD of both
+orderings).
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ class PRVAccountant(Accountant):
             return _composed_prv(ledger.key, self.eps_error, delta_error)
         except RuntimeError as e:  # the implementation's own consistency check of the discretisation
             raise ConfigError(fmt("eps_error", "coarse enough for the PRV discretisation of this ledger",
-                                  self.eps_error, f"({e}) Use a larger eps_error or the pld accountant.")) from None
+                                  self.eps_error,
+                                  f"({e}) Use a larger eps_error or the pld accountant.")) from None
 
     def _epsilon(self, ledger: Ledger, delta: float) -> dict[str, Any]:
         delta_error = self.delta_error_fraction * delta
@@ -102,8 +105,8 @@ class PRVAccountant(Accountant):
                 "epsilon_lower": max(0.0, float(lower)), "eps_error": eps_error}
 
     def _delta(self, ledger: Ledger, epsilon: float) -> float:
-        # δ_upper(ε) = δ_estimate(ε − eps_error) + delta_error (Gopi et al. Thm. 5.5); δ is not known in advance,
-        # so the δ slack is absolute and tiny.
+        # δ_upper(ε) = δ_estimate(ε − eps_error) + delta_error (Gopi et al. Thm. 5.5); δ is not known in
+        # advance, so the δ slack is absolute and tiny.
         delta_error = 1e-12
         dprv, eps_error = self._composed(ledger, delta_error)
         return float(dprv.compute_delta_estimate(epsilon - eps_error)) + delta_error

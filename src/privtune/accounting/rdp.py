@@ -1,10 +1,11 @@
 """Rényi-DP accountant (certified, loose): dp-accounting's analysis of the Poisson-subsampled Gaussian.
 
-Per step, the RDP of order α of the subsampled Gaussian is R_α(σ, q) = log(A_α)/(α − 1) (Mironov, Talwar & Zhang
-2019, "Rényi Differential Privacy of the Sampled Gaussian Mechanism", Sec. 3.3), which bounds both orderings of the
-add/remove pair. RDP adds over steps: R_α = Σ_i steps_i·R_α(σ_i, q_i). It converts to (ε, δ)-DP by
-ε = min_α R_α + log(1 − 1/α) − log(δ·α)/(α − 1) (Balle et al. 2020, "Hypothesis testing interpretations and Rényi
-DP", Thm. 21). A valid upper bound for any set of orders; looser than PLD/PRV, most at small ε.
+Per step, the RDP of order α of the subsampled Gaussian is R_α(σ, q) = log(A_α)/(α − 1) (Mironov, Talwar &
+Zhang 2019, "Rényi Differential Privacy of the Sampled Gaussian Mechanism", Sec. 3.3), which bounds both
+orderings of the add/remove pair. RDP adds over steps: R_α = Σ_i steps_i·R_α(σ_i, q_i). It converts to (ε,
+δ)-DP by ε = min_α R_α + log(1 − 1/α) − log(δ·α)/(α − 1) (Balle et al. 2020, "Hypothesis testing
+interpretations and Rényi DP", Thm. 21). A valid upper bound for any set of orders; looser than PLD/PRV, most
+at small ε.
 
 The per-step vector R_α(σ, q) is cached, so cost does not grow with the number of steps.
 """
@@ -31,7 +32,7 @@ def _rdp_per_step(noise_multiplier: float, sample_rate: float, orders: tuple[flo
     acc = rdp_privacy_accountant.RdpAccountant(orders=list(orders))
     absl = logging.getLogger("absl")
     level = absl.level
-    absl.setLevel(logging.ERROR)  # "failed to converge ... excluding this order": expected at small σ, not news
+    absl.setLevel(logging.ERROR)  # "failed to converge ... excluding this order": expected at small σ
     try:
         acc.compose(dp_event.PoissonSampledDpEvent(sample_rate, dp_event.GaussianDpEvent(noise_multiplier)))
     finally:
@@ -43,7 +44,8 @@ def _rdp_per_step(noise_multiplier: float, sample_rate: float, orders: tuple[flo
 
 @ACCOUNTANTS.register("rdp")
 class RDPAccountant(Accountant):
-    """Certified, loose. ``orders``: the Rényi orders α > 1 to minimise over (default :data:`tuning.RDP_ORDERS`)."""
+    """Certified, loose. ``orders``: the Rényi orders α > 1 to minimise over (default
+    :data:`tuning.RDP_ORDERS`)."""
 
     name = "rdp"
     certified = True

@@ -14,12 +14,13 @@ from privtune.accounting import ACCOUNTANTS, Ledger
 from privtune.accounting import tuning
 from privtune.utils.progress import console, make_progress
 
-account_app = typer.Typer(no_args_is_help=True, help="Privacy accounting for DP-SGD (Poisson sampling, add/remove "
-                                                     "neighbours): ε for a schedule, noise for a budget, curves.")
+account_app = typer.Typer(no_args_is_help=True,
+                          help="Privacy accounting for DP-SGD (Poisson sampling, add/remove neighbours): "
+                               "ε for a schedule, noise for a budget, curves.")
 
 CHOICES = [*ACCOUNTANTS.names(), "all"]
-ACCOUNTANT_HELP = (f"One of {', '.join(CHOICES)}. rdp, pld and prv give certified upper bounds; edgeworth is an "
-                   "estimate shown beside its certified (PLD) value.")
+ACCOUNTANT_HELP = (f"One of {', '.join(CHOICES)}. rdp, pld and prv give certified upper bounds; edgeworth "
+                   "is an estimate shown beside its certified (PLD) value.")
 ORDER_HELP = (f"Edgeworth expansion order 1, 2 or 3 (default {tuning.EDGEWORTH_DEFAULT_ORDER}: the EW-Tune "
               "accountant; higher orders are not uniformly closer to the exact ε).")
 
@@ -61,10 +62,10 @@ def _fmt(x) -> str:
 
 
 @account_app.command("epsilon")
-def epsilon_cmd(noise_multiplier: float = SIGMA, sample_rate: Optional[float] = RATE, steps: Optional[int] = STEPS,
-                dataset_size: Optional[int] = N, batch_size: Optional[int] = BATCH,
-                epochs: Optional[float] = EPOCHS, delta: float = DELTA, accountant: str = ACCOUNTANT,
-                order: int = ORDER, as_json: bool = JSON) -> None:
+def epsilon_cmd(noise_multiplier: float = SIGMA, sample_rate: Optional[float] = RATE,
+                steps: Optional[int] = STEPS, dataset_size: Optional[int] = N,
+                batch_size: Optional[int] = BATCH, epochs: Optional[float] = EPOCHS, delta: float = DELTA,
+                accountant: str = ACCOUNTANT, order: int = ORDER, as_json: bool = JSON) -> None:
     """ε spent by a schedule of DP-SGD steps, at δ."""
     from privtune.accounting.compare import compare, resolve_schedule
     from privtune.accounting.events import check_delta, warn_delta
@@ -73,23 +74,28 @@ def epsilon_cmd(noise_multiplier: float = SIGMA, sample_rate: Optional[float] = 
         schedule = resolve_schedule(sample_rate=sample_rate, steps=steps, dataset_size=dataset_size,
                                     batch_size=batch_size, epochs=epochs)
         warn_delta(check_delta(delta), schedule.dataset_size)
-        ledger = Ledger.of(noise_multiplier=noise_multiplier, sample_rate=schedule.sample_rate, steps=schedule.steps)
-        rows = compare(ledger, delta=delta, accountants=_accountants(accountant, order))
+        ledger = Ledger.of(noise_multiplier=noise_multiplier, sample_rate=schedule.sample_rate,
+                           steps=schedule.steps)
+        accs = _accountants(accountant, order)
+        with make_progress() as progress:
+            task = progress.add_task("accounting", total=len(accs))
+            rows = compare(ledger, delta=delta, accountants=accs, on_done=lambda: progress.advance(task))
     if accountant != "all":
         from privtune.errors import ConfigError
 
         row = rows[0]
         if not hasattr(row, "epsilon"):
             raise ConfigError(row.error)
+        where = (f"at δ = {delta:g} for {schedule.steps} steps of σ = {noise_multiplier:g}, "
+                 f"q = {schedule.sample_rate:.6g}")
         if as_json:
             typer.echo(json.dumps(row.to_dict()))
         elif row.certified:
-            typer.echo(f"ε = {_fmt(row.epsilon)} (certified, {row.accountant}) at δ = {delta:g} for "
-                       f"{schedule.steps} steps of σ = {noise_multiplier:g}, q = {schedule.sample_rate:.6g}")
+            typer.echo(f"ε = {_fmt(row.epsilon)} (certified, {row.accountant}) {where}")
         else:
-            typer.echo(f"ε ≈ {_fmt(row.epsilon)} (estimate, {row.accountant} order {row.order}); certified ε = "
-                       f"{_fmt(row.certified_epsilon)} ({row.details.get('certified_by', 'pld')}) at δ = {delta:g} "
-                       f"for {schedule.steps} steps of σ = {noise_multiplier:g}, q = {schedule.sample_rate:.6g}")
+            typer.echo(f"ε ≈ {_fmt(row.epsilon)} (estimate, {row.accountant} order {row.order}); "
+                       f"certified ε = {_fmt(row.certified_epsilon)} "
+                       f"({row.details.get('certified_by', 'pld')}) {where}")
         return
     if as_json:
         typer.echo(json.dumps({"results": [r.to_dict() for r in rows]}))
@@ -116,15 +122,18 @@ def noise_cmd(epsilon: float = typer.Option(..., "--epsilon", help="Target ε (c
               dataset_size: Optional[int] = N, batch_size: Optional[int] = BATCH,
               epochs: Optional[float] = EPOCHS, delta: float = DELTA, accountant: str = ACCOUNTANT,
               order: int = ORDER, as_json: bool = JSON) -> None:
-    """Smallest noise multiplier whose certified ε meets the target. With edgeworth: starts from the Edgeworth σ
-    and certifies upwards with PLD; both are reported."""
+    """Smallest noise multiplier whose certified ε meets the target. With edgeworth: starts from the Edgeworth
+    σ and certifies upwards with PLD; both are reported."""
     from privtune.accounting.compare import calibrate_each, resolve_schedule
 
     with _warnings_as_lines():
         schedule = resolve_schedule(sample_rate=sample_rate, steps=steps, dataset_size=dataset_size,
                                     batch_size=batch_size, epochs=epochs)
-        rows = calibrate_each(target_epsilon=epsilon, delta=delta, schedule=schedule,
-                              accountants=_accountants(accountant, order))
+        accs = _accountants(accountant, order)
+        with make_progress() as progress:
+            task = progress.add_task("calibrating", total=len(accs))
+            rows = calibrate_each(target_epsilon=epsilon, delta=delta, schedule=schedule, accountants=accs,
+                                  on_done=lambda: progress.advance(task))
     if accountant != "all":
         row = rows[0]
         if not hasattr(row, "noise_multiplier"):
@@ -135,11 +144,13 @@ def noise_cmd(epsilon: float = typer.Option(..., "--epsilon", help="Target ε (c
             typer.echo(json.dumps(row.to_dict()))
             return
         typer.echo(f"σ = {row.noise_multiplier:.6g}: certified ε = {row.epsilon:.6g} <= {epsilon:g} "
-                   f"({row.certified_by}) at δ = {delta:g} for {schedule.steps} steps, q = {schedule.sample_rate:.6g}")
+                   f"({row.certified_by}) at δ = {delta:g} for {schedule.steps} steps, "
+                   f"q = {schedule.sample_rate:.6g}")
         if row.edgeworth_noise_multiplier is not None:
-            typer.echo(f"  Edgeworth (order {row.order}) alone would give σ = {row.edgeworth_noise_multiplier:.6g}, "
-                       f"whose certified ε is {row.certified_epsilon_at_edgeworth_noise:.6g} (estimate at the "
-                       f"returned σ: {row.edgeworth_epsilon:.6g})")
+            typer.echo(f"  Edgeworth (order {row.order}) alone would give σ = "
+                       f"{row.edgeworth_noise_multiplier:.6g}, whose certified ε is "
+                       f"{row.certified_epsilon_at_edgeworth_noise:.6g} (estimate at the returned σ: "
+                       f"{row.edgeworth_epsilon:.6g})")
         return
     if as_json:
         typer.echo(json.dumps({"results": [r.to_dict() for r in rows]}))
@@ -153,17 +164,19 @@ def noise_cmd(epsilon: float = typer.Option(..., "--epsilon", help="Target ε (c
         table.add_column(col, justify="left" if col == "accountant" else "right")
     for r in rows:
         if hasattr(r, "noise_multiplier"):
-            own = "" if r.edgeworth_noise_multiplier is None else f"{r.edgeworth_noise_multiplier:.6g} (estimate)"
-            table.add_row(r.accountant, f"{r.noise_multiplier:.6g}", f"{r.epsilon:.6g}", own, f"{r.time_s:.2f} s")
+            own = ("" if r.edgeworth_noise_multiplier is None
+                   else f"{r.edgeworth_noise_multiplier:.6g} (estimate)")
+            table.add_row(r.accountant, f"{r.noise_multiplier:.6g}", f"{r.epsilon:.6g}", own,
+                          f"{r.time_s:.2f} s")
         else:
             table.add_row(r.accountant, "n/a", "", "", r.error)
     Console().print(table)
 
 
 @account_app.command("curve")
-def curve_cmd(noise_multiplier: float = SIGMA, sample_rate: Optional[float] = RATE, steps: Optional[int] = STEPS,
-              dataset_size: Optional[int] = N, batch_size: Optional[int] = BATCH,
-              epochs: Optional[float] = EPOCHS, delta: float = DELTA,
+def curve_cmd(noise_multiplier: float = SIGMA, sample_rate: Optional[float] = RATE,
+              steps: Optional[int] = STEPS, dataset_size: Optional[int] = N,
+              batch_size: Optional[int] = BATCH, epochs: Optional[float] = EPOCHS, delta: float = DELTA,
               out: Path = typer.Option(..., "--out", help="PNG file to write."),
               accountant: str = typer.Option("all", "--accountant", help=ACCOUNTANT_HELP + " Default: all."),
               points: int = typer.Option(25, "--points", help="Step counts evaluated per accountant."),
