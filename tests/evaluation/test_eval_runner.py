@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from eval_helpers import make_tokenizer
+from eval_helpers import other_tokenizer
 from privtune.data.schema import Dataset, DatasetInfo, Record, Span
 from privtune.errors import ConfigError, DataError, ModelLoadError
 from privtune.evaluation.evaluate import EvalConfig, evaluate_models, evaluate_run, parse_only
@@ -112,7 +112,7 @@ def test_dataset_without_spans_points_to_a_tagger(toy):
 def test_tokenizer_mismatch_and_bad_stage_names(toy):
     with pytest.raises(ConfigError, match="tokenizer"):
         evaluate_models(toy.ft, toy.base, toy.tokenizer, dataset(toy), only="utility",
-                        base_tokenizer=make_tokenizer(vocab_size=300))
+                        base_tokenizer=other_tokenizer())
     with pytest.raises(ConfigError, match="--only"):
         parse_only("privacy,memorisation")
     assert parse_only("mia, audit") == {"mia", "audit"} and parse_only(None) is None

@@ -79,12 +79,15 @@ def _subsample(records: list[Record], n: int | None, seed: int) -> list[Record]:
 
 
 def check_tokenizers(tokenizer: Any, base_tokenizer: Any | None) -> None:
-    """The fine-tuned and the base model must read the same token ids."""
+    """The fine-tuned and the base model must read the same token ids (a padding token added for training aside)."""
     if base_tokenizer is None or base_tokenizer is tokenizer:
         return
-    if tokenizer.get_vocab() != base_tokenizer.get_vocab():
+    fv, bv = tokenizer.get_vocab(), base_tokenizer.get_vocab()
+    differ = [t for t, i in bv.items() if fv.get(t) != i]
+    extra = set(fv) - set(bv) - {tokenizer.pad_token}
+    if differ or extra:
         raise ConfigError(fmt("tokenizer", "the same for the fine-tuned and the base model",
-                              f"vocabularies of {len(tokenizer)} and {len(base_tokenizer)} tokens that differ",
+                              f"{len(differ) + len(extra)} of {len(fv)} tokens that differ",
                               "Evaluate the run against the base model it was trained from."))
 
 
@@ -290,19 +293,18 @@ def merge_previous(path: Path, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_run(run_dir: Path) -> tuple[Any, Any, dict[str, Any], Any, Any]:
-    """Fine-tuned model, tokenizer, run.json, base model and its tokenizer, with clear errors for bad input."""
-    try:
-        from privtune.models.loading import load_tokenizer
-        from privtune.training.run import load_trained
-    except ImportError as e:  # pragma: no cover - only on branches without the training package
-        raise ModelLoadError(f"run directories need privtune.training ({e}).") from None
+    """Fine-tuned model, tokenizer, run.json, base model and the base's own tokenizer."""
+    from privtune.models.loading import load_tokenizer, resolve_spec
+    from privtune.training.run import load_trained
+
     run = load_trained(run_dir)
     info = dict(run.record)
     if info.get("task", "lm") != "lm":
         raise ConfigError(fmt("RUN", "a causal language-model run (the measures score next-token predictions)",
                               f"task {info.get('task')!r}", "Evaluate classification runs with their accuracy."))
     base = run.load_base()
-    return run.model, run.tokenizer, info, base, load_tokenizer(str(info["model"]))
+    spec = str(info["model"])
+    return run.model, run.tokenizer, info, base, load_tokenizer(resolve_spec(spec, build=False), spec=spec)
 
 
 def print_summary(result: dict[str, Any]) -> None:
