@@ -1,13 +1,14 @@
-"""Session fixtures for the evaluation tests: a tokenizer, an untouched tiny model and a copy that memorised a
-small training set, an exposure canary and a set of one-run audit canaries."""
+"""Session fixtures for the evaluation tests: the tiny models' tokenizer, an untouched tiny GPT-NeoX and a copy that
+memorised a small training set, an exposure canary and a set of one-run audit canaries."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pytest
 
-from eval_helpers import make_model, make_tokenizer, records, train_lm
+from eval_helpers import make_model, records, tiny_tokenizer, train_lm
 from privtune.data.synth.canaries import CanarySpec
 from privtune.evaluation.audit import AuditSpec
 from privtune.evaluation.exposure import Canary
@@ -31,15 +32,24 @@ class Toy:
 
 
 @pytest.fixture(scope="session")
-def tokenizer():
-    return make_tokenizer()
+def _session_cache(tmp_path_factory):
+    """Session fixtures build tiny models before the per-test cache fixture runs: point them at the same place."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PRIVTUNE_CACHE", os.environ.get("PRIVTUNE_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache"))
+    yield
+    mp.undo()
 
 
 @pytest.fixture(scope="session")
-def toy(tokenizer) -> Toy:
+def tokenizer(_session_cache):
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def toy(tokenizer, _session_cache) -> Toy:
     base = make_model(tokenizer)
     train, test = records(24, seed=1, prefix="tr"), records(24, seed=2, prefix="te")
     texts = [r.text for r in train] + [CANARY.text(CANARY.secret)] * 4
     texts += [r.text for r, inc in zip(AUDIT.records(), AUDIT.included) if inc]
-    ft = train_lm(base, tokenizer, texts, steps=100)
+    ft = train_lm(base, tokenizer, texts, steps=150, lr=5e-3)
     return Toy(tokenizer, base, ft, train, test, CANARY, AUDIT)

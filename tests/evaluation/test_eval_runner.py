@@ -1,9 +1,10 @@
+import json
 import subprocess
 import sys
 
 import pytest
 
-from eval_helpers import make_tokenizer
+from eval_helpers import other_tokenizer
 from privtune.data.schema import Dataset, DatasetInfo, Record, Span
 from privtune.errors import ConfigError, DataError, ModelLoadError
 from privtune.evaluation.evaluate import EvalConfig, evaluate_models, evaluate_run, parse_only
@@ -70,6 +71,7 @@ def test_every_stage_with_the_contract_keys(full, toy):
     assert full["mia"]["loss"]["auc"] > 0.9
     assert full["audit"]["epsilon_lower_bound"] > 0.5 and full["audit"]["consistent"] is None
     assert set(full["timings_s"]) == set(full["stages"])
+    json.dumps(full, allow_nan=False)  # strict JSON
     text = "\n".join(strings(full))  # numbers may contain any digit string: look at text only
     secrets = [toy.canary.secret, *toy.audit.secrets]
     values = [r.text[s.start:s.end] for r in toy.train for s in r.spans]
@@ -110,7 +112,7 @@ def test_dataset_without_spans_points_to_a_tagger(toy):
 def test_tokenizer_mismatch_and_bad_stage_names(toy):
     with pytest.raises(ConfigError, match="tokenizer"):
         evaluate_models(toy.ft, toy.base, toy.tokenizer, dataset(toy), only="utility",
-                        base_tokenizer=make_tokenizer(vocab_size=300))
+                        base_tokenizer=other_tokenizer())
     with pytest.raises(ConfigError, match="--only"):
         parse_only("privacy,memorisation")
     assert parse_only("mia, audit") == {"mia", "audit"} and parse_only(None) is None
@@ -131,3 +133,28 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
                                                                                         "PYTHONPATH": "src"})
     assert p.returncode == 2
     assert "--only" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_non_finite_numbers_become_null():
+    import numpy as np
+
+    from privtune.evaluation.evaluate import _finite
+    assert _finite({"a": float("nan"), "b": [np.float32(1.5), np.inf, np.int64(3), np.bool_(True)]}) == \
+        {"a": None, "b": [1.5, None, 3, True]}
+
+
+def test_partial_evaluations_merge_into_the_previous_file(tmp_path):
+    from privtune.evaluation.evaluate import merge_previous
+
+    path = tmp_path / "eval.json"
+    old = {"dataset": {"content_hash": "h"}, "run": {"method": "lora", "path": "a"}, "stages": ["privacy", "mia"],
+           "timings_s": {"privacy": 1.0, "mia": 2.0}, "privacy": {"x": 1}, "mia": {"y": 2}}
+    path.write_text(json.dumps(old))
+    new = {"dataset": {"content_hash": "h"}, "run": {"method": "lora", "path": "b"}, "stages": ["mia"],
+           "timings_s": {"mia": 3.0}, "mia": {"y": 5}}
+    merged = merge_previous(path, new)
+    assert merged["privacy"] == {"x": 1} and merged["mia"] == {"y": 5} and merged["stages"] == ["privacy", "mia"]
+    assert merged["timings_s"] == {"privacy": 1.0, "mia": 3.0}
+    other = {**new, "dataset": {"content_hash": "other"}}
+    assert merge_previous(path, other) == other
+    assert merge_previous(tmp_path / "missing.json", new) == new

@@ -9,6 +9,7 @@ Per-token scores are computed once per (model, split) and shared by the privacy,
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from privtune.evaluation.tokens import TokenScores, encode, score_records
 from privtune.utils.fsio import atomic_write_json
 from privtune.utils.progress import console
 
+EVAL_FILE = "eval.json"
 STAGES = ("privacy", "utility", "exposure", "mia", "extraction", "audit")
 NEEDS_SPANS = {"privacy", "extraction"}
 DEFAULT_AUDIT_DELTA = 1e-5
@@ -77,12 +79,15 @@ def _subsample(records: list[Record], n: int | None, seed: int) -> list[Record]:
 
 
 def check_tokenizers(tokenizer: Any, base_tokenizer: Any | None) -> None:
-    """The fine-tuned and the base model must read the same token ids."""
+    """The fine-tuned and the base model must read the same token ids (a padding token added for training aside)."""
     if base_tokenizer is None or base_tokenizer is tokenizer:
         return
-    if tokenizer.get_vocab() != base_tokenizer.get_vocab():
+    fv, bv = tokenizer.get_vocab(), base_tokenizer.get_vocab()
+    differ = [t for t, i in bv.items() if fv.get(t) != i]
+    extra = set(fv) - set(bv) - {tokenizer.pad_token}
+    if differ or extra:
         raise ConfigError(fmt("tokenizer", "the same for the fine-tuned and the base model",
-                              f"vocabularies of {len(tokenizer)} and {len(base_tokenizer)} tokens that differ",
+                              f"{len(differ) + len(extra)} of {len(fv)} tokens that differ",
                               "Evaluate the run against the base model it was trained from."))
 
 
@@ -226,42 +231,80 @@ def evaluate_models(model: Any, base_model: Any, tokenizer: Any, dataset: Datase
                       if k in run_info},
               "records": {"train": len(train), "test": len(test), "truncated": scores.truncated},
               "stages": [s for s in STAGES if s in out], "timings_s": timings, "config": cfg.to_dict()}
-    return {**header, **{s: out[s] for s in STAGES if s in out}}
+    return _finite({**header, **{s: out[s] for s in STAGES if s in out}})
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and infinities (e.g. an AUC with no non-member) become null: eval.json stays strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path, *, only: str | Iterable[str] | None = None,
                  config: EvalConfig | None = None, write: bool = True,
                  on_stage: Callable[[str, float], None] | None = None) -> dict[str, Any]:
-    """Evaluate a run directory on a dataset and write ``RUN/eval.json`` (atomically) unless ``write=False``."""
+    """Evaluate a run directory on a dataset and write ``RUN/eval.json`` (atomically) unless ``write=False``.
+
+    With ``only``, sections of an existing eval.json for the same run and dataset are kept and the stages asked
+    for are replaced, so stages can be (re)computed one at a time.
+    """
     run_dir = Path(run_dir)
-    parse_only(only)  # fail on a typo before loading anything
-    model, tokenizer, info, base, base_tok = _load_run(run_dir)
-    dataset = load_dataset(data_dir)
-    result = evaluate_models(model, base, tokenizer, dataset, only=only, config=config, run_info=info,
-                             base_tokenizer=base_tok, on_stage=on_stage)
-    result["run"]["path"] = str(run_dir)
-    if write:
-        atomic_write_json(run_dir / "eval.json", result)
-    return result
-
-
-def _load_run(run_dir: Path) -> tuple[Any, Any, dict[str, Any], Any, Any]:
-    """Fine-tuned model, tokenizer, run.json, base model and its tokenizer, with clear errors for bad input."""
+    parse_only(only)  # fail on a typo or a missing run before loading anything
     if not (run_dir / "run.json").is_file():
         raise ModelLoadError(fmt("RUN", "a run directory written by `privtune train` (with run.json)", str(run_dir),
                                  "Train one with `privtune train --data DATA --out RUN`."))
+    dataset = load_dataset(data_dir)
+    model, tokenizer, info, base, base_tok = _load_run(run_dir)
+    result = evaluate_models(model, base, tokenizer, dataset, only=only, config=config, run_info=info,
+                             base_tokenizer=base_tok, on_stage=on_stage)
+    result["run"]["path"] = str(run_dir)
+    if only is not None:
+        result = merge_previous(run_dir / EVAL_FILE, result)
+    if write:
+        atomic_write_json(run_dir / EVAL_FILE, result)
+    return result
+
+
+def merge_previous(path: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` completed with the other stages of the eval.json at ``path`` when it describes the same run
+    (method, model, ε, δ) on the same dataset (content hash); otherwise ``result`` alone."""
     try:
-        from privtune.models.loading import load_tokenizer
-        from privtune.training.run import load_trained
-    except ImportError as e:  # pragma: no cover - only on branches without the training package
-        raise ModelLoadError(f"run directories need privtune.training ({e}).") from None
+        old = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return result
+    same = (old.get("dataset", {}).get("content_hash") == result["dataset"]["content_hash"]
+            and {k: v for k, v in old.get("run", {}).items() if k != "path"}
+            == {k: v for k, v in result["run"].items() if k != "path"})
+    if not same:
+        return result
+    merged = {**old, **result}
+    merged["stages"] = [s for s in STAGES if s in merged]
+    merged["timings_s"] = {**old.get("timings_s", {}), **result["timings_s"]}
+    return merged
+
+
+def _load_run(run_dir: Path) -> tuple[Any, Any, dict[str, Any], Any, Any]:
+    """Fine-tuned model, tokenizer, run.json, base model and the base's own tokenizer."""
+    from privtune.models.loading import load_tokenizer, resolve_spec
+    from privtune.training.run import load_trained
+
     run = load_trained(run_dir)
     info = dict(run.record)
     if info.get("task", "lm") != "lm":
         raise ConfigError(fmt("RUN", "a causal language-model run (the measures score next-token predictions)",
                               f"task {info.get('task')!r}", "Evaluate classification runs with their accuracy."))
     base = run.load_base()
-    return run.model, run.tokenizer, info, base, load_tokenizer(str(info["model"]))
+    spec = str(info["model"])
+    return run.model, run.tokenizer, info, base, load_tokenizer(resolve_spec(spec, build=False), spec=spec)
 
 
 def print_summary(result: dict[str, Any]) -> None:
