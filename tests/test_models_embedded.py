@@ -22,10 +22,16 @@ def test_tiny_embedded_builds_once_and_is_reused():
     assert res.heldout_loss < math.log(len(lm.tokenizer)) - 0.5
 
 
-def test_cache_key_covers_config_and_generators(monkeypatch):
+def test_cache_key_follows_the_pretraining_text(monkeypatch):
     k = embedded.cache_key("tiny")
-    assert k == embedded.cache_key("tiny") and k != embedded.cache_key("default")
-    monkeypatch.setattr(embedded, "_generator_fingerprint", lambda: "changed")
+    assert k == embedded.cache_key("tiny")
+    # generator code changed but output identical: same model
+    monkeypatch.setattr(embedded, "_generator_fingerprint", lambda: "edited")
+    assert embedded.cache_key("tiny") == k
+    # output changed: another model
+    real = embedded._public_texts
+    monkeypatch.setattr(embedded, "_generator_fingerprint", lambda: "edited again")
+    monkeypatch.setattr(embedded, "_public_texts", lambda cfg: (real(cfg)[0][1:], real(cfg)[1]))
     assert embedded.cache_key("tiny") != k
 
 

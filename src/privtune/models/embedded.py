@@ -8,9 +8,10 @@ Training: documents are joined with ``<|endoftext|>`` and packed into sequences 
 linear warm-up and cosine decay; the loss is the mean next-token negative log-likelihood (nats). The held-out loss is
 the same quantity on public documents the model did not train on.
 
-The built model is cached in ``cache_dir()/models/embedded-<size>-<hash>``; the hash covers the size config, the
-seeds, the privtune version and the source of the data generators (any change to them rebuilds). ``privtune model
-build`` builds ahead of time; ``--model embedded`` builds on first use.
+The built model is cached in ``cache_dir()/models/embedded-<size>-<hash>``; the hash covers the size config (seeds
+included), the recipe version and the content of the pre-training text, so a change to the data generators that
+changes their output rebuilds the model, and one that does not reuses it. ``privtune model build`` builds ahead of
+time; ``--model embedded`` builds on first use.
 """
 
 from __future__ import annotations
@@ -89,6 +90,10 @@ def size_config(size: str) -> EmbeddedConfig:
     return SIZES[size]
 
 
+#: Bump when the pre-training recipe changes in a way the size config does not show (packing, optimizer, ...).
+RECIPE_VERSION = 1
+
+
 def _generator_fingerprint() -> str:
     """Hash of the data generators' source and banks, and of Faker's version (its draws feed the identities)."""
     import faker
@@ -104,15 +109,46 @@ def _generator_fingerprint() -> str:
     return h.hexdigest()
 
 
-def cache_key(size: str) -> str:
+def _text_hash(train: list[str], held: list[str]) -> str:
+    h = hashlib.sha256()
+    for t in (*train, "\0held\0", *held):
+        h.update(t.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def pretraining_text_hash(size: str, *, texts: tuple[list[str], list[str]] | None = None) -> str:
+    """Content hash of the pre-training text of ``size``.
+
+    Generating the text takes seconds, so the hash is memoised per generator-source fingerprint: a change to the
+    generators' code that leaves their output unchanged does not trigger a rebuild of the model.
+    """
     cfg = size_config(size)
-    blob = json.dumps({"size": size, "config": asdict(cfg), "privtune": __version__,
-                       "generators": _generator_fingerprint()}, sort_keys=True)
+    memo_path = cache_dir() / "models" / f".embedded-text-{size}.json"
+    src = hashlib.sha256(json.dumps({"g": _generator_fingerprint(), "c": asdict(cfg)}, sort_keys=True)
+                         .encode()).hexdigest()
+    try:
+        memo = json.loads(memo_path.read_text("utf-8"))
+    except (OSError, ValueError):
+        memo = {}
+    if src in memo and texts is None:
+        return memo[src]
+    h = _text_hash(*(texts or _public_texts(cfg)))
+    memo[src] = h
+    atomic_write_json(memo_path, memo)
+    return h
+
+
+def cache_key(size: str, *, texts: tuple[list[str], list[str]] | None = None) -> str:
+    """Hash of the size config, the recipe version and the pre-training text (see the module docstring)."""
+    cfg = size_config(size)
+    blob = json.dumps({"size": size, "config": asdict(cfg), "recipe": RECIPE_VERSION,
+                       "text": pretraining_text_hash(size, texts=texts)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def embedded_dir(size: str = "default") -> Path:
-    return cache_dir() / "models" / f"embedded-{size}-{cache_key(size)}"
+def embedded_dir(size: str = "default", *, texts: tuple[list[str], list[str]] | None = None) -> Path:
+    return cache_dir() / "models" / f"embedded-{size}-{cache_key(size, texts=texts)}"
 
 
 def embedded_path(size: str = "default", *, build: bool = True) -> Path:
@@ -179,10 +215,13 @@ def build_embedded(size: str = "default", *, force: bool = False) -> BuildResult
         if (dest / BUILD_FILE).is_file() and not force:
             info = json.loads((dest / BUILD_FILE).read_text("utf-8"))
             return BuildResult(**{**info["result"], "path": dest, "built": False})
-        return _build(size, cfg, dest)
+        t0 = time.perf_counter()
+        texts = _public_texts(cfg)
+        dest = embedded_dir(size, texts=texts)  # the key of the text actually generated
+        return _build(size, cfg, dest, texts, t0)
 
 
-def _build(size: str, cfg: EmbeddedConfig, dest: Path) -> BuildResult:
+def _build(size: str, cfg: EmbeddedConfig, dest: Path, texts: tuple[list[str], list[str]], t0: float) -> BuildResult:
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
@@ -192,8 +231,7 @@ def _build(size: str, cfg: EmbeddedConfig, dest: Path) -> BuildResult:
     from rich.progress import TextColumn
 
     quiet_transformers()
-    t0 = time.perf_counter()
-    train_texts, held_texts = _public_texts(cfg)
+    train_texts, held_texts = texts
     tok = train_bpe(train_texts, vocab_size=cfg.vocab)
     rows, held = _pack(tok, train_texts, cfg.seq_len, seed=cfg.seed), _pack(tok, held_texts, cfg.seq_len, seed=0)
     config = GPTNeoXConfig(vocab_size=len(tok), hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,

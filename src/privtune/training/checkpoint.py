@@ -64,6 +64,12 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(_PREFIX):]))
 
 
+def latest_step(run_dir: Path) -> int | None:
+    """Step of the newest complete checkpoint, or None."""
+    ckpts = list_checkpoints(run_dir)
+    return int(ckpts[-1].name[len(_PREFIX):]) if ckpts else None
+
+
 def clean_partial(run_dir: Path) -> None:
     """Remove temporary files and directories left by writes that were killed (they all start with a dot)."""
     for root in (Path(run_dir), Path(run_dir) / CKPT_DIR):

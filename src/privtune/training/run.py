@@ -20,14 +20,15 @@ import torch
 
 from privtune import __version__
 from privtune.errors import ConfigError, PrivtuneError, fmt
-from privtune.training.checkpoint import clean_partial, list_checkpoints, load_checkpoint, save_checkpoint, set_rng_state
+from privtune.training.checkpoint import (clean_partial, latest_step, list_checkpoints, load_checkpoint,
+                                         save_checkpoint, set_rng_state)
 from privtune.training.config import TrainConfig
 from privtune.training.privacy import PrivacyPlan, PrivacyState
 from privtune.training.session import Plan, Session, build_session, make_plan
 from privtune.training.trainer import Trainer, TrainState
 from privtune.training import record as rec_mod  # noqa: E402
 from privtune.utils.fsio import atomic_dir, atomic_write_json, ensure_fresh_dir
-from privtune.utils.progress import make_progress
+from privtune.utils.progress import make_progress, progress_enabled
 
 RUN_FILE = "run.json"
 MODEL_DIR = "model"
@@ -91,6 +92,7 @@ def resume(run_dir: str | Path) -> RunResult:
             session.scheduler.load_state_dict(training_state["scheduler"])
             set_rng_state(training_state["rng"])
             state = TrainState.from_dict(saved["train_state"])
+            record["wall_time_s"] = saved["wall_time_s"]  # time of work that survived; lost work is not counted
         record["resumes"] = record.get("resumes", 0) + 1
     return _run(run_dir, session, record, state)
 
@@ -140,10 +142,9 @@ def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState) -
                                   physical_batch_size=plan.physical_batch_size, device=s.loaded.device,
                                   engine=s.engine, privacy=privacy, seed=plan.cfg.seed,
                                   checkpoint_every=plan.checkpoint_every, on_checkpoint=checkpoint, state=state,
-                                  progress=progress)
+                                  progress=progress if progress_enabled() else None)
                 outcome = trainer.run()
-            if outcome.status != "completed" or not list_checkpoints(run_dir) or \
-                    int(list_checkpoints(run_dir)[-1].name.split("-")[1]) != outcome.state.step:
+            if latest_step(run_dir) != outcome.state.step:
                 checkpoint(outcome.state)
             if s.engine is not None:
                 s.engine.close()

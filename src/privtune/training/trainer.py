@@ -33,6 +33,10 @@ from privtune.training.privacy import BudgetExhausted, PrivacyState
 from privtune.training.sampling import split_micro
 
 
+#: seconds between refreshes of the epsilon shown in the progress bar
+EPS_DISPLAY_S = 10.0
+
+
 @dataclass
 class TrainState:
     """Progress that survives a resume (saved in every checkpoint)."""
@@ -159,6 +163,7 @@ class Trainer:
         self._check_wiring()
         st = self.state
         status = "completed"
+        last_eps = time.monotonic()
         task = self.progress.add_task("train", total=self.planned_steps, completed=st.step, loss="-", eps="-") \
             if self.progress is not None else None
         while st.step < self.planned_steps:
@@ -188,9 +193,11 @@ class Trainer:
             if self.on_checkpoint is not None and self.checkpoint_every and (t % self.checkpoint_every == 0
                                                                              or t == self.planned_steps):
                 self.on_checkpoint(st)
-                if task is not None and self.privacy is not None:
-                    eps = self.privacy.epsilon()
-                    self.progress.update(task, eps=f"{eps.epsilon:.2f}" if eps is not None else "-")
+            if task is not None and self.privacy is not None and (time.monotonic() - last_eps > EPS_DISPLAY_S
+                                                                  or t == self.planned_steps):
+                eps = self.privacy.epsilon()  # certified, from the ledger (the accountant takes up to ~1 s)
+                self.progress.update(task, eps=f"{eps.epsilon:.2f}" if eps is not None else "-")
+                last_eps = time.monotonic()
         return TrainOutcome(status=status, state=st)
 
 
