@@ -1,7 +1,8 @@
-"""Tiny models, a real byte-level BPE tokenizer and toy records for the evaluation tests.
+"""Tiny models and toy records for the evaluation tests.
 
-The memorising fixture trains a 2-layer GPT-NeoX on a handful of short records plus a repeated canary until it
-has learnt them; the untouched copy is its base model.
+Models are privtune's tiny random architectures (:mod:`privtune.models.tiny`, with their byte-level BPE
+tokenizer); the memorising fixture trains the GPT-NeoX one on a handful of short records plus a repeated
+canary until it has learnt them, and keeps the untouched model as its base.
 """
 
 from __future__ import annotations
@@ -10,49 +11,32 @@ import copy
 import random
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM
 
 from privtune.data.schema import Record, Span
+from privtune.models.loading import load_tokenizer
+from privtune.models.tiny import build_tiny
+from privtune.models.tokenizer import train_bpe
 
-FIRST = ["Ada", "Alan", "Grace", "Edsger", "Barbara", "Donald", "Frances", "John", "Radia", "Ken", "Hedy", "Tim"]
-LAST = ["Lovelace", "Turing", "Hopper", "Dijkstra", "Liskov", "Knuth", "Allen", "Backus", "Perlman", "Thompson"]
-BOS = "<|endoftext|>"
+FIRST = "Ada Alan Grace Edsger Barbara Donald Frances John Radia Ken Hedy Tim".split()
+LAST = "Lovelace Turing Hopper Dijkstra Liskov Knuth Allen Backus Perlman Thompson".split()
 
 
-def corpus() -> list[str]:
+def tiny_tokenizer():
+    return load_tokenizer(str(build_tiny("gpt_neox")))
+
+
+def other_tokenizer(vocab_size: int = 300):
+    """A tokenizer that does not belong to the tiny models (for mismatch tests)."""
     rng = random.Random(123)
-    out = []
-    for _ in range(300):
-        out.append(f"Customer {rng.choice(FIRST)} {rng.choice(LAST)} called from {rng.randrange(10**9, 10**10)}. "
-                   f"My ID is {rng.randrange(10**4):04d}. Order {rng.randrange(1000)} shipped today.")
-    return out
+    texts = [f"Customer {rng.choice(FIRST)} {rng.choice(LAST)} called from {rng.randrange(10**9, 10**10)}."
+             for _ in range(200)]
+    return train_bpe(texts, vocab_size=vocab_size)
 
 
-def make_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus(), trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS, "<|pad|>"],
-                                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                          show_progress=False))
-    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, 0)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=BOS, pad_token="<|pad|>")
-
-
-def make_model(tokenizer, *, seed: int = 0, hidden: int = 64, layers: int = 2, arch: str = "gpt_neox"):
-    """A random tiny causal LM of ``arch`` (gpt_neox, llama, qwen2, gemma) sized for ``tokenizer``."""
-    import transformers
-
-    torch.manual_seed(seed)
-    common = dict(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-                  intermediate_size=4 * hidden, max_position_embeddings=256, bos_token_id=0, eos_token_id=0,
-                  pad_token_id=1)
-    extra = {"gpt_neox": {}, "llama": {"num_key_value_heads": 2}, "qwen2": {"num_key_value_heads": 2},
-             "gemma": {"num_key_value_heads": 1, "head_dim": 16}}[arch]
-    cls = {"gpt_neox": "GPTNeoX", "llama": "Llama", "qwen2": "Qwen2", "gemma": "Gemma"}[arch]
-    cfg = getattr(transformers, f"{cls}Config")(**common, **extra)
-    return getattr(transformers, f"{cls}ForCausalLM")(cfg).eval()
+def make_model(tokenizer=None, *, seed: int = 0, arch: str = "gpt_neox"):
+    """privtune's tiny random ``arch`` model (gpt_neox, llama, qwen2, gemma), weights drawn from ``seed``."""
+    return AutoModelForCausalLM.from_pretrained(str(build_tiny(arch, seed=seed))).eval()
 
 
 def person_record(rid: str, rng: random.Random) -> Record:
