@@ -113,8 +113,8 @@ def load_tokenizer(source: str, *, allow_download: bool = False, spec: str | Non
     from transformers import AutoTokenizer
 
     quiet_transformers()
-    if spec is None:
-        spec, source = source, resolve_spec(source)
+    if spec is None:  # a spec, or a directory with tokenizer files (an adapter directory has no config.json)
+        spec, source = source, source if Path(source).expanduser().is_dir() else resolve_spec(source)
     with _load_errors(spec, allow_download):
         tok = AutoTokenizer.from_pretrained(source, local_files_only=not allow_download)
     if not getattr(tok, "is_fast", False):
