@@ -1,0 +1,309 @@
+"""The study report: one self-contained HTML page (plots embedded as PNG) and a Markdown summary.
+
+``privtune report DIR --out report.html`` reads ``DIR/results.sqlite`` and writes ``report.html``, ``report.md``
+and the figures as files in ``plots/`` beside it. Only numbers, configuration values, privtune's own definitions and
+redacted error messages reach the page: no record text, no secret, no raw PII.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from privtune import __version__
+from privtune.experiments import plots
+from privtune.experiments.analysis import RunView, groups, views
+from privtune.experiments.findings import display, findings
+from privtune.experiments.store import open_store
+from privtune.utils.fsio import atomic_write_text
+
+SECTIONS = ("exposure", "mia", "extraction", "audit")
+#: Columns shown first in the generic section tables (the contract's keys).
+PREFERRED = {"exposure": ("exposure_bits", "max_exposure_bits", "rank", "candidates"),
+             "mia": (), "extraction": (), "audit": ()}
+MAX_COLUMNS = 12
+
+
+def scrub(text: str | None) -> str:
+    """Error text with anything that looks like PII replaced by its redacted form (``[PHONE]``, ``[EMAIL]``)."""
+    if not text:
+        return ""
+    from privtune.data.redact import redact_text
+    from privtune.data.taggers import parse_tagger
+
+    return redact_text(text, parse_tagger("regex").tag(text))
+
+
+def _f(x: float | None, digits: int = 3, unit: str = "") -> str:
+    if x is None:
+        return "–"
+    return f"{x:,.{digits}f}{unit}"
+
+
+def _pm(v: RunView | Any, mean: float | None, std: float | None, digits: int = 3) -> str:
+    s = _f(mean, digits)
+    return f"{s} ± {std:.{digits}f}" if std is not None and mean is not None else s
+
+
+def epsilon_text(v: RunView) -> str:
+    """``8.00 (certified, pld, δ=1e-05)``; an estimate is never shown without the certified value beside it."""
+    if not v.private:
+        return "no DP (ε = ∞)"
+    eps = v.get("run.epsilon")
+    acc = v.row.get("run.accountant") or "?"
+    delta = v.get("run.delta")
+    d = f", δ = {delta:g}" if delta is not None else ""
+    if eps is None:
+        target = v.epsilon_target
+        return f"target {target:g} (not reached: run unfinished)" if target is not None else "–"
+    certified = v.row.get("run.epsilon_certified")
+    if certified in (0, False):
+        return f"{eps:.2f} (estimate, {acc}{d}; no certified value recorded)"
+    return f"{eps:.2f} (certified, {acc}{d})"
+
+
+def _section_columns(vs: Sequence[RunView], section: str) -> list[str]:
+    keys: dict[str, None] = {}
+    for v in vs:
+        for k, val in v.row.items():
+            if k.startswith(f"{section}.") and "definition" not in k and isinstance(val, (int, float)) \
+                    and not isinstance(val, bool):
+                keys[k[len(section) + 1:]] = None
+    pref = [k for k in PREFERRED.get(section, ()) if k in keys]
+    rest = sorted(k for k in keys if k not in pref)
+    return (pref + rest)[:MAX_COLUMNS]
+
+
+def _definitions(vs: Sequence[RunView]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in vs:
+        for k, val in v.row.items():
+            if k.endswith("definition") and isinstance(val, str) and k not in out:
+                out[k.rsplit(".definition", 1)[0] or k] = val
+    return out
+
+
+@dataclass
+class Report:
+    html: str
+    markdown: str
+    figures: dict[str, str]       # name -> base64 PNG
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"markdown": self.markdown, "figures": sorted(self.figures)}
+
+
+# -- HTML helpers ---------------------------------------------------------------------------------------------------
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]], *, num_from: int = 1) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = []
+    for r in rows:
+        tds = "".join(f'<td class="{"num" if i >= num_from else ""}">{html.escape(str(c))}</td>'
+                      for i, c in enumerate(r))
+        body.append(f"<tr>{tds}</tr>")
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _fig(b64: str | None, alt: str, caption: str) -> str:
+    if b64 is None:
+        return f"<p class='note'>No data for this figure yet ({html.escape(alt)}).</p>"
+    return (f"<figure><img alt='{html.escape(alt)}' src='data:image/png;base64,{b64}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;max-width:1180px;margin:2em auto;padding:0 1.2em;
+color:#1d1d1f;line-height:1.45}
+h1{margin-bottom:.1em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+.meta,.note,figcaption{color:#555;font-size:.92em}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.88em;display:block;overflow-x:auto}
+th,td{padding:.3em .7em;border-bottom:1px solid #e3e3e3;text-align:left;white-space:nowrap}
+th{background:#f5f5f7} td.num{text-align:right;font-variant-numeric:tabular-nums}
+figure{margin:1em 0} img{max-width:100%;height:auto} li{margin:.25em 0}
+.failed{color:#b00020} code,pre{background:#f5f5f7;padding:.1em .3em;border-radius:3px}
+pre{padding:.8em;overflow-x:auto;font-size:.85em}
+"""
+
+
+def build_report(rows: Sequence[Mapping[str, Any]], *, study: Mapping[str, Any] | None = None) -> Report:
+    """The report of result rows (store rows: see :mod:`privtune.experiments.store`)."""
+    study = dict(study or {})
+    vs = views(rows)
+    gs = groups(vs)
+    col = plots.colours([v.method for v in vs])
+    figs = {k: f for k, f in (("privacy_utility", plots.privacy_utility(gs, col)),
+                              ("versus_epsilon", plots.versus_epsilon(gs, col)),
+                              ("cost", plots.cost(gs, col)), ("curves", plots.curves(vs, col))) if f}
+    found = findings(gs, vs)
+    name = str(study.get("name") or "study")
+    md = markdown_summary(name, vs, found)
+    return Report(html=_html(name, study, vs, gs, found, figs), markdown=md, figures=figs)
+
+
+def _runs_table(vs: Sequence[RunView]) -> str:
+    rows = []
+    for v in vs:
+        rows.append([v.label, v.status if v.status != "failed" else f"failed at {v.row.get('stage')}",
+                     epsilon_text(v), _f(v.get("privacy.sensitive_train_nll")),
+                     _f(v.get("privacy.sensitive_train_nll_base")), _f(v.gain_train), _f(v.gain_test),
+                     _f(v.utility), _f(v.get("utility.nonsensitive_test_nll_base")),
+                     _f(v.get("run.wall_time_s"), 1)])
+    head = ["run", "status", "ε", "sens. train NLL", "base", "gain (train)", "gain (test)", "non-sens. test NLL",
+            "base", "wall time (s)"]
+    out = _table(head, rows, num_from=3)
+    failed = [v for v in vs if v.status == "failed"]
+    if failed:
+        items = "".join(f"<li class='failed'><b>{html.escape(v.label)}</b> ({html.escape(v.run_id)}), "
+                        f"{html.escape(str(v.row.get('stage')))}: {html.escape(scrub(v.row.get('error')))}</li>"
+                        for v in failed)
+        out += f"<p>Failed runs:</p><ul>{items}</ul>"
+    return out
+
+
+def _accounting_table(vs: Sequence[RunView]) -> str:
+    dp = [v for v in vs if v.private]
+    if not dp:
+        return "<p class='note'>No DP run in this study.</p>"
+    rows = []
+    for v in dp:
+        audit = [(k, v.get(k)) for k in v.row if k.startswith("audit.") and "eps" in k and v.get(k) is not None]
+        audit_txt = "; ".join(f"{k.split('.', 1)[1]} {x:.2f}" for k, x in audit) or "–"
+        rows.append([v.label, _f(v.epsilon_target, 2), epsilon_text(v), str(v.row.get("run.accountant") or "–"),
+                     _f(v.get("run.noise_multiplier"), 3), _f(v.get("run.sample_rate"), 4),
+                     _f(v.get("run.steps"), 0), str(v.row.get("run.sampling") or "–"), audit_txt])
+    head = ["run", "target ε", "ε spent", "accountant", "σ", "q", "steps", "sampling",
+            "empirical audit (estimate, lower bound)"]
+    return _table(head, rows, num_from=1)
+
+
+def _cost_table(vs: Sequence[RunView]) -> str:
+    rows = [[v.label, _f(v.get("run.wall_time_s"), 1), _f(v.get("run.peak_memory_mb"), 0),
+             str(v.row.get("run.peak_memory_kind") or "–"), _f(v.get("run.tokens_per_s"), 0),
+             _f(v.get("run.trainable_params"), 0), _f(v.get("run.total_params"), 0)] for v in vs if v.ok]
+    return _table(["run", "wall time (s)", "peak memory (MB)", "memory measure", "tokens/s", "trainable params",
+                   "total params"], rows)
+
+
+def _section_table(vs: Sequence[RunView], section: str) -> str:
+    ok = [v for v in vs if v.ok]
+    cols = _section_columns(ok, section)
+    if not cols:
+        return f"<p class='note'>No {section} results in this study.</p>"
+    rows = [[v.label, *[_f(v.get(f"{section}.{c}"), 3) for c in cols]] for v in ok]
+    return _table(["run", *cols], rows)
+
+
+def _html(name: str, study: Mapping[str, Any], vs: Sequence[RunView], gs: Any, found: Sequence[str],
+          figs: Mapping[str, str]) -> str:
+    n_ok = sum(v.ok for v in vs)
+    n_failed = sum(v.status == "failed" for v in vs)
+    desc = html.escape(str(study.get("description") or ""))
+    defs = _definitions(vs)
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>privtune report — {html.escape(name)}"
+        f"</title><meta name='viewport' content='width=device-width, initial-scale=1'><style>{CSS}</style></head>"
+        "<body>",
+        f"<h1>privtune report: {html.escape(name)}</h1>",
+        f"<p class='meta'>{desc + '<br>' if desc else ''}{len(vs)} runs: {n_ok} completed, {n_failed} failed. "
+        f"Generated {time.strftime('%Y-%m-%d %H:%M')} by privtune {__version__}. NLLs are in nats per token.</p>",
+        "<h2>Findings</h2>",
+        "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in found) + "</ul>",
+        "<h2>Privacy vs utility</h2>",
+        "<p>Each point is a configuration (mean over seeds; bars: ± one standard deviation). Right means the "
+        "fine-tuned model finds the sensitive tokens of its own training records more likely than the base model "
+        "did (memorisation); down means better predictions of ordinary text it never saw. The base model sits at "
+        "zero gain. Configurations on the Pareto front (dashed) are those no other beats on both axes.</p>",
+        _fig(figs.get("privacy_utility"), "privacy vs utility", "Sensitive-token NLL gain on training data vs "
+             "non-sensitive test NLL; the star is the base model."),
+        "<h2>Runs</h2>", _runs_table(vs),
+        "<h2>Privacy and utility against ε</h2>",
+        _fig(figs.get("versus_epsilon"), "against epsilon", "DP methods at each budget; dashed lines are the "
+             "same methods without DP, the dotted line the base model."),
+        "<h2>Privacy accounting</h2>",
+        "<p>Every ε is the spent budget of the run's own privacy ledger, computed by the named accountant for "
+        "Poisson-sampled DP-SGD under add/remove-one neighbouring. <i>Certified</i> means an upper bound. "
+        "Empirical audits are lower-bound <i>estimates</i> and are shown only beside the certified value.</p>",
+        _accounting_table(vs),
+        "<h2>Cost</h2>", _fig(figs.get("cost"), "cost per method", "Mean per configuration."), _cost_table(vs),
+        "<h2>Canary exposure</h2>", _section_table(vs, "exposure"),
+        "<h2>Membership inference</h2>", _section_table(vs, "mia"),
+        "<h2>Extraction</h2>", _section_table(vs, "extraction"),
+        "<h2>Training curves</h2>", _fig(figs.get("curves"), "training curves", "Mean per-example loss of each "
+                                         "optimizer step's batch."),
+    ]
+    if defs:
+        parts.append("<h2>Definitions</h2><dl>" + "".join(
+            f"<dt><code>{html.escape(k)}</code></dt><dd>{html.escape(d)}</dd>" for k, d in sorted(defs.items()))
+            + "</dl>")
+    if study.get("toml"):
+        parts.append(f"<h2>Study</h2><details><summary>study.toml</summary><pre>{html.escape(str(study['toml']))}"
+                     "</pre></details>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def epsilon_short(v: RunView) -> str:
+    """Compact ε for terminal tables: ``8.00 (certified, pld)``, ``∞ (no DP)``."""
+    if not v.private:
+        return "∞ (no DP)"
+    eps = v.get("run.epsilon")
+    if eps is None:
+        return "–"
+    kind = "estimate" if v.row.get("run.epsilon_certified") in (0, False) else "certified"
+    return f"{eps:.2f} ({kind}, {v.row.get('run.accountant') or '?'})"
+
+
+def markdown_summary(name: str, vs: Sequence[RunView], found: Sequence[str]) -> str:
+    """The summary table (one line per run, then the base model) and the findings, as Markdown."""
+    lines = [f"# privtune report: {name}", "",
+             "| run | status | ε | gain train | gain test | test NLL | exposure | MIA AUC | wall s |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for v in vs:
+        mia = v.best_mia()
+        lines.append(f"| {v.label} | {v.status} | {epsilon_short(v)} | {_f(v.gain_train)} | {_f(v.gain_test)} | "
+                     f"{_f(v.utility)} | {_f(v.get('exposure.exposure_bits'), 1)} | "
+                     f"{_f(mia[1]) if mia else '–'} | {_f(v.get('run.wall_time_s'), 0)} |")
+    base = [g for g in groups(vs) if g.base_utility is not None]
+    for g in base:
+        lines.append(f"| base model{' · ' + g.title if len(base) > 1 else ''} | – | – | 0.000 | 0.000 | "
+                     f"{_f(g.base_utility)} | – | – | – |")
+    lines += ["", "gain = base NLL − fine-tuned NLL on sensitive tokens of training (train) or held-out (test) records, "
+              "in nats/token (higher = more memorised); test NLL = non-sensitive test tokens (lower = better); "
+              "exposure in bits; MIA AUC of the strongest attack (0.5 = chance).", "", "## Findings", ""]
+    lines += [f"- {s}" for s in found]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class WrittenReport:
+    html_path: Path
+    markdown_path: Path
+    markdown: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"html": str(self.html_path), "markdown": str(self.markdown_path)}
+
+
+def write_report(study_dir: str | Path, *, out: str | Path | None = None) -> WrittenReport:
+    """Write ``report.html`` (default ``DIR/report.html``), ``report.md`` and ``plots/*.png`` beside it."""
+    import base64
+
+    study_dir = Path(study_dir)
+    with open_store(study_dir) as store:
+        rows, meta = store.rows(), store.study()
+    study: dict[str, Any] = {"name": meta.get("name"), "toml": meta.get("toml")}
+    if meta.get("config"):
+        study["description"] = json.loads(meta["config"]).get("description")
+    rep = build_report(rows, study=study)
+    out = Path(out) if out is not None else study_dir / "report.html"
+    atomic_write_text(out, rep.html)
+    md = out.with_suffix(".md")
+    atomic_write_text(md, rep.markdown)
+    (out.parent / "plots").mkdir(parents=True, exist_ok=True)
+    for name, b64 in rep.figures.items():
+        (out.parent / "plots" / f"{name}.png").write_bytes(base64.b64decode(b64))
+    return WrittenReport(out, md, rep.markdown)
