@@ -27,7 +27,9 @@ def eval_json(*, nll_train, nll_train_base=3.0, nll_test=2.9, util, util_base=2.
         "exposure": {"definition": DEFS["exposure"], "exposure_bits": exposure, "max_exposure_bits": max_exposure},
         "mia": {"definition": DEFS["mia"], "loss": {"auc": auc, "tpr_at_1pct_fpr": tpr},
                 "zlib": {"auc": auc - 0.02, "tpr_at_1pct_fpr": tpr / 2}},
-        "extraction": {"definition": DEFS["extraction"], "extracted_fraction": 0.0},
+        "extraction": {"definition": {"recall": DEFS["extraction"]},
+                       "sampling": {"recall": 0.25 if exposure > 10 else 0.0, "recall_base": 0.0, "examples": []},
+                       "reconstruction": {"top1_accuracy": 0.5, "top1_accuracy_base": 0.1, "chance": 1 / 11}},
         "audit": {"definition": DEFS["audit"]},
     }
 

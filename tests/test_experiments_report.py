@@ -54,7 +54,7 @@ def test_report_content_and_no_pii(tmp_path):
     failed = make_row(run_id="lora-bad", status="failed", stage="train", grid=grid("lora", r=64),
                       error=f"DataError: record cs-000001 text 'call {phone}' is malformed")
     rows.append(failed)
-    rows[0]["extraction.samples"] = f'["{name} {phone}"]'   # a string field the report must never print
+    rows[0]["extraction.sampling.examples"] = f'["{name} {phone}"]'   # string fields are never printed
     rep = build_report(rows, study={"name": "unit", "toml": "name = 'unit'"})
     page = rep.html
     assert phone not in page and name not in page and phone not in rep.markdown
@@ -66,7 +66,9 @@ def test_report_content_and_no_pii(tmp_path):
                   "Canary exposure", "Membership inference", "Extraction", "Training curves", "Findings"):
         assert f"<h2>{title}</h2>" in page
     assert "8.00 (certified, pld, δ = 1e-05)" in page and "no DP (ε = ∞)" in page
-    assert "exposure_bits" in page and "loss.auc" in page and "extracted_fraction" in page
+    assert "<td class=\"num\">19.90</td>" in page                      # FFT's exposure
+    assert "<th>loss</th><th>zlib</th>" in page and "0.800 / 0.010" in page   # MIA AUC / TPR at 1% FPR
+    assert "<th>sampling recall</th>" in page and "0.250" in page
     md = rep.markdown
     assert md.startswith("# privtune report: unit")
     assert "| fft | completed | ∞ (no DP) | 0.500 | – | 2.100 | 19.9 | 0.800 | 100 |" in md

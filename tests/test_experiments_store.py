@@ -16,8 +16,11 @@ def test_flatten():
 
 
 def test_row_has_every_contract_field_as_a_column(tmp_path):
+    ev = {"created": "2026", "records": {"train": 10}, "run": {"method": "dp-fft"},
+          **eval_json(nll_train=2.9, util=2.3, auc=0.6)}
     r = make_row(run_id="x", status="completed", grid=grid("dp-fft", 8.0), run_json=run_json("dp-fft", eps=8.0),
-                 eval_json=eval_json(nll_train=2.9, util=2.3, auc=0.6))
+                 eval_json=ev)
+    assert r["eval.created"] == "2026" and r["eval.records.train"] == 10 and r["eval.run.method"] == "dp-fft"
     for key in ("method", "model", "dataset", "status", "epsilon", "delta", "noise_multiplier", "max_grad_norm",
                 "sample_rate", "steps", "epochs", "accountant", "wall_time_s", "peak_memory_mb", "tokens_per_s",
                 "trainable_params", "total_params", "final_train_loss"):

@@ -393,14 +393,39 @@ def _train_options(data: dict[str, Any], c: _Checker) -> dict[str, Any]:
 
 
 def _check_eval_options(ev: dict[str, Any], c: _Checker) -> None:
-    """Eval options are keyword arguments of :func:`privtune.evaluation.evaluate_run`."""
-    import inspect
+    """``only`` plus the fields of :class:`privtune.evaluation.evaluate.EvalConfig`; ``[eval.extraction]`` holds
+    those of :class:`~privtune.evaluation.extraction.ExtractionConfig`."""
+    from dataclasses import fields
 
-    try:
-        from privtune.evaluation import evaluate_run
-    except ImportError:  # evaluation not installed in this build: checked when the sweep evaluates
-        return
-    params = inspect.signature(evaluate_run).parameters
-    allowed = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY or n == "only"]
-    allowed = [n for n in allowed if n not in ("run_dir", "data_dir", "out", "progress")]
+    from privtune.evaluation.evaluate import EvalConfig, parse_only
+    from privtune.evaluation.extraction import ExtractionConfig
+
+    allowed = ["only", *(f.name for f in fields(EvalConfig))]
     c.unknown(ev, allowed, "eval.")
+    if "only" in ev:
+        try:
+            parse_only(ev["only"])
+        except ConfigError as e:
+            raise ConfigError(f"{e} (in {c.where}, eval.only)") from None
+    ext = ev.get("extraction", {})
+    if not isinstance(ext, dict):
+        raise c.fail("eval.extraction", "a table of extraction options", ext)
+    c.unknown(ext, [f.name for f in fields(ExtractionConfig)], "eval.extraction.")
+    try:
+        eval_config(ev)
+    except TypeError as e:
+        raise c.fail("eval", "options of the right types", str(e)) from None
+
+
+def eval_config(ev: dict[str, Any]) -> tuple[Any, Any]:
+    """``(only, EvalConfig)`` from a study's ``[eval]`` table."""
+    from privtune.evaluation.evaluate import EvalConfig
+    from privtune.evaluation.extraction import ExtractionConfig
+
+    opts = dict(ev)
+    only = opts.pop("only", None)
+    ext = opts.pop("extraction", None)
+    cfg = EvalConfig(**opts)
+    if ext:
+        cfg.extraction = ExtractionConfig(**ext)
+    return only, cfg

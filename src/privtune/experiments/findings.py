@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from privtune.experiments.analysis import Group, RunView, Variant
+from privtune.experiments.tables import secs
 
 DISPLAY = {"fft": "FFT", "lora": "LoRA", "dp-fft": "DP-FFT", "dp-lora": "DP-LoRA"}
 
@@ -71,7 +72,7 @@ def group_findings(g: Group) -> list[str]:
             s = (f"{_name(adapter)} recovers {100 * ga / gf:.0f}% of {_name(full)}'s sensitive-token gain on "
                  f"training data ({ga:.3f} vs {gf:.3f} nats/token)")
             if tf and ta:
-                s += f" in {_ratio_text(ta, tf, 'wall time')} ({ta:.0f} s vs {tf:.0f} s)"
+                s += f" in {_ratio_text(ta, tf, 'wall time')} ({secs(ta)} s vs {secs(tf)} s)"
             pa, pf = adapter.mean("run.trainable_params"), full.mean("run.trainable_params")
             if pa and pf:
                 s += f", training {100 * pa / pf:.1f}% as many parameters"
@@ -105,15 +106,21 @@ def group_findings(g: Group) -> list[str]:
     exp = [(v, e) for v, e in exp if e is not None]
     if exp:
         mx = max((v.mean("exposure.max_exposure_bits") or 0.0) for v, _ in exp)
+        est = any(r.row.get("exposure.estimate") in (1, True) for v, _ in exp for r in v.runs)
         items = ", ".join(f"{_name(v)} {e:.1f}" for v, e in sorted(exp, key=lambda t: -t[1]))
-        out.append(f"Canary exposure in bits (maximum {mx:.1f}, reached when the canary ranks first among all "
-                   f"candidates): {items}.")
+        base = [b for v, _ in exp for b in v.values("exposure.exposure_bits_base")]
+        if base:
+            items += f", base model {sum(base) / len(base):.1f}"
+        out.append(f"Canary exposure in bits{' (estimates: extrapolated)' if est else ''} (maximum {mx:.1f}, "
+                   f"reached when the canary ranks first among all candidates): {items}.")
 
     mia = [(v, v.first.best_mia()) for v in g.variants]
     mia = [(v, m, v.mean(f"mia.{m[0]}.auc")) for v, m in mia if m is not None]
     if mia:
         items = ", ".join(f"{_name(v)} {auc:.3f} ({a})" for v, (a, _), auc in sorted(mia, key=lambda t: -t[2]))
-        out.append(f"Strongest membership-inference attack, AUC (0.5 is chance): {items}.")
+        nm, nn = mia[0][0].mean(f"mia.{mia[0][1][0]}.n_members"), mia[0][0].mean(f"mia.{mia[0][1][0]}.n_nonmembers")
+        sizes = f" on {nm:.0f} members and {nn:.0f} non-members" if nm and nn else ""
+        out.append(f"Strongest membership-inference attack, AUC{sizes} (0.5 is chance): {items}.")
 
     front = g.front()
     if len(g.points()) > 1:

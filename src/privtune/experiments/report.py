@@ -15,18 +15,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from privtune import __version__
-from privtune.experiments import plots
+from privtune.experiments import plots, tables
 from privtune.experiments.analysis import RunView, groups, views
-from privtune.experiments.findings import display, findings
+from privtune.experiments.findings import findings
+from privtune.experiments.tables import f, secs
 from privtune.experiments.store import open_store
 from privtune.utils.fsio import atomic_write_text
-
-SECTIONS = ("exposure", "mia", "extraction", "audit")
-#: Columns shown first in the generic section tables (the contract's keys).
-PREFERRED = {"exposure": ("exposure_bits", "max_exposure_bits", "rank", "candidates"),
-             "mia": (), "extraction": (), "audit": ()}
-MAX_COLUMNS = 12
-
 
 def scrub(text: str | None) -> str:
     """Error text with anything that looks like PII replaced by its redacted form (``[PHONE]``, ``[EMAIL]``)."""
@@ -38,52 +32,18 @@ def scrub(text: str | None) -> str:
     return redact_text(text, parse_tagger("regex").tag(text))
 
 
-def _f(x: float | None, digits: int = 3, unit: str = "") -> str:
-    if x is None:
-        return "–"
-    return f"{x:,.{digits}f}{unit}"
-
-
-def _pm(v: RunView | Any, mean: float | None, std: float | None, digits: int = 3) -> str:
-    s = _f(mean, digits)
-    return f"{s} ± {std:.{digits}f}" if std is not None and mean is not None else s
-
-
-def epsilon_text(v: RunView) -> str:
-    """``8.00 (certified, pld, δ=1e-05)``; an estimate is never shown without the certified value beside it."""
-    if not v.private:
-        return "no DP (ε = ∞)"
-    eps = v.get("run.epsilon")
-    acc = v.row.get("run.accountant") or "?"
-    delta = v.get("run.delta")
-    d = f", δ = {delta:g}" if delta is not None else ""
-    if eps is None:
-        target = v.epsilon_target
-        return f"target {target:g} (not reached: run unfinished)" if target is not None else "–"
-    certified = v.row.get("run.epsilon_certified")
-    if certified in (0, False):
-        return f"{eps:.2f} (estimate, {acc}{d}; no certified value recorded)"
-    return f"{eps:.2f} (certified, {acc}{d})"
-
-
-def _section_columns(vs: Sequence[RunView], section: str) -> list[str]:
-    keys: dict[str, None] = {}
-    for v in vs:
-        for k, val in v.row.items():
-            if k.startswith(f"{section}.") and "definition" not in k and isinstance(val, (int, float)) \
-                    and not isinstance(val, bool):
-                keys[k[len(section) + 1:]] = None
-    pref = [k for k in PREFERRED.get(section, ()) if k in keys]
-    rest = sorted(k for k in keys if k not in pref)
-    return (pref + rest)[:MAX_COLUMNS]
-
-
 def _definitions(vs: Sequence[RunView]) -> dict[str, str]:
+    """``{"privacy.sensitive_train_nll": "mean -ln p ..."}`` from eval.json's ``definition`` objects."""
     out: dict[str, str] = {}
     for v in vs:
         for k, val in v.row.items():
-            if k.endswith("definition") and isinstance(val, str) and k not in out:
-                out[k.rsplit(".definition", 1)[0] or k] = val
+            if not isinstance(val, str):
+                continue
+            if k.endswith(".definition"):
+                out.setdefault(k[: -len(".definition")], val)
+            elif ".definition." in k:
+                sec, name = k.split(".definition.", 1)
+                out.setdefault(f"{sec}.{name}", val)
     return out
 
 
@@ -98,7 +58,10 @@ class Report:
 
 
 # -- HTML helpers ---------------------------------------------------------------------------------------------------
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]], *, num_from: int = 1) -> str:
+def _table(t: tables.Table, *, num_from: int = 1, empty: str = "No results.") -> str:
+    head, rows = t
+    if not rows:
+        return f"<p class='note'>{html.escape(empty)}</p>"
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = []
     for r in rows:
@@ -144,57 +107,14 @@ def build_report(rows: Sequence[Mapping[str, Any]], *, study: Mapping[str, Any] 
     return Report(html=_html(name, study, vs, gs, found, figs), markdown=md, figures=figs)
 
 
-def _runs_table(vs: Sequence[RunView]) -> str:
-    rows = []
-    for v in vs:
-        rows.append([v.label, v.status if v.status != "failed" else f"failed at {v.row.get('stage')}",
-                     epsilon_text(v), _f(v.get("privacy.sensitive_train_nll")),
-                     _f(v.get("privacy.sensitive_train_nll_base")), _f(v.gain_train), _f(v.gain_test),
-                     _f(v.utility), _f(v.get("utility.nonsensitive_test_nll_base")),
-                     _f(v.get("run.wall_time_s"), 1)])
-    head = ["run", "status", "ε", "sens. train NLL", "base", "gain (train)", "gain (test)", "non-sens. test NLL",
-            "base", "wall time (s)"]
-    out = _table(head, rows, num_from=3)
+def _failed(vs: Sequence[RunView]) -> str:
     failed = [v for v in vs if v.status == "failed"]
-    if failed:
-        items = "".join(f"<li class='failed'><b>{html.escape(v.label)}</b> ({html.escape(v.run_id)}), "
-                        f"{html.escape(str(v.row.get('stage')))}: {html.escape(scrub(v.row.get('error')))}</li>"
-                        for v in failed)
-        out += f"<p>Failed runs:</p><ul>{items}</ul>"
-    return out
-
-
-def _accounting_table(vs: Sequence[RunView]) -> str:
-    dp = [v for v in vs if v.private]
-    if not dp:
-        return "<p class='note'>No DP run in this study.</p>"
-    rows = []
-    for v in dp:
-        audit = [(k, v.get(k)) for k in v.row if k.startswith("audit.") and "eps" in k and v.get(k) is not None]
-        audit_txt = "; ".join(f"{k.split('.', 1)[1]} {x:.2f}" for k, x in audit) or "–"
-        rows.append([v.label, _f(v.epsilon_target, 2), epsilon_text(v), str(v.row.get("run.accountant") or "–"),
-                     _f(v.get("run.noise_multiplier"), 3), _f(v.get("run.sample_rate"), 4),
-                     _f(v.get("run.steps"), 0), str(v.row.get("run.sampling") or "–"), audit_txt])
-    head = ["run", "target ε", "ε spent", "accountant", "σ", "q", "steps", "sampling",
-            "empirical audit (estimate, lower bound)"]
-    return _table(head, rows, num_from=1)
-
-
-def _cost_table(vs: Sequence[RunView]) -> str:
-    rows = [[v.label, _f(v.get("run.wall_time_s"), 1), _f(v.get("run.peak_memory_mb"), 0),
-             str(v.row.get("run.peak_memory_kind") or "–"), _f(v.get("run.tokens_per_s"), 0),
-             _f(v.get("run.trainable_params"), 0), _f(v.get("run.total_params"), 0)] for v in vs if v.ok]
-    return _table(["run", "wall time (s)", "peak memory (MB)", "memory measure", "tokens/s", "trainable params",
-                   "total params"], rows)
-
-
-def _section_table(vs: Sequence[RunView], section: str) -> str:
-    ok = [v for v in vs if v.ok]
-    cols = _section_columns(ok, section)
-    if not cols:
-        return f"<p class='note'>No {section} results in this study.</p>"
-    rows = [[v.label, *[_f(v.get(f"{section}.{c}"), 3) for c in cols]] for v in ok]
-    return _table(["run", *cols], rows)
+    if not failed:
+        return ""
+    items = "".join(f"<li class='failed'><b>{html.escape(v.label)}</b> ({html.escape(v.run_id)}), "
+                    f"{html.escape(str(v.row.get('stage')))}: {html.escape(scrub(v.row.get('error')))}</li>"
+                    for v in failed)
+    return f"<p>Failed runs (resume the sweep to retry them):</p><ul>{items}</ul>"
 
 
 def _html(name: str, study: Mapping[str, Any], vs: Sequence[RunView], gs: Any, found: Sequence[str],
@@ -219,7 +139,11 @@ def _html(name: str, study: Mapping[str, Any], vs: Sequence[RunView], gs: Any, f
         "zero gain. Configurations on the Pareto front (dashed) are those no other beats on both axes.</p>",
         _fig(figs.get("privacy_utility"), "privacy vs utility", "Sensitive-token NLL gain on training data vs "
              "non-sensitive test NLL; the star is the base model."),
-        "<h2>Runs</h2>", _runs_table(vs),
+        "<h2>Runs</h2>",
+        "<p>NLLs of the fine-tuned model (the base model's in brackets). Gain = base − fine-tuned NLL on sensitive "
+        "tokens of training (train) or held-out (test) records; memorisation = gain train − gain test, the part "
+        "specific to the records trained on.</p>",
+        _table(tables.runs(vs), num_from=3), _failed(vs),
         "<h2>Privacy and utility against ε</h2>",
         _fig(figs.get("versus_epsilon"), "against epsilon", "DP methods at each budget; dashed lines are the "
              "same methods without DP, the dotted line the base model."),
@@ -227,18 +151,29 @@ def _html(name: str, study: Mapping[str, Any], vs: Sequence[RunView], gs: Any, f
         "<p>Every ε is the spent budget of the run's own privacy ledger, computed by the named accountant for "
         "Poisson-sampled DP-SGD under add/remove-one neighbouring. <i>Certified</i> means an upper bound. "
         "Empirical audits are lower-bound <i>estimates</i> and are shown only beside the certified value.</p>",
-        _accounting_table(vs),
-        "<h2>Cost</h2>", _fig(figs.get("cost"), "cost per method", "Mean per configuration."), _cost_table(vs),
-        "<h2>Canary exposure</h2>", _section_table(vs, "exposure"),
-        "<h2>Membership inference</h2>", _section_table(vs, "mia"),
-        "<h2>Extraction</h2>", _section_table(vs, "extraction"),
+        _table(tables.accounting(vs), empty="No DP run in this study."),
+        "<h2>Cost</h2>", _fig(figs.get("cost"), "cost per method", "Mean per configuration."),
+        _table(tables.cost(vs)),
+        "<h2>Canary exposure</h2>",
+        "<p>Exposure = log2(candidates) − log2(rank of the inserted canary among all candidate secrets) (Carlini et "
+        "al. 2019); the maximum means the canary ranked first. The base model's exposure is the chance level. "
+        "Extrapolated exposures are estimates.</p>",
+        _table(tables.exposure(vs, gs), empty="No exposure results (the data has no canary, or the stage was off)."),
+        "<h2>Membership inference</h2>",
+        "<p>Each cell: ROC AUC / true-positive rate at 1% false-positive rate. Members are training records, "
+        "non-members test records; 0.5 AUC is chance; with few non-members the TPR at 1% FPR is coarse.</p>",
+        _table(tables.mia(vs), empty="No membership-inference results."),
+        "<h2>Extraction</h2>",
+        "<p>Sampling: share of training secrets the model generates from their record's prefix (base model and "
+        "excess over it beside). Reconstruction: how often the true secret scores best among distractors.</p>",
+        _table(tables.extraction(vs), empty="No extraction results."),
         "<h2>Training curves</h2>", _fig(figs.get("curves"), "training curves", "Mean per-example loss of each "
                                          "optimizer step's batch."),
     ]
     if defs:
-        parts.append("<h2>Definitions</h2><dl>" + "".join(
-            f"<dt><code>{html.escape(k)}</code></dt><dd>{html.escape(d)}</dd>" for k, d in sorted(defs.items()))
-            + "</dl>")
+        parts.append("<h2>Definitions</h2><details><summary>Every measure as eval.json defines it</summary><dl>"
+                     + "".join(f"<dt><code>{html.escape(k)}</code></dt><dd>{html.escape(d)}</dd>"
+                               for k, d in sorted(defs.items())) + "</dl></details>")
     if study.get("toml"):
         parts.append(f"<h2>Study</h2><details><summary>study.toml</summary><pre>{html.escape(str(study['toml']))}"
                      "</pre></details>")
@@ -264,13 +199,13 @@ def markdown_summary(name: str, vs: Sequence[RunView], found: Sequence[str]) -> 
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for v in vs:
         mia = v.best_mia()
-        lines.append(f"| {v.label} | {v.status} | {epsilon_short(v)} | {_f(v.gain_train)} | {_f(v.gain_test)} | "
-                     f"{_f(v.utility)} | {_f(v.get('exposure.exposure_bits'), 1)} | "
-                     f"{_f(mia[1]) if mia else '–'} | {_f(v.get('run.wall_time_s'), 0)} |")
+        lines.append(f"| {v.label} | {v.status} | {epsilon_short(v)} | {f(v.gain_train)} | {f(v.gain_test)} | "
+                     f"{f(v.utility)} | {f(v.get('exposure.exposure_bits'), 1)} | "
+                     f"{f(mia[1]) if mia else '–'} | {secs(v.get('run.wall_time_s'))} |")
     base = [g for g in groups(vs) if g.base_utility is not None]
     for g in base:
         lines.append(f"| base model{' · ' + g.title if len(base) > 1 else ''} | – | – | 0.000 | 0.000 | "
-                     f"{_f(g.base_utility)} | – | – | – |")
+                     f"{f(g.base_utility)} | – | – | – |")
     lines += ["", "gain = base NLL − fine-tuned NLL on sensitive tokens of training (train) or held-out (test) records, "
               "in nats/token (higher = more memorised); test NLL = non-sensitive test tokens (lower = better); "
               "exposure in bits; MIA AUC of the strongest attack (0.5 = chance).", "", "## Findings", ""]

@@ -34,6 +34,8 @@ TABLE = "runs"
 SWEEP_COLUMNS = ("run_id", "status", "stage", "error", "run_dir", "updated")
 GRID_COLUMNS = ("grid.dataset", "grid.model", "grid.method", "grid.epsilon", "grid.lora_r", "grid.lr",
                 "grid.epochs", "grid.seed")
+#: eval.json sections (contract); any other object with a ``definition`` is a section too.
+SECTIONS = ("privacy", "utility", "exposure", "mia", "extraction", "audit")
 _RESERVED = ("run", "grid", "eval", *SWEEP_COLUMNS)
 
 
@@ -71,7 +73,7 @@ def make_row(*, run_id: str, status: str, grid: Mapping[str, Any], run_dir: str 
         row.update(flatten(run_json, "run."))
     if eval_json:
         for k, v in eval_json.items():
-            if isinstance(v, Mapping) and k not in _RESERVED:
+            if isinstance(v, Mapping) and k not in _RESERVED and (k in SECTIONS or "definition" in v):
                 row.update(flatten(v, f"{k}."))
             else:
                 row.update(flatten({k: v}, "eval."))

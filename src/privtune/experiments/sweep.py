@@ -100,7 +100,8 @@ def execute(cfg: dict[str, Any], run_dir: str, data_dir: str, eval_options: dict
 
     Returns ``{"status": "completed"|"failed", "stage", "error", "wall_s"}``.
     """
-    from privtune.evaluation import evaluate_run
+    from privtune.evaluation.evaluate import evaluate_run
+    from privtune.experiments.config import eval_config
     from privtune.training.config import TrainConfig
     from privtune.training.run import resume, train
 
@@ -116,7 +117,8 @@ def execute(cfg: dict[str, Any], run_dir: str, data_dir: str, eval_options: dict
         if state in ("new", "resume") and result.status not in FINISHED:
             raise ConfigError(fmt("run status", "completed", result.status))
         stage = "eval"
-        evaluate_run(path, data_dir, **eval_options)
+        only, ecfg = eval_config(eval_options)
+        evaluate_run(path, data_dir, only=only, config=ecfg)
         atomic_write_json(path / SWEEP_FILE, {"run_id": cfg["run_id"], "grid": cfg["grid"],
                                               "eval_options": eval_options})
         return {"status": "completed", "stage": None, "error": None, "wall_s": time.perf_counter() - t0}
