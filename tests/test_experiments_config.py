@@ -69,6 +69,16 @@ def test_ids_are_deterministic_and_readable(tmp_path):
                                             if not r.private}
 
 
+def test_method_options_apply_to_one_method(tmp_path):
+    text = STUDY.replace("[train]", "[method_options.dp-fft]\nbatch_size = 32\n\n[train]")
+    runs = load_study(write(tmp_path, text)).expand()
+    assert {r.train_options["batch_size"] for r in runs if r.method == "dp-fft"} == {32}
+    assert {r.train_options["batch_size"] for r in runs if r.method != "dp-fft"} == {8}
+    base = {r.run_id for r in load_study(write(tmp_path, STUDY, "b.toml")).expand()}
+    assert {r.run_id for r in runs if r.method != "dp-fft"} <= base
+    assert not {r.run_id for r in runs if r.method == "dp-fft"} & base
+
+
 def test_model_slug():
     assert model_slug("EleutherAI/pythia-70m") == "pythia-70m"
     assert model_slug("embedded:tiny") == "embedded_tiny"
@@ -87,6 +97,9 @@ def test_model_slug():
     (("generator = \"customersim\"", "generator = \"customersimm\""), "Did you mean `customersim`?"),
     (("train = 50", "trian = 50"), "Did you mean `train`?"),
     (("max_grad_norm = 0.5", "max_grad_norm = 0.5\nepsilon = 3"), "`train.epsilon` must be set by the study grid"),
+    (("[train]", "[method_options.dp-lroa]\nbatch_size = 4\n[train]"), "Did you mean `dp-lora`?"),
+    (("[train]", "[method_options.dp-lora]\nbatch_size = -4\n[train]"), "batch-size"),
+    (("[train]", "[method_options.dp-lora]\nlora_r = 4\n[train]"), "`method_options.dp-lora.lora_r` must be set by"),
     (("max_grad_norm = 0.5", "max_grad_norm = 0.5\nlora_alhpa = 3"), "Did you mean `lora_alpha`?"),
     (("max_grad_norm = 0.5", "max_grad_norm = -1"), "max-grad-norm"),
 ])

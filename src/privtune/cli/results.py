@@ -18,16 +18,14 @@ def results_cmd(
 ) -> None:
     """Export the results store, or without --csv/--parquet print the summary table."""
     if csv is None and parquet is None:
-        from rich.console import Console
-        from rich.markdown import Markdown
-
+        from privtune.cli.report import print_markdown
         from privtune.experiments.analysis import views
         from privtune.experiments.report import markdown_summary
         from privtune.experiments.store import open_store
 
         with open_store(study_dir) as store:
             rows, name = store.rows(), store.study().get("name", "study")
-        Console().print(Markdown(markdown_summary(name, views(rows), []).split("\n## Findings")[0]))
+        print_markdown(markdown_summary(name, views(rows), []).split("\n## Findings")[0] + "\n")
         return
     from privtune.experiments.store import export_results
 

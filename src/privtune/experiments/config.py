@@ -22,6 +22,9 @@ LoRA ranks (adapter methods only), learning rates, epochs and seeds, plus option
     [train]                       # any other `privtune train` option, for every run
     max_grad_norm = 1.0
 
+    [method_options.dp-fft]       # options for one method only (DP likes larger batches)
+    batch_size = 64
+
     [eval]                        # options of `evaluate_run`
     only = ["privacy", "utility", "exposure", "mia"]
 
@@ -51,9 +54,10 @@ else:  # pragma: no cover
 
 #: Top-level keys of a study file.
 STUDY_KEYS = ("name", "description", "datasets", "models", "methods", "budgets", "lora_ranks", "learning_rates",
-              "epochs", "seeds", "batch_size", "max_length", "delta", "accountant", "train", "eval")
+              "epochs", "seeds", "batch_size", "max_length", "delta", "accountant", "train", "method_options",
+              "eval")
 #: Keys of a generated dataset (the options of `privtune data synth`).
-GENERATOR_KEYS = ("generator", "train", "test", "seed", "canary_repeats", "audit_canaries")
+GENERATOR_KEYS = ("generator", "train", "test", "seed", "canary_repeats", "canary_digits", "audit_canaries")
 #: Training options the grid sets itself; they cannot appear in [train].
 GRID_OWNED = ("data", "method", "model", "epsilon", "lora_r", "lr", "epochs", "seed", "steps")
 
@@ -202,6 +206,7 @@ class Study:
     seeds: list[int]
     train: dict[str, Any]                           # batch_size, max_length, delta, accountant and [train]
     eval: dict[str, Any]
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)   # per method, over ``train``
     description: str = ""
     source: str = ""                                # the TOML text, stored with the results
     path: str | None = None
@@ -224,7 +229,7 @@ class Study:
 
     def _run(self, ds: DatasetSpec, model: str, method: str, eps: float | None, r: int | None, lr: float | None,
              ep: float, seed: int, private: bool, adapter: bool) -> RunConfig:
-        options = dict(sorted(self.train.items()))
+        options = dict(sorted({**self.train, **self.method_options.get(method, {})}.items()))
         if not private:
             options = {k: v for k, v in options.items() if k not in ("delta", "accountant")}
         ident = {"dataset": ds.identity(), "model": model, "method": method, "epsilon": eps, "lora_r": r, "lr": lr,
@@ -248,7 +253,7 @@ class Study:
                 "datasets": {k: v.to_dict() for k, v in self.datasets.items()}, "models": self.models,
                 "methods": self.methods, "budgets": self.budgets, "lora_ranks": self.lora_ranks,
                 "learning_rates": self.learning_rates, "epochs": self.epochs, "seeds": self.seeds,
-                "train": self.train, "eval": self.eval}
+                "train": self.train, "method_options": self.method_options, "eval": self.eval}
 
 
 def _num(x: float) -> str:
@@ -300,6 +305,7 @@ def parse_study(data: dict[str, Any], *, base_dir: str | Path = ".", where: str 
     epochs = c.number_list(data, "epochs", [3.0])
     seeds = c.number_list(data, "seeds", [0], integer=True, positive=False)
     train = _train_options(data, c)
+    method_options = _method_options(data.get("method_options", {}), c, methods, train)
     ev = data.get("eval", {})
     if not isinstance(ev, dict):
         raise c.fail("eval", "a table of evaluation options", ev)
@@ -309,7 +315,7 @@ def parse_study(data: dict[str, Any], *, base_dir: str | Path = ".", where: str 
         raise c.fail("description", "a string", desc)
     return Study(name=name, description=desc, datasets=datasets, models=models, methods=methods, budgets=budgets,
                  lora_ranks=lora_ranks, learning_rates=learning_rates, epochs=epochs, seeds=seeds, train=train,
-                 eval=dict(ev))
+                 eval=dict(ev), method_options=method_options)
 
 
 def _datasets(raw: Any, c: _Checker, base_dir: Path) -> dict[str, DatasetSpec]:
@@ -341,7 +347,7 @@ def _datasets(raw: Any, c: _Checker, base_dir: Path) -> dict[str, DatasetSpec]:
                          _did_you_mean(gen, GENERATORS.names()))
         opts = {k: v for k, v in spec.items() if k != "generator"}
         for k, v in opts.items():
-            lo = 1 if k == "train" else 0
+            lo = 1 if k in ("train", "canary_digits") else 0
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise c.fail(f"{key}.{k}", "a positive integer" if lo else "a non-negative integer", v)
         out[name] = DatasetSpec(name=name, generator=gen, options=dict(sorted(opts.items())))
@@ -363,33 +369,59 @@ def _learning_rates(raw: Any, c: _Checker, methods: list[str]) -> dict[str, list
 
 
 def _train_options(data: dict[str, Any], c: _Checker) -> dict[str, Any]:
-    from privtune.training.config import TrainConfig
-
     train = {"batch_size": c.positive_int(data, "batch_size", 16), "max_length": c.positive_int(data, "max_length", 128)}
     delta = data.get("delta", 1e-5)
     if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 < delta < 1:
         raise c.fail("delta", "a number in (0, 1)", delta)
     train["delta"] = float(delta)
-    accountant = data.get("accountant", "pld")
-    train["accountant"] = accountant
+    train["accountant"] = data.get("accountant", "pld")
     extra = data.get("train", {})
     if not isinstance(extra, dict):
         raise c.fail("train", "a table of training options", extra)
-    allowed = sorted(set(TrainConfig.__dataclass_fields__) - set(GRID_OWNED))
-    for k in extra:
-        if k in GRID_OWNED:
-            raise c.fail(f"train.{k}", "set by the study grid, not in [train]", k,
-                         "Use the top-level lists (methods, budgets, lora_ranks, learning_rates, epochs, seeds).")
-        if k in train:
-            raise c.fail(f"train.{k}", "given once", k, f"It is also a top-level key; keep `{k}` there.")
-    c.unknown(extra, allowed, "train.")
+    _check_train_keys(extra, c, "train.", shared=tuple(train))
     train.update(extra)
-    # Let the training configuration check the values (accountant names, engines, ranges).
+    _validate_train(train, c)
+    return train
+
+
+def _check_train_keys(opts: dict[str, Any], c: _Checker, prefix: str, shared: tuple[str, ...]) -> None:
+    from privtune.training.config import TrainConfig
+
+    allowed = sorted(set(TrainConfig.__dataclass_fields__) - set(GRID_OWNED))
+    for k in opts:
+        if k in GRID_OWNED:
+            raise c.fail(f"{prefix}{k}", "set by the study grid, not in this table", k,
+                         "Use the top-level lists (methods, budgets, lora_ranks, learning_rates, epochs, seeds).")
+        if k in shared:
+            raise c.fail(f"{prefix}{k}", "given once", k, f"It is also a top-level key; keep `{k}` there.")
+    c.unknown(opts, allowed, prefix)
+
+
+def _validate_train(options: dict[str, Any], c: _Checker) -> None:
+    """Let the training configuration check the values (accountant names, engines, ranges)."""
+    from privtune.training.config import TrainConfig
+
     try:
-        TrainConfig.from_dict({**train, "data": "."}).validate()
+        TrainConfig.from_dict({**options, "data": "."}).validate()
     except ConfigError as e:
         raise ConfigError(f"{e} (in {c.where})") from None
-    return train
+
+
+def _method_options(raw: Any, c: _Checker, methods: list[str], train: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``[method_options.<method>]``: training options for one method, over the shared ones."""
+    if not isinstance(raw, dict):
+        raise c.fail("method_options", "a table of per-method tables", raw)
+    out = {}
+    for m, opts in raw.items():
+        if m not in methods:
+            raise c.fail(f"method_options.{m}", f"one of the study's methods ({', '.join(methods)})", m,
+                         _did_you_mean(m, methods))
+        if not isinstance(opts, dict):
+            raise c.fail(f"method_options.{m}", "a table of training options", opts)
+        _check_train_keys(opts, c, f"method_options.{m}.", shared=())
+        _validate_train({**train, **opts}, c)
+        out[m] = dict(opts)
+    return out
 
 
 def _check_eval_options(ev: dict[str, Any], c: _Checker) -> None:

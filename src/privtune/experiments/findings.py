@@ -38,12 +38,17 @@ def representatives(g: Group) -> tuple[dict[str, Variant], dict[tuple[str, float
     return plain, dp, any(len(vs) > 1 for vs in by.values())
 
 
+def times(r: float) -> str:
+    """A ratio as ``2.1×`` (two significant digits below 1, none above 10)."""
+    return f"{r:.0f}×" if r >= 10 else (f"{r:.1f}×" if r >= 1 else f"{r:.2g}×")
+
+
 def _ratio_text(a: float, b: float, what: str) -> str:
     """'2.1× less wall time' / '1.3× more wall time' for a relative to b."""
     if a <= 0 or b <= 0:
         return ""
     r = b / a
-    return f"{r:.1f}× less {what}" if r >= 1 else f"{1 / r:.1f}× more {what}"
+    return f"{times(r)} less {what}" if r >= 1 else f"{times(1 / r)} more {what}"
 
 
 def group_findings(g: Group) -> list[str]:
@@ -85,9 +90,12 @@ def group_findings(g: Group) -> list[str]:
             continue
         cert = _certification(v)
         s = f"At ε = {eps:g} ({cert}), {display(m)}'s sensitive-token gain on training data is {gd:.3f} nats/token"
-        if ref is not None and ref.mean("gain_train"):
-            gr = ref.mean("gain_train")
-            s += f", {100 * gd / gr:.0f}% of {_name(ref)}'s {gr:.3f}" if gr > 0 else f" ({_name(ref)}: {gr:.3f})"
+        gr = ref.mean("gain_train") if ref is not None else None
+        if gd <= 0:
+            s += " (no gain over the base model)"
+        if ref is not None and gr is not None:
+            s += f", {100 * gd / gr:.0f}% of {_name(ref)}'s {gr:.3f}" if gr > 0 and gd > 0 else \
+                f" ({_name(ref)}: {gr:.3f})"
         s += f"; its non-sensitive test NLL is {ud:.3f}"
         extra = []
         if ref is not None and ref.mean("utility") is not None:
@@ -99,8 +107,8 @@ def group_findings(g: Group) -> list[str]:
             tr, td = ref.mean("run.wall_time_s"), v.mean("run.wall_time_s")
             mr, md = ref.mean("run.peak_memory_mb"), v.mean("run.peak_memory_mb")
             if tr and td and mr and md:
-                out.append(f"{_name(v)} took {td / tr:.1f}× the wall time and {md / mr:.2f}× the peak memory of "
-                           f"{_name(ref)}.")
+                out.append(f"{_name(v)} took {times(td / tr)} the wall time and {md / mr:.2f}× the peak memory "
+                           f"of {_name(ref)}.")
 
     exp = [(v, v.mean("exposure.exposure_bits")) for v in g.variants]
     exp = [(v, e) for v, e in exp if e is not None]

@@ -18,7 +18,7 @@ from privtune import __version__
 from privtune.experiments import plots, tables
 from privtune.experiments.analysis import RunView, groups, views
 from privtune.experiments.findings import findings
-from privtune.experiments.tables import f, secs
+from privtune.experiments.tables import epsilon_short, f, secs
 from privtune.experiments.store import open_store
 from privtune.utils.fsio import atomic_write_text
 
@@ -85,7 +85,7 @@ h1{margin-bottom:.1em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margi
 .meta,.note,figcaption{color:#555;font-size:.92em}
 table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.88em;display:block;overflow-x:auto}
 th,td{padding:.3em .7em;border-bottom:1px solid #e3e3e3;text-align:left;white-space:nowrap}
-th{background:#f5f5f7} td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f5f5f7;white-space:normal;vertical-align:bottom} td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:1em 0} img{max-width:100%;height:auto} li{margin:.25em 0}
 .failed{color:#b00020} code,pre{background:#f5f5f7;padding:.1em .3em;border-radius:3px}
 pre{padding:.8em;overflow-x:auto;font-size:.85em}
@@ -179,17 +179,6 @@ def _html(name: str, study: Mapping[str, Any], vs: Sequence[RunView], gs: Any, f
                      "</pre></details>")
     parts.append("</body></html>")
     return "\n".join(parts)
-
-
-def epsilon_short(v: RunView) -> str:
-    """Compact ε for terminal tables: ``8.00 (certified, pld)``, ``∞ (no DP)``."""
-    if not v.private:
-        return "∞ (no DP)"
-    eps = v.get("run.epsilon")
-    if eps is None:
-        return "–"
-    kind = "estimate" if v.row.get("run.epsilon_certified") in (0, False) else "certified"
-    return f"{eps:.2f} ({kind}, {v.row.get('run.accountant') or '?'})"
 
 
 def markdown_summary(name: str, vs: Sequence[RunView], found: Sequence[str]) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -195,6 +196,10 @@ class Sweep:
                 continue
             o = dict(ds.options)
             kw = {"n_train": o.pop("train", None), "n_test": o.pop("test", None), **o}
+            digits = kw.pop("canary_digits", None)
+            if digits:  # a smaller (or larger) candidate space than the default 6 digits; secret drawn from the seed
+                rng = random.Random(f"privtune:{kw.get('seed', 0)}:canary-digits:{digits}")
+                kw["canary"] = "".join(rng.choice("0123456789") for _ in range(digits))
             try:
                 synth_dataset(ds.generator, out=ds.location(self.dir), overwrite=True, **kw)
             except PrivtuneError as e:

@@ -36,6 +36,17 @@ def epsilon_text(v: RunView) -> str:
     return f"{eps:.2f} (certified, {acc}{d})"
 
 
+def epsilon_short(v: RunView) -> str:
+    """Compact ε for wide tables: ``8.00 (certified, pld)``, ``∞ (no DP)``."""
+    if not v.private:
+        return "∞ (no DP)"
+    eps = v.get("run.epsilon")
+    if eps is None:
+        return "–"
+    kind = "estimate" if v.row.get("run.epsilon_certified") in (0, False) else "certified"
+    return f"{eps:.2f} ({kind}, {v.row.get('run.accountant') or '?'})"
+
+
 def runs(vs: Sequence[RunView]) -> Table:
     head = ["run", "status", "ε", "sens. train NLL (base)", "gain train", "gain test", "memorisation",
             "non-sens. test NLL (base)", "wall time (s)"]
@@ -45,7 +56,7 @@ def runs(vs: Sequence[RunView]) -> Table:
         mem = v.get("privacy.memorization_nats")
         if mem is None and v.gain_train is not None and v.gain_test is not None:
             mem = v.gain_train - v.gain_test
-        rows.append([v.label, status, epsilon_text(v),
+        rows.append([v.label, status, epsilon_short(v),
                      _pair(v.get("privacy.sensitive_train_nll"), v.get("privacy.sensitive_train_nll_base")),
                      f(v.gain_train), f(v.gain_test), f(mem),
                      _pair(v.utility, v.get("utility.nonsensitive_test_nll_base")), secs(v.get("run.wall_time_s"))])
@@ -88,7 +99,7 @@ def exposure(vs: Sequence[RunView], gs: Sequence[Group]) -> Table:
         if not v.ok or v.get("exposure.exposure_bits") is None:
             continue
         est = v.row.get("exposure.estimate") in (1, True)
-        how = f"{v.row.get('exposure.method') or '?'}{' (estimate)' if est else ''}"
+        how = f"{v.row.get('exposure.method') or '–'}{' (estimate)' if est else ''}"
         rows.append([v.label, f(v.get("exposure.exposure_bits"), 2), f(v.get("exposure.exposure_bits_base"), 2),
                      f(v.get("exposure.max_exposure_bits"), 2), f(v.get("exposure.rank"), 0),
                      f(v.get("exposure.n_candidates"), 0), how, f(v.get("exposure.repeats"), 0)])
