@@ -45,6 +45,11 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """privtune: private fine-tuning with honest privacy accounting."""
 
 
+try:
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:  # typer < 0.29 uses click itself
+    _TyperClickException = click.ClickException
+
 for _mod in _command_modules():
     importlib.import_module(_mod).register(app)
 
@@ -61,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         console.print("[red]aborted[/]")
         sys.exit(130)
-    except click.ClickException as e:
+    except (click.ClickException, _TyperClickException) as e:  # typer >= 0.29 vendors its own click
         e.show()
         sys.exit(e.exit_code)
     except KeyboardInterrupt:

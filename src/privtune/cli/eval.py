@@ -1,0 +1,39 @@
+"""`privtune eval RUN --data DIR`: measure what a fine-tuned model gives away and what it still does well."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from privtune.utils.progress import console
+
+
+def eval_cmd(
+    run: Path = typer.Argument(..., help="Run directory written by `privtune train`."),
+    data: Path = typer.Option(..., "--data", help="Dataset directory the run was trained on."),
+    only: str = typer.Option(None, "--only", help="Comma-separated stages: privacy,utility,exposure,mia,extraction,"
+                                                 "audit (default: all; stages the data cannot support are skipped)."),
+    max_records: int = typer.Option(2000, "--max-records", help="Records per split (seeded subsample beyond this); "
+                                                              "0 = all."),
+    exposure_method: str = typer.Option("auto", "--exposure-method",
+                                        help="auto (exact up to 2e6 candidates), exact, or extrapolated."),
+    seed: int = typer.Option(0, "--seed", help="Seed of subsampling, extraction prompts and distractors."),
+    as_json: bool = typer.Option(False, "--json", help="Also print eval.json to stdout."),
+) -> None:
+    """Evaluate RUN on DATA and write RUN/eval.json (privacy, utility, exposure, MIA, extraction, audit)."""
+    from privtune.evaluation.evaluate import EvalConfig, evaluate_run, print_summary
+
+    cfg = EvalConfig(max_records=max_records or None, exposure_method=exposure_method, seed=seed)
+    cfg.extraction.seed = seed
+    result = evaluate_run(run, data, only=only, config=cfg,
+                          on_stage=lambda name, s: console.print(f"[green]✓[/] {name} ({s:.1f} s)"))
+    print_summary(result)
+    console.print(f"[green]wrote[/] {run / 'eval.json'}")
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_cmd)

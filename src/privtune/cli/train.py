@@ -1,0 +1,104 @@
+"""`privtune train`: fine-tune a base model on a dataset directory into a run directory (or resume one)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from privtune.utils.progress import console
+
+
+def _methods() -> str:
+    from privtune.training.methods import METHODS
+
+    return ", ".join(METHODS.names())
+
+
+def _engines() -> str:
+    from privtune.training.dp import ENGINES
+
+    return ", ".join(ENGINES.names())
+
+
+def train_cmd(
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset directory (train.jsonl, test.jsonl, dataset.json)."),
+    method: Optional[str] = typer.Option(None, "--method", help="fft, lora, dp-fft or dp-lora (default lora)."),
+    model: Optional[str] = typer.Option(None, "--model", help="embedded (default), embedded:SIZE, tiny:ARCH, a "
+                                        "local directory or a Hugging Face id in the local cache."),
+    out: Optional[Path] = typer.Option(None, "--out", help="New run directory."),
+    task: Optional[str] = typer.Option(None, "--task", help="lm (default) or classification."),
+    epsilon: Optional[float] = typer.Option(None, "--epsilon", help="DP target ε (certified); calibrates the noise."),
+    delta: Optional[float] = typer.Option(None, "--delta", help="DP δ (default 1e-5)."),
+    noise_multiplier: Optional[float] = typer.Option(None, "--noise-multiplier",
+                                                     help="σ given directly (noise std / clipping norm)."),
+    max_grad_norm: Optional[float] = typer.Option(None, "--max-grad-norm", help="Per-example clipping norm C."),
+    accountant: Optional[str] = typer.Option(None, "--accountant", help="Certified accountant: pld (default), prv, rdp."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the data (default 3)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (overrides --epochs)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Logical (expected) batch size (default 16)."),
+    physical_batch_size: Optional[int] = typer.Option(None, "--physical-batch-size", help="Micro-batch bound."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per record (default 128)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: the method's)."),
+    lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", help="linear (default), cosine or constant."),
+    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
+    lora_r: Optional[int] = typer.Option(None, "--lora-r", help="LoRA rank (default 8)."),
+    lora_alpha: Optional[float] = typer.Option(None, "--lora-alpha", help="LoRA alpha (default 16)."),
+    lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout"),
+    lora_targets: Optional[str] = typer.Option(None, "--lora-targets", help="Comma-separated module names "
+                                               "(default: every linear layer of attention and MLP blocks)."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    secure_rng: Optional[bool] = typer.Option(None, "--secure-rng/--no-secure-rng",
+                                              help="Sampling and noise from the OS CSPRNG (not reproducible)."),
+    dp_engine: Optional[str] = typer.Option(None, "--dp-engine", help="Per-example gradient engine (default hooks)."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
+    resume_reserve: Optional[int] = typer.Option(None, "--resume-reserve",
+                                                 help="DP: steps of budget kept for re-execution after a crash."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu, cuda."),
+    allow_download: Optional[bool] = typer.Option(None, "--allow-download/--offline",
+                                                  help="Let transformers download a hub model."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with these options ([train] table)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print run.json."),
+) -> None:
+    """Fine-tune with fft, lora, dp-fft or dp-lora; writes model, ledger, checkpoints and run.json to --out."""
+    opts = dict(locals())
+    from privtune.errors import ConfigError, fmt
+    from privtune.training.config import TrainConfig
+    from privtune.training.run import resume as resume_run
+    from privtune.training.run import train
+
+    given = {k: v for k, v in opts.items() if k not in ("config", "resume", "as_json", "out") and v is not None}
+    if resume is not None:
+        if given or config is not None or out is not None:
+            raise ConfigError(fmt("--resume", "used alone (the run keeps its own configuration)",
+                                  sorted(given) + (["--config"] if config else []) + (["--out"] if out else [])))
+        result = resume_run(resume)
+    else:
+        if out is None:
+            raise ConfigError(fmt("--out", "given", None, "Name a new run directory."))
+        base: dict[str, Any] = TrainConfig.from_toml(config).to_dict() if config is not None else {}
+        if "lora_targets" in given:
+            given["lora_targets"] = [t.strip() for t in given["lora_targets"].split(",") if t.strip()]
+        if "data" in given:
+            given["data"] = str(given["data"])
+        cfg = TrainConfig.from_dict({**base, **given})
+        result = train(cfg, out=out)
+    rec = result.record
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    eps = rec.get("epsilon")
+    priv = (f"ε = {eps:.3f} (certified, {rec['accountant']}, δ = {rec['delta']:g})" if eps is not None
+            else "no DP guarantee")
+    loss = rec.get("final_train_loss")
+    console.print(f"[green]{rec['status']}[/] {result.run_dir}: {rec['method']} on {rec['model']}, "
+                  f"{rec['steps']}/{rec['planned_steps']} steps, {priv}, train loss "
+                  f"{loss if loss is None else round(loss, 4)}, {rec['wall_time_s']:.1f} s", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", help=f"Fine-tune a model (methods: {_methods()}; DP engines: {_engines()}).")(train_cmd)

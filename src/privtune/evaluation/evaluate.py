@@ -1,0 +1,290 @@
+"""The evaluation runner: every measure of a fine-tuned model against the model it started from, into ``eval.json``.
+
+``evaluate_models`` works on model objects (any Hugging Face causal LM, a peft model included);
+``evaluate_run`` loads a run directory and its base model, evaluates, and writes ``RUN/eval.json`` atomically —
+all stages are computed before anything is written, so a failure leaves no partial file.
+
+Per-token scores are computed once per (model, split) and shared by the privacy, utility and membership stages.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from privtune import __version__
+from privtune.data.schema import Dataset, Record, load_dataset
+from privtune.errors import ConfigError, DataError, ModelLoadError, fmt
+from privtune.evaluation import cache
+from privtune.evaluation.audit import AuditSpec, audit_scores, one_run_audit
+from privtune.evaluation.exposure import Canary, canary_exposure
+from privtune.evaluation.extraction import ExtractionConfig, extraction_measures
+from privtune.evaluation.memorization import privacy_measures, utility_measures
+from privtune.evaluation.mia import membership_inference
+from privtune.evaluation.tokens import TokenScores, encode, score_records
+from privtune.utils.fsio import atomic_write_json
+from privtune.utils.progress import console
+
+STAGES = ("privacy", "utility", "exposure", "mia", "extraction", "audit")
+NEEDS_SPANS = {"privacy", "extraction"}
+DEFAULT_AUDIT_DELTA = 1e-5
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and how hard (every figure in eval.json records the config it came from)."""
+
+    max_length: int = 512                 # tokens per record (longer records are truncated; counted in the output)
+    max_records: int | None = 2000        # per split, a seeded subsample beyond this (None: all)
+    exposure_method: str = "auto"         # auto | exact | extrapolated
+    exposure_max_exact: int = 2_000_000
+    exposure_samples: int = 10_000
+    exposure_base: bool = True            # also the base model's exposure (the chance level)
+    audit_confidence: float = 0.95
+    audit_delta: float | None = None      # default: the run's delta, else 1e-5
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
+    cache_base: bool = True               # reuse the base model's scores across runs (privtune.evaluation.cache)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_only(only: str | Iterable[str] | None) -> set[str] | None:
+    """``"privacy,mia"`` or an iterable of stage names -> a validated set (None = every stage)."""
+    if only is None:
+        return None
+    names = [s.strip() for s in (only.split(",") if isinstance(only, str) else only) if s.strip()]
+    bad = sorted(set(names) - set(STAGES))
+    if bad or not names:
+        raise ConfigError(fmt("--only", f"a comma-separated subset of {','.join(STAGES)}", ",".join(bad) or only))
+    return set(names)
+
+
+def _is_canary(r: Record) -> bool:
+    return r.is_canary or bool(r.meta.get("audit"))
+
+
+def _subsample(records: list[Record], n: int | None, seed: int) -> list[Record]:
+    if n is None or len(records) <= n:
+        return records
+    idx = np.sort(np.random.default_rng(seed).choice(len(records), n, replace=False))
+    return [records[i] for i in idx]
+
+
+def check_tokenizers(tokenizer: Any, base_tokenizer: Any | None) -> None:
+    """The fine-tuned and the base model must read the same token ids."""
+    if base_tokenizer is None or base_tokenizer is tokenizer:
+        return
+    if tokenizer.get_vocab() != base_tokenizer.get_vocab():
+        raise ConfigError(fmt("tokenizer", "the same for the fine-tuned and the base model",
+                              f"vocabularies of {len(tokenizer)} and {len(base_tokenizer)} tokens that differ",
+                              "Evaluate the run against the base model it was trained from."))
+
+
+class _Scores:
+    """Lazily computed per-token scores, one per (model, split), sharing one tokenization per split; the base
+    model's come from the on-disk cache when ``cache_base``."""
+
+    def __init__(self, models: dict[str, Any], tokenizer: Any, splits: dict[str, list[Record]], max_length: int,
+                 cache_base: bool):
+        self.models, self.tokenizer, self.splits, self.max_length = models, tokenizer, splits, max_length
+        self.cache_base = cache_base
+        self._enc: dict[str, list[Any]] = {}
+        self._scores: dict[tuple[str, str], TokenScores] = {}
+
+    def _compute(self, model: str, split: str) -> TokenScores:
+        recs = self.splits[split]
+        if split not in self._enc:
+            self._enc[split] = encode(self.tokenizer, recs, max_length=self.max_length)
+        return score_records(self.models[model], self.tokenizer, recs, encoded=self._enc[split],
+                             max_length=self.max_length, description=f"{split} tokens ({model})")
+
+    def __call__(self, model: str, split: str) -> TokenScores:
+        if (model, split) not in self._scores:
+            if model == "base" and self.cache_base:
+                k = cache.key("scores", model=cache.model_fingerprint(self.models[model]),
+                              tokenizer=cache.tokenizer_fingerprint(self.tokenizer),
+                              records=cache.records_fingerprint(self.splits[split]), max_length=self.max_length)
+                self._scores[model, split] = cache.cached_scores(k, lambda: self._compute(model, split))
+            else:
+                self._scores[model, split] = self._compute(model, split)
+        return self._scores[model, split]
+
+    @property
+    def truncated(self) -> dict[str, int]:
+        return {split: ts.n_truncated for (m, split), ts in self._scores.items() if m == "fine-tuned"}
+
+
+def evaluate_models(model: Any, base_model: Any, tokenizer: Any, dataset: Dataset, *,
+                    only: str | Iterable[str] | None = None, config: EvalConfig | None = None,
+                    run_info: dict[str, Any] | None = None, base_tokenizer: Any | None = None,
+                    on_stage: Callable[[str, float], None] | None = None) -> dict[str, Any]:
+    """Evaluate ``model`` (fine-tuned) against ``base_model`` on ``dataset``; returns the eval.json object.
+
+    ``only`` picks stages (default: all). Without ``only``, stages whose inputs the dataset lacks (a canary, audit
+    canaries) are skipped with a note; asked for explicitly, they are an error. ``run_info`` (run.json) supplies the
+    certified ε and δ for the audit.
+    """
+    cfg = config or EvalConfig()
+    stages = parse_only(only)
+    explicit = stages is not None
+    stages = stages or set(STAGES)
+    run_info = run_info or {}
+    check_tokenizers(tokenizer, base_tokenizer)
+    if stages & NEEDS_SPANS or "mia" in stages:
+        if not dataset.has_spans:
+            raise DataError(fmt("dataset", "tagged with sensitive spans (privacy measures need them)",
+                                "no span in any record",
+                                "Tag it, e.g. `privtune data import DIR --tagger regex --out DATA`."))
+    canary = audit = None
+    out: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    if "exposure" in stages:
+        try:
+            canary = Canary.from_info(dataset.info.canary)
+            if not any(r.is_canary and r.meta.get("canary_kind", "main") == "main" for r in dataset.train):
+                raise DataError(fmt("train split", "holding the canary records dataset.json describes",
+                                    "none", "Regenerate the dataset with canaries."))
+        except DataError as e:
+            if explicit:
+                raise
+            skipped["exposure"] = f"skipped: {e}"
+    if "audit" in stages:
+        try:
+            audit = AuditSpec.from_info(dataset.info.audit or {})
+        except DataError as e:
+            if explicit:
+                raise
+            skipped["audit"] = f"skipped: {e}"
+
+    train = _subsample([r for r in dataset.train if not _is_canary(r)], cfg.max_records, cfg.seed)
+    test = _subsample([r for r in dataset.split("test") if not _is_canary(r)], cfg.max_records, cfg.seed + 1)
+    scores = _Scores({"fine-tuned": model, "base": base_model}, tokenizer, {"train": train, "test": test},
+                     cfg.max_length, cfg.cache_base)
+    timings: dict[str, float] = {}
+
+    def stage(name: str, fn: Callable[[], dict[str, Any]]) -> None:
+        if name not in stages or name in skipped:
+            return
+        t0 = time.perf_counter()
+        out[name] = fn()
+        timings[name] = round(time.perf_counter() - t0, 3)
+        if on_stage:
+            on_stage(name, timings[name])
+
+    stage("privacy", lambda: privacy_measures(train=scores("fine-tuned", "train"), train_base=scores("base", "train"),
+                                              test=scores("fine-tuned", "test"),
+                                              test_base=scores("base", "test")).to_dict())
+    stage("utility", lambda: utility_measures(test=scores("fine-tuned", "test"),
+                                              test_base=scores("base", "test")).to_dict())
+
+    def _exposure() -> dict[str, Any]:
+        kw = dict(method=cfg.exposure_method, max_exact=cfg.exposure_max_exact, n_samples=cfg.exposure_samples,
+                  seed=cfg.seed)
+        res = canary_exposure(model, tokenizer, canary, description="exposure", **kw)
+        if cfg.exposure_base:
+            base_exposure = lambda: canary_exposure(base_model, tokenizer, canary,  # noqa: E731
+                                                    description="exposure (base)", **kw).to_dict()
+            if cfg.cache_base:
+                k = cache.key("exposure", model=cache.model_fingerprint(base_model),
+                              tokenizer=cache.tokenizer_fingerprint(tokenizer),
+                              canary=[canary.spec.to_dict(), canary.secret], **kw)
+                res.exposure_bits_base = cache.cached_json(k, base_exposure)["exposure_bits"]
+            else:
+                res.exposure_bits_base = base_exposure()["exposure_bits"]
+        d = res.to_dict()
+        d["repeats"] = dataset.info.canary.get("repeats")
+        return d
+
+    stage("exposure", _exposure)
+    stage("mia", lambda: membership_inference(
+        members=train, nonmembers=test, members_ft=scores("fine-tuned", "train"),
+        nonmembers_ft=scores("fine-tuned", "test"), members_base=scores("base", "train"),
+        nonmembers_base=scores("base", "test")).to_dict())
+    stage("extraction", lambda: extraction_measures(model, base_model, tokenizer, train=train, others=test,
+                                                    cfg=cfg.extraction, max_length=cfg.max_length).to_dict())
+
+    def _audit() -> dict[str, Any]:
+        certified = run_info.get("epsilon")
+        delta = cfg.audit_delta if cfg.audit_delta is not None else (run_info.get("delta") or DEFAULT_AUDIT_DELTA)
+        s = audit_scores(model, base_model, tokenizer, audit, max_length=cfg.max_length)
+        return one_run_audit(s, audit.included, delta=float(delta), confidence=cfg.audit_confidence,
+                             certified_epsilon=None if certified is None else float(certified)).to_dict()
+
+    stage("audit", _audit)
+    for name, note in skipped.items():
+        out[name] = {"skipped": note}
+    header = {"privtune_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "dataset": {"name": dataset.info.name, "content_hash": dataset.info.content_hash,
+                          "path": str(dataset.path) if dataset.path else None},
+              "run": {k: run_info.get(k) for k in ("method", "model", "epsilon", "delta", "accountant")
+                      if k in run_info},
+              "records": {"train": len(train), "test": len(test), "truncated": scores.truncated},
+              "stages": [s for s in STAGES if s in out], "timings_s": timings, "config": cfg.to_dict()}
+    return {**header, **{s: out[s] for s in STAGES if s in out}}
+
+
+def evaluate_run(run_dir: str | Path, data_dir: str | Path, *, only: str | Iterable[str] | None = None,
+                 config: EvalConfig | None = None, write: bool = True,
+                 on_stage: Callable[[str, float], None] | None = None) -> dict[str, Any]:
+    """Evaluate a run directory on a dataset and write ``RUN/eval.json`` (atomically) unless ``write=False``."""
+    run_dir = Path(run_dir)
+    parse_only(only)  # fail on a typo before loading anything
+    model, tokenizer, info, base, base_tok = _load_run(run_dir)
+    dataset = load_dataset(data_dir)
+    result = evaluate_models(model, base, tokenizer, dataset, only=only, config=config, run_info=info,
+                             base_tokenizer=base_tok, on_stage=on_stage)
+    result["run"]["path"] = str(run_dir)
+    if write:
+        atomic_write_json(run_dir / "eval.json", result)
+    return result
+
+
+def _load_run(run_dir: Path) -> tuple[Any, Any, dict[str, Any], Any, Any]:
+    """Fine-tuned model, tokenizer, run.json, base model and its tokenizer, with clear errors for bad input."""
+    if not (run_dir / "run.json").is_file():
+        raise ModelLoadError(fmt("RUN", "a run directory written by `privtune train` (with run.json)", str(run_dir),
+                                 "Train one with `privtune train --data DATA --out RUN`."))
+    try:
+        from privtune.models.loading import load_tokenizer
+        from privtune.training.run import load_trained
+    except ImportError as e:  # pragma: no cover - only on branches without the training package
+        raise ModelLoadError(f"run directories need privtune.training ({e}).") from None
+    run = load_trained(run_dir)
+    info = dict(run.record)
+    if info.get("task", "lm") != "lm":
+        raise ConfigError(fmt("RUN", "a causal language-model run (the measures score next-token predictions)",
+                              f"task {info.get('task')!r}", "Evaluate classification runs with their accuracy."))
+    base = run.load_base()
+    return run.model, run.tokenizer, info, base, load_tokenizer(str(info["model"]))
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    """A few headline figures on stderr (no raw PII: the result holds redacted examples only)."""
+    def f(x: Any) -> str:
+        return "n/a" if x is None else (f"{x:.4g}" if isinstance(x, float) else str(x))
+
+    p, u, e, m, a = (result.get(k, {}) for k in ("privacy", "utility", "exposure", "mia", "audit"))
+    if p:
+        console.print(f"privacy  sensitive train NLL {f(p['sensitive_train_nll'])} (base "
+                      f"{f(p['sensitive_train_nll_base'])}), test {f(p['sensitive_test_nll'])} (base "
+                      f"{f(p['sensitive_test_nll_base'])}) nats; memorization {f(p['memorization_nats'])} nats")
+    if u:
+        console.print(f"utility  non-sensitive test NLL {f(u['nonsensitive_test_nll'])} (base "
+                      f"{f(u['nonsensitive_test_nll_base'])}), perplexity {f(u['nonsensitive_test_ppl'])}")
+    if e:
+        console.print(f"exposure {e['skipped']}" if "skipped" in e else
+                      f"exposure {f(e['exposure_bits'])} of {f(e['max_exposure_bits'])} bits ({e['method']}"
+                      f"{', estimate' if e.get('estimate') else ''}; base {f(e.get('exposure_bits_base'))})")
+    if m:
+        console.print("mia      " + ", ".join(f"{k} AUC {f(v['auc'])}" for k, v in m.items()
+                                               if isinstance(v, dict) and "auc" in v and not k.endswith("sensitive")))
+    if a:
+        console.print(f"audit    {a['skipped']}" if "skipped" in a else
+                      f"audit    ε ≥ {f(a['epsilon_lower_bound'])} (estimate: empirical lower bound at {a['confidence']:.0%}) vs "
+                      f"certified ε {f(a['certified_epsilon'])}")

@@ -1,0 +1,127 @@
+"""The configuration of one training run: CLI options, a TOML file (``--config``) or Python keywords.
+
+Privacy quantities: ``epsilon``/``delta`` are the target of the (epsilon, delta)-DP guarantee under add/remove-one
+neighbouring; ``noise_multiplier`` sigma is the Gaussian noise std divided by the clipping norm ``max_grad_norm`` C;
+the sample rate is ``q = batch_size / N`` (expected batch over training-set size).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from privtune.errors import ConfigError, fmt
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+LR_SCHEDULES = ("linear", "cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    method: str = "lora"
+    model: str = "embedded"
+    task: str = "lm"
+    # privacy (DP methods)
+    epsilon: float | None = None
+    delta: float = 1e-5
+    noise_multiplier: float | None = None
+    max_grad_norm: float = 1.0
+    accountant: str = "pld"
+    secure_rng: bool = False
+    dp_engine: str = "hooks"
+    # schedule
+    epochs: float | None = 3.0
+    steps: int | None = None
+    batch_size: int = 16                 # logical batch (expected batch under Poisson sampling)
+    physical_batch_size: int | None = None  # micro-batch bound for memory; default min(batch_size, 16)
+    max_length: int = 128
+    lr: float | None = None              # default: the method's
+    lr_schedule: str = "linear"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    # LoRA
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: list[str] | None = None
+    # run
+    seed: int = 0
+    checkpoint_every: int | None = None  # steps; default about 20 checkpoints per run
+    resume_reserve: int | None = None    # DP: steps of budget kept for re-execution after a crash; default checkpoint_every
+    device: str = "auto"
+    allow_download: bool = False
+    eval_test: bool = True               # score the test split after training (loss; accuracy for classification)
+    extra: dict[str, Any] = field(default_factory=dict)  # method plug-ins' own options
+
+    def validate(self) -> "TrainConfig":
+        from privtune.training.methods import METHODS
+
+        if self.method not in METHODS:
+            METHODS.get(self.method)  # raises the one-line error listing the choices
+        if not self.data:
+            raise ConfigError(fmt("--data", "a dataset directory", self.data))
+        if self.task not in ("lm", "classification"):
+            raise ConfigError(fmt("--task", "one of lm, classification", self.task))
+        if self.epsilon is not None and not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise ConfigError(fmt("--epsilon", "a positive finite number", self.epsilon))
+        if not (0 < self.delta < 1):
+            raise ConfigError(fmt("--delta", "in (0, 1)", self.delta))
+        if self.noise_multiplier is not None and not self.noise_multiplier > 0:
+            raise ConfigError(fmt("--noise-multiplier", "positive", self.noise_multiplier))
+        if not self.max_grad_norm > 0:
+            raise ConfigError(fmt("--max-grad-norm", "positive", self.max_grad_norm))
+        if self.batch_size < 1:
+            raise ConfigError(fmt("--batch-size", "a positive integer", self.batch_size))
+        if self.physical_batch_size is not None and self.physical_batch_size < 1:
+            raise ConfigError(fmt("--physical-batch-size", "a positive integer", self.physical_batch_size))
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(fmt("--lr", "positive", self.lr))
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(fmt("--lr-schedule", f"one of {', '.join(LR_SCHEDULES)}", self.lr_schedule))
+        if self.warmup_steps < 0 or self.weight_decay < 0:
+            raise ConfigError(fmt("--warmup-steps/--weight-decay", "non-negative",
+                                  (self.warmup_steps, self.weight_decay)))
+        if self.lora_r < 1 or self.lora_alpha <= 0 or not (0 <= self.lora_dropout < 1):
+            raise ConfigError(fmt("LoRA options", "r >= 1, alpha > 0, 0 <= dropout < 1",
+                                  (self.lora_r, self.lora_alpha, self.lora_dropout)))
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ConfigError(fmt("--checkpoint-every", "a positive number of steps", self.checkpoint_every))
+        if self.resume_reserve is not None and self.resume_reserve < 0:
+            raise ConfigError(fmt("--resume-reserve", "a non-negative number of steps", self.resume_reserve))
+        if self.steps is None and (self.epochs is None or not self.epochs > 0):
+            raise ConfigError(fmt("--epochs", "positive (or give --steps)", self.epochs))
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(fmt("--steps", "a positive integer", self.steps))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, where: str = "config") -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        norm = {k.replace("-", "_"): v for k, v in d.items()}
+        unknown = sorted(set(norm) - names)
+        if unknown:
+            raise ConfigError(fmt(f"{where} keys", f"among {', '.join(sorted(names))}", unknown))
+        return cls(**norm)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(fmt("--config", "an existing TOML file", str(path)))
+        try:
+            d = tomllib.loads(path.read_text("utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(fmt("--config", "valid TOML", str(path), f"({e}).")) from None
+        d = d.get("train", d)  # a [train] table or top-level keys
+        return cls.from_dict(d, where=str(path))

@@ -1,0 +1,44 @@
+"""Gaussian noise for DP-SGD: ``N(0, (sigma C)^2)`` per coordinate of the clipped sum.
+
+Default: a torch generator seeded per mechanism invocation (reproducible). ``secure=True``: normals by the Box-Muller
+transform of 53-bit uniforms from the operating system's CSPRNG (``os.urandom``), and, against floating-point
+attacks on the Gaussian sampler (Mironov 2012; Holohan and Braghin 2021, section 5.1), the sum of four such draws
+divided by two (same variance) — the mitigation Opacus' ``secure_mode`` applies. Opacus' own secure mode needs
+``torchcsprng``, which has no build for current torch; this is the same construction on a standard CSPRNG.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+
+
+def _secure_standard_normal(n: int) -> np.ndarray:
+    raw = np.frombuffer(os.urandom(16 * ((n + 1) // 2)), dtype=np.uint64).reshape(2, -1)
+    u1 = ((raw[0] >> np.uint64(11)).astype(np.float64) + 1.0) * (1.0 / (1 << 53))  # (0, 1]
+    u2 = (raw[1] >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))          # [0, 1)
+    r = np.sqrt(-2.0 * np.log(u1))
+    z = np.concatenate([r * np.cos(2 * math.pi * u2), r * np.sin(2 * math.pi * u2)])
+    return z[:n]
+
+
+def gaussian_like(ref: torch.Tensor, std: float, *, generator: torch.Generator | None = None,
+                  secure: bool = False) -> torch.Tensor:
+    """Noise with the shape, dtype and device of ``ref`` and standard deviation ``std``."""
+    if std == 0:
+        return torch.zeros_like(ref)
+    if secure:
+        n = ref.numel()
+        z = sum(_secure_standard_normal(n) for _ in range(4)) / 2.0
+        return torch.from_numpy(z * std).to(device=ref.device, dtype=ref.dtype).view_as(ref)
+    noise = torch.randn(ref.shape, generator=generator, dtype=torch.float32, device="cpu")
+    return (noise * std).to(device=ref.device, dtype=ref.dtype)
+
+
+def noise_generator(seed: int, draw: int) -> torch.Generator:
+    """The generator for mechanism invocation ``draw`` (the ledger index): fresh noise for every invocation."""
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 3, int(draw)])
+    return torch.Generator().manual_seed(int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))

@@ -1,0 +1,48 @@
+"""Per-example gradient rules Opacus lacks for layers of supported architectures, and the model check.
+
+Opacus computes per-example gradients layer by layer: a registered rule per layer type, or functorch for layers
+without one. Functorch refuses layers that own buffers, because a buffer such as BatchNorm's running mean mixes
+examples. Gemma's embedding owns a *constant* buffer (the ``sqrt(hidden)`` scale): its per-example gradient is the
+plain embedding's, scaled.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from privtune.errors import TrainingError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+_REGISTERED = False
+
+
+def register_extra_grad_samplers() -> None:
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from opacus.grad_sample import register_grad_sampler
+    from opacus.grad_sample.embedding import compute_embedding_grad_sample
+
+    try:
+        from transformers.models.gemma.modeling_gemma import GemmaTextScaledWordEmbedding
+    except ImportError:  # older transformers: Gemma scales in the model's forward, a plain nn.Embedding
+        GemmaTextScaledWordEmbedding = None
+    if GemmaTextScaledWordEmbedding is not None:
+        @register_grad_sampler(GemmaTextScaledWordEmbedding)
+        def _scaled_embedding(layer, activations, backprops):
+            # y = E[x] * s, so dL/dE[x] = s * dL/dy
+            return compute_embedding_grad_sample(layer, activations, backprops * layer.embed_scale.to(backprops.dtype))
+    _REGISTERED = True
+
+
+def check_private_trainable(model: nn.Module) -> None:
+    """Refuse trainable layers whose persistent buffers would carry statistics across examples."""
+    for name, mod in model.named_modules():
+        own_trainable = any(p.requires_grad for p in mod.parameters(recurse=False))
+        persistent = [b for b, _ in mod.named_buffers(recurse=False) if b not in mod._non_persistent_buffers_set]
+        if own_trainable and persistent:
+            raise TrainingError(f"`{name}` must not keep running statistics for DP training. Found buffers "
+                                f"{persistent} on a trainable {type(mod).__name__}. Freeze that layer or "
+                                "replace it (e.g. BatchNorm with GroupNorm).")

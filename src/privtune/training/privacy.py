@@ -1,0 +1,151 @@
+"""The privacy side of a DP run: the noise plan, the write-ahead ledger and the budget guard.
+
+Every DP-SGD step is one invocation of the Poisson-subsampled Gaussian mechanism with noise multiplier sigma and
+sample rate ``q = B / N``. Before a step runs, it is recorded in the ledger and the ledger is written to
+``RUN/ledger.json`` atomically (*write-ahead*): whatever happens next — a crash, a SIGKILL — the ledger never counts
+fewer invocations than were executed. A step executed again after a resume is a new invocation (fresh sampling and
+noise, see :mod:`privtune.training.sampling`) and is counted again.
+
+The *budget guard* allows a step only if the certified epsilon of the ledger extended by that step stays within the
+target (:func:`privtune.accounting.max_steps`, computed once per session and counted down).
+
+Noise from a target: sigma is the smallest noise whose certified epsilon after ``steps + reserve`` steps meets the
+target (:func:`privtune.accounting.calibrate_noise`). The *reserve* (default: the checkpoint interval) is budget kept
+for steps executed again after one crash, so that a resumed run still completes its planned steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from privtune.errors import BudgetError, ConfigError, fmt
+from privtune.utils.fsio import atomic_write_json
+
+LEDGER_FILE = "ledger.json"
+
+
+@dataclass
+class PrivacyPlan:
+    """Fixed for the life of a run (stored in run.json; a resume never recalibrates)."""
+
+    noise_multiplier: float
+    sample_rate: float
+    delta: float
+    max_grad_norm: float
+    accountant: str
+    target_epsilon: float | None
+    calibrated: bool               # sigma from calibrate_noise (else given)
+    calibrated_steps: int | None   # planned steps + reserve
+    reserve_steps: int
+    secure_rng: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PrivacyPlan":
+        return cls(**d)
+
+
+def plan_privacy(*, epsilon: float | None, delta: float, noise_multiplier: float | None, max_grad_norm: float,
+                 sample_rate: float, steps: int, reserve: int, accountant: str, secure_rng: bool) -> PrivacyPlan:
+    """Decide sigma: given directly, or calibrated (certified) to ``epsilon`` over ``steps + reserve`` steps."""
+    from privtune.accounting import ACCOUNTANTS, calibrate_noise, certified_names
+
+    if accountant not in ACCOUNTANTS:
+        ACCOUNTANTS.get(accountant)
+    if accountant not in certified_names():
+        raise ConfigError(fmt("--accountant", f"a certified accountant ({', '.join(certified_names())})",
+                              accountant, "The budget guard needs an upper bound on epsilon."))
+    if noise_multiplier is None:
+        if epsilon is None:
+            raise ConfigError(fmt("--epsilon", "given for a DP method (or give --noise-multiplier)", None))
+        cal = calibrate_noise(target_epsilon=epsilon, delta=delta, sample_rate=sample_rate, steps=steps + reserve,
+                              accountant=accountant)
+        return PrivacyPlan(noise_multiplier=float(cal.noise_multiplier), sample_rate=sample_rate, delta=delta,
+                           max_grad_norm=max_grad_norm, accountant=accountant, target_epsilon=epsilon,
+                           calibrated=True, calibrated_steps=steps + reserve, reserve_steps=reserve,
+                           secure_rng=secure_rng)
+    return PrivacyPlan(noise_multiplier=float(noise_multiplier), sample_rate=sample_rate, delta=delta,
+                       max_grad_norm=max_grad_norm, accountant=accountant, target_epsilon=epsilon,
+                       calibrated=False, calibrated_steps=None, reserve_steps=reserve, secure_rng=secure_rng)
+
+
+class BudgetExhausted(Exception):
+    """Internal signal: the next step would push the certified epsilon past the target."""
+
+
+class PrivacyState:
+    """The ledger of a run, persisted write-ahead, and the budget guard."""
+
+    def __init__(self, plan: PrivacyPlan, run_dir: Path, ledger: Any | None = None):
+        from privtune.accounting import Ledger
+
+        self.plan = plan
+        self.path = Path(run_dir) / LEDGER_FILE
+        self.ledger = ledger if ledger is not None else Ledger()
+        self._allowed = self._compute_allowed()
+
+    @classmethod
+    def load(cls, plan: PrivacyPlan, run_dir: Path) -> "PrivacyState":
+        from privtune.accounting import Ledger
+        import json
+
+        path = Path(run_dir) / LEDGER_FILE
+        ledger = Ledger.from_dict(json.loads(path.read_text("utf-8"))["ledger"]) if path.is_file() else None
+        return cls(plan, run_dir, ledger)
+
+    def _compute_allowed(self) -> int | None:
+        if self.plan.target_epsilon is None:
+            return None
+        from privtune.accounting import max_steps
+
+        return int(max_steps(ledger=self.ledger, noise_multiplier=self.plan.noise_multiplier,
+                             sample_rate=self.plan.sample_rate, target_epsilon=self.plan.target_epsilon,
+                             delta=self.plan.delta, accountant=self.plan.accountant))
+
+    @property
+    def steps(self) -> int:
+        return self.ledger.steps
+
+    @property
+    def remaining(self) -> int | None:
+        """Further steps the budget allows (None: no target)."""
+        return self._allowed
+
+    def begin_step(self) -> int:
+        """Guard, record and persist one step *before* it runs; returns its ledger index (1-based)."""
+        if self._allowed is not None and self._allowed <= 0:
+            raise BudgetExhausted()
+        self.ledger.record(noise_multiplier=self.plan.noise_multiplier, sample_rate=self.plan.sample_rate, steps=1)
+        self.save()
+        if self._allowed is not None:
+            self._allowed -= 1
+        return self.ledger.steps
+
+    def save(self) -> None:
+        atomic_write_json(self.path, {"ledger": self.ledger.to_dict(), "delta": self.plan.delta,
+                                      "accountant": self.plan.accountant})
+
+    def epsilon(self) -> Any:
+        """Certified epsilon of the ledger (an EpsilonResult); epsilon 0 for an empty ledger."""
+        from privtune.accounting import get_accountant
+
+        if self.ledger.steps == 0:
+            return None
+        return get_accountant(self.plan.accountant).epsilon(self.ledger, delta=self.plan.delta)
+
+
+def check_budget_feasible(plan: PrivacyPlan, planned: int) -> None:
+    """With sigma given directly, refuse a target that cannot allow even one step."""
+    if plan.target_epsilon is None:
+        return
+    from privtune.accounting import Ledger, max_steps
+
+    n = max_steps(ledger=Ledger(), noise_multiplier=plan.noise_multiplier, sample_rate=plan.sample_rate,
+                  target_epsilon=plan.target_epsilon, delta=plan.delta, accountant=plan.accountant)
+    if n < 1:
+        raise BudgetError(fmt("--epsilon", f"large enough for one step at sigma {plan.noise_multiplier:g}",
+                              plan.target_epsilon, "Raise --epsilon or --noise-multiplier."))

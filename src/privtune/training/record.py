@@ -1,0 +1,103 @@
+"""The contents of run.json: what was asked, what happened, what it cost.
+
+Efficiency figures: ``wall_time_s`` (seconds of the training sessions, summed over resumes, setup excluded),
+``peak_memory_mb`` (CPU: the process's peak resident set size, ``getrusage`` ``ru_maxrss``; GPU: CUDA max allocated —
+``peak_memory_kind`` says which), ``tokens_per_s`` (non-padding tokens through forward+backward per second of step
+time), ``trainable_params``/``total_params`` (tied weights once; LoRA totals include the frozen base).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from typing import Any
+
+import torch
+from rich.progress import TextColumn
+
+from privtune import __version__
+from privtune.models.loading import count_params
+from privtune.training.evaluate import evaluate_split
+from privtune.training.trainer import snapshot_losses
+
+NEIGHBOURING = "add_or_remove_one"
+
+
+def progress_columns() -> list[TextColumn]:
+    return [TextColumn("loss {task.fields[loss]}"), TextColumn("ε {task.fields[eps]}")]
+
+
+def peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10), "process_rss"
+
+
+def stamp(plan: Any) -> dict[str, Any]:
+    """Written beside the saved model: who made it and under which privacy terms."""
+    p = plan.privacy
+    return {"privtune_version": __version__, "method": plan.cfg.method, "base_model": plan.cfg.model,
+            "accountant": p.accountant if p else None, "neighbouring": NEIGHBOURING if p else None,
+            "sampling": "poisson" if p else "shuffle"}
+
+
+def initial_record(plan: Any, s: Any) -> dict[str, Any]:
+    cfg, p = plan.cfg, plan.privacy
+    trainable, total = count_params(s.model)
+    return {
+        "privtune_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "running",
+        "error": None, "method": cfg.method, "adapter": plan.method.adapter, "private": plan.method.private,
+        "model": cfg.model, "model_source": s.loaded.source, "model_arch": s.loaded.arch, "task": cfg.task,
+        "dataset": str(cfg.data), "dataset_name": plan.dataset.info.name,
+        "dataset_hash": plan.dataset.info.content_hash, "class_labels": plan.labels,
+        "epsilon": None, "epsilon_certified": None, "target_epsilon": cfg.epsilon if p else None,
+        "delta": p.delta if p else None, "noise_multiplier": p.noise_multiplier if p else None,
+        "max_grad_norm": p.max_grad_norm if p else None, "sample_rate": plan.sample_rate,
+        "accountant": p.accountant if p else None, "sampling": "poisson" if p else "shuffle",
+        "neighbouring": NEIGHBOURING if p else None, "noise_calibrated": p.calibrated if p else None,
+        "calibrated_steps": p.calibrated_steps if p else None, "reserve_steps": p.reserve_steps if p else None,
+        "secure_rng": cfg.secure_rng, "dp_engine": cfg.dp_engine if p else None, "privacy_plan": p.to_dict() if p else None,
+        "steps": 0, "planned_steps": plan.steps, "ledger_steps": 0 if p else None,
+        "epochs": cfg.epochs if cfg.steps is None else plan.steps * plan.sample_rate,
+        "n_train": plan.n_train, "batch_size": cfg.batch_size, "expected_batch_size": cfg.batch_size,
+        "physical_batch_size": plan.physical_batch_size, "max_length": cfg.max_length, "learning_rate": plan.lr,
+        "lr_schedule": cfg.lr_schedule, "warmup_steps": cfg.warmup_steps, "weight_decay": cfg.weight_decay,
+        "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
+                 "targets": _lora_targets(s.model)} if plan.method.adapter else None,
+        "seed": cfg.seed, "device": str(s.loaded.device), "checkpoint_every": plan.checkpoint_every, "resumes": 0,
+        "trainable_params": trainable, "total_params": total,
+        "wall_time_s": 0.0, "train_time_s": 0.0, "peak_memory_mb": None, "peak_memory_kind": None,
+        "tokens": 0, "tokens_per_s": None, "final_train_loss": None, "train_loss_curve": [],
+        "test_loss": None, "n_test": None, "config": cfg.to_dict(), "model_dir": "model",
+        "ledger_file": "ledger.json" if p else None,
+    }
+
+
+def _lora_targets(model: Any) -> list[str] | None:
+    cfg = getattr(model, "peft_config", {}).get("default")
+    return sorted(cfg.target_modules) if cfg is not None else None
+
+
+def final_fields(s: Any, outcome: Any, privacy: Any, wall: float) -> dict[str, Any]:
+    st = outcome.state
+    peak, kind = peak_memory_mb(s.loaded.device)
+    out: dict[str, Any] = {
+        "status": outcome.status, "error": None, "steps": st.step, "wall_time_s": round(wall, 3),
+        "train_time_s": round(st.train_time_s, 3), "peak_memory_mb": round(peak, 1), "peak_memory_kind": kind,
+        "tokens": st.tokens, "tokens_per_s": round(st.tokens / st.train_time_s, 1) if st.train_time_s else None,
+        "examples": st.examples, "epochs_run": st.examples / s.plan.n_train,
+        "final_train_loss": snapshot_losses(st.loss_curve), "train_loss_curve": st.loss_curve,
+        "empty_batches": st.empty_batches,
+    }
+    if privacy is not None:
+        eps = privacy.epsilon()
+        out.update(ledger_steps=privacy.steps, epsilon=eps.epsilon if eps is not None else 0.0,
+                   epsilon_certified=bool(eps.certified) if eps is not None else True,
+                   clip_fraction=st.clip_clipped / st.clip_n if st.clip_n else None)
+    if s.test is not None and len(s.test):
+        labels = s.plan.labels
+        out.update(evaluate_split(s.model, s.test, task=s.plan.cfg.task, device=s.loaded.device,
+                                  n_classes=len(labels) if labels else None))
+    return out

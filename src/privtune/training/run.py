@@ -1,0 +1,223 @@
+"""Run directories: start a run, resume it, finish it, and load what it produced.
+
+``RUN/`` holds ``run.json`` (configuration, status and every figure), ``ledger.json`` (DP: the accountant ledger,
+written ahead of each step), ``checkpoints/`` and, once finished, ``model/`` (``save_pretrained`` form: the adapter
+alone for LoRA methods, with the tokenizer and a ``privtune.json`` stamp). ``status`` is ``running`` while a process
+owns the run (or after it was killed: resumable), ``failed`` with an ``error`` (resumable from the last good
+checkpoint), ``interrupted``, ``budget_exhausted`` (finished early by the budget guard) or ``completed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from privtune import __version__
+from privtune.errors import ConfigError, PrivtuneError, fmt
+from privtune.training.checkpoint import clean_partial, list_checkpoints, load_checkpoint, save_checkpoint, set_rng_state
+from privtune.training.config import TrainConfig
+from privtune.training.privacy import PrivacyPlan, PrivacyState
+from privtune.training.session import Plan, Session, build_session, make_plan
+from privtune.training.trainer import Trainer, TrainState
+from privtune.training import record as rec_mod  # noqa: E402
+from privtune.utils.fsio import atomic_dir, atomic_write_json, ensure_fresh_dir
+from privtune.utils.progress import make_progress
+
+RUN_FILE = "run.json"
+MODEL_DIR = "model"
+FINISHED = ("completed", "budget_exhausted")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    record: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return self.record["status"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), **self.record}
+
+
+def read_record(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise ConfigError(fmt("run directory", "a directory with run.json (from `privtune train --out`)",
+                              str(run_dir)))
+    return json.loads(path.read_text("utf-8"))
+
+
+def train(config: TrainConfig | None = None, *, out: str | Path, **overrides: Any) -> RunResult:
+    """Train per ``config`` (or keyword overrides) into the new run directory ``out``."""
+    cfg = TrainConfig.from_dict({**(config.to_dict() if config else {}), **overrides})
+    out = ensure_fresh_dir(out, what="--out")
+    plan = make_plan(cfg)                      # bad input fails here, before anything is written
+    session = build_session(plan)
+    record = rec_mod.initial_record(plan, session)
+    with atomic_dir(out, overwrite=True) as tmp:   # the run directory appears whole, already marked running
+        atomic_write_json(tmp / RUN_FILE, record)
+    return _run(out, session, record, TrainState())
+
+
+def resume(run_dir: str | Path) -> RunResult:
+    """Continue a run that was killed, failed or interrupted; a finished run is returned as it is."""
+    run_dir = Path(run_dir)
+    record = read_record(run_dir)
+    if record["status"] in FINISHED:
+        return RunResult(run_dir, record)
+    cfg = TrainConfig.from_dict(record["config"])
+    privacy = PrivacyPlan.from_dict(record["privacy_plan"]) if record.get("privacy_plan") else None
+    plan = make_plan(cfg, privacy=privacy)
+    if plan.dataset.info.content_hash != record.get("dataset_hash"):
+        raise ConfigError(fmt("--data", "the dataset the run started with", cfg.data,
+                              "Its content hash changed; restore the original data to resume."))
+    session = build_session(plan)
+    with _lock(run_dir):
+        clean_partial(run_dir)
+        state = TrainState()
+        ckpts = list_checkpoints(run_dir)
+        if ckpts:
+            trainable, training_state, saved = load_checkpoint(ckpts[-1])
+            plan.method.load_trainable_state(session.model, trainable)
+            session.optimizer.load_state_dict(training_state["optimizer"])
+            session.scheduler.load_state_dict(training_state["scheduler"])
+            set_rng_state(training_state["rng"])
+            state = TrainState.from_dict(saved["train_state"])
+        record["resumes"] = record.get("resumes", 0) + 1
+    return _run(run_dir, session, record, state)
+
+
+@contextlib.contextmanager
+def _lock(run_dir: Path) -> Iterator[None]:
+    """One process per run directory at a time (advisory lock, released when the process dies)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    f = open(run_dir / ".lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise ConfigError(fmt("run directory", "not in use by another privtune process", str(run_dir))) from None
+    try:
+        yield
+    finally:
+        f.close()
+
+
+def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState) -> RunResult:
+    plan = s.plan
+    t_start = time.perf_counter()
+    wall_before = record.get("wall_time_s") or 0.0
+    if s.loaded.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(s.loaded.device)
+    with _lock(run_dir):
+        privacy = PrivacyState.load(plan.privacy, run_dir) if plan.privacy is not None else None
+        record.update(status="running", error=None)
+        atomic_write_json(run_dir / RUN_FILE, record)
+
+        def checkpoint(st: TrainState) -> None:
+            saved = {"train_state": st.to_dict(),
+                     "ledger": privacy.ledger.to_dict() if privacy is not None else None,
+                     "wall_time_s": wall_before + time.perf_counter() - t_start}
+            save_checkpoint(run_dir, step=st.step, trainable=plan.method.trainable_state(s.model),
+                            optimizer=s.optimizer, scheduler=s.scheduler, state=saved)
+
+        try:
+            with make_progress(*rec_mod.progress_columns()) as progress:
+                trainer = Trainer(model=s.model, task=plan.cfg.task, data=s.data, sampler=s.sampler,
+                                  optimizer=s.optimizer, scheduler=s.scheduler, planned_steps=plan.steps,
+                                  physical_batch_size=plan.physical_batch_size, device=s.loaded.device,
+                                  engine=s.engine, privacy=privacy, seed=plan.cfg.seed,
+                                  checkpoint_every=plan.checkpoint_every, on_checkpoint=checkpoint, state=state,
+                                  progress=progress)
+                outcome = trainer.run()
+            if outcome.status != "completed" or not list_checkpoints(run_dir) or \
+                    int(list_checkpoints(run_dir)[-1].name.split("-")[1]) != outcome.state.step:
+                checkpoint(outcome.state)
+            if s.engine is not None:
+                s.engine.close()
+            _save_model(run_dir, s, record)
+            record.update(rec_mod.final_fields(s, outcome, privacy, wall_before + time.perf_counter() - t_start))
+        except PrivtuneError as e:
+            _fail(run_dir, record, "failed", str(e), wall_before + time.perf_counter() - t_start)
+            raise
+        except KeyboardInterrupt:
+            _fail(run_dir, record, "interrupted", "interrupted by the user", wall_before + time.perf_counter() - t_start)
+            raise
+        except Exception as e:
+            _fail(run_dir, record, "failed", f"{type(e).__name__}: {e}", wall_before + time.perf_counter() - t_start)
+            raise
+        atomic_write_json(run_dir / RUN_FILE, record)
+    return RunResult(run_dir, record)
+
+
+def _fail(run_dir: Path, record: dict[str, Any], status: str, error: str, wall: float) -> None:
+    record.update(status=status, error=error, wall_time_s=round(wall, 3))
+    atomic_write_json(run_dir / RUN_FILE, record)
+
+
+def _save_model(run_dir: Path, s: Session, record: dict[str, Any]) -> None:
+    with atomic_dir(run_dir / MODEL_DIR, overwrite=True) as tmp:
+        s.plan.method.save(s.model, tmp)
+        s.loaded.tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "privtune.json", rec_mod.stamp(s.plan))
+
+
+@dataclass
+class TrainedRun:
+    """A finished run loaded for evaluation: the fine-tuned model, its tokenizer and run.json."""
+
+    run_dir: Path
+    record: dict[str, Any]
+    model: torch.nn.Module
+    tokenizer: Any
+    device: torch.device
+    _labels: int | None = field(default=None, repr=False)
+
+    def load_base(self) -> torch.nn.Module:
+        """A fresh copy of the base model the run started from (same spec, task and device), in eval mode."""
+        from privtune.models.loading import load_model
+
+        m = load_model(self.record["model"], task=self.record["task"], num_labels=self._labels,
+                       device=self.device).model
+        return m.eval()
+
+
+def load_trained(run_dir: str | Path, *, device: str | torch.device | None = None) -> TrainedRun:
+    """Load the fine-tuned model of a finished run (LoRA adapters applied on their base)."""
+    from privtune.models.loading import load_model, load_tokenizer, resolve_device
+
+    run_dir = Path(run_dir)
+    record = read_record(run_dir)
+    model_dir = run_dir / MODEL_DIR
+    if record["status"] not in FINISHED or not (model_dir / "privtune.json").is_file():
+        raise ConfigError(fmt("run directory", "a finished run with a model", f"{run_dir} (status "
+                              f"{record['status']})", "Resume it with `privtune train --resume RUN`."))
+    dev = resolve_device(device)
+    n_labels = len(record["class_labels"]) if record.get("class_labels") else None
+    if record.get("adapter"):
+        from peft import PeftModel
+
+        from privtune.training.methods.lora import quiet_peft
+
+        base = load_model(record["model"], task=record["task"], num_labels=n_labels, device=dev).model
+        with quiet_peft():
+            model = PeftModel.from_pretrained(base, str(model_dir)).to(dev)
+    else:
+        model = load_model(str(model_dir), task=record["task"], num_labels=n_labels, device=dev).model
+    tok = load_tokenizer(str(model_dir))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return TrainedRun(run_dir=run_dir, record=record, model=model.eval(), tokenizer=tok, device=dev,
+                      _labels=n_labels)

@@ -1,0 +1,137 @@
+"""Everything a run needs, built in the one correct order, from a config (fresh run) or run.json (resume).
+
+Order (it matters for DP with LoRA): load base model -> apply the method (LoRA wrapping) -> move to device ->
+attach the DP engine to the *wrapped* model -> build the optimizer over the wrapped model's trainable parameters.
+Every check that can fail on bad input runs here, before a run directory exists.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from privtune.data.schema import Dataset, load_dataset
+from privtune.errors import ConfigError, DataError, fmt
+from privtune.models.loading import LoadedModel, load_model
+from privtune.training.config import TrainConfig
+from privtune.training.data import Encoded, class_labels, encode
+from privtune.training.dp import get_engine
+from privtune.training.dp.engine import DPEngine, unique_trainable
+from privtune.training.methods import Method, get_method
+from privtune.training.privacy import PrivacyPlan, check_budget_feasible, plan_privacy
+from privtune.training.sampling import PoissonSampler, ShuffleSampler, planned_steps
+
+
+@dataclass
+class Plan:
+    """Decisions derived from the config and the dataset (no model weights involved)."""
+
+    cfg: TrainConfig
+    method: Method
+    dataset: Dataset
+    labels: list[Any] | None
+    n_train: int
+    steps: int
+    checkpoint_every: int
+    physical_batch_size: int
+    lr: float
+    privacy: PrivacyPlan | None
+
+    @property
+    def sample_rate(self) -> float:
+        return self.cfg.batch_size / self.n_train
+
+
+def make_plan(cfg: TrainConfig, *, privacy: PrivacyPlan | None = None) -> Plan:
+    """Validate ``cfg`` against its dataset and decide steps, checkpoints and (DP) the noise."""
+    cfg.validate()
+    method = get_method(cfg.method)
+    if cfg.dp_engine and method.private:
+        get_engine(cfg.dp_engine)
+    ds = load_dataset(cfg.data)
+    if ds.info.task != cfg.task:
+        raise ConfigError(fmt("--task", f"the dataset's task ({ds.info.task})", cfg.task,
+                              f"Pass --task {ds.info.task} or use another dataset."))
+    labels = None
+    if cfg.task == "classification":
+        labels = class_labels(ds)
+        ds.split("test")  # accuracy and macro-F1 need a test split: DataError naming the fix
+        if len(labels) < 2:
+            raise DataError(fmt("labels", "at least two classes", labels))
+    n = len(ds.train)
+    if cfg.batch_size > n:
+        raise ConfigError(fmt("--batch-size", f"at most the number of training records ({n})", cfg.batch_size,
+                              "Lower --batch-size or add data."))
+    steps = planned_steps(n=n, batch_size=cfg.batch_size, epochs=cfg.epochs if cfg.steps is None else None,
+                          steps=cfg.steps)
+    every = cfg.checkpoint_every or max(1, math.ceil(steps / 20))
+    plan = Plan(cfg=cfg, method=method, dataset=ds, labels=labels, n_train=n, steps=steps, checkpoint_every=every,
+                physical_batch_size=cfg.physical_batch_size or min(cfg.batch_size, 16),
+                lr=cfg.lr if cfg.lr is not None else method.default_lr, privacy=privacy)
+    if method.private and plan.privacy is None:
+        reserve = cfg.resume_reserve if cfg.resume_reserve is not None else every
+        plan.privacy = plan_privacy(epsilon=cfg.epsilon, delta=cfg.delta, noise_multiplier=cfg.noise_multiplier,
+                                    max_grad_norm=cfg.max_grad_norm, sample_rate=plan.sample_rate, steps=steps,
+                                    reserve=reserve, accountant=cfg.accountant, secure_rng=cfg.secure_rng)
+        check_budget_feasible(plan.privacy, steps)
+    elif not method.private and (cfg.epsilon is not None or cfg.noise_multiplier is not None):
+        raise ConfigError(fmt("--method", "a DP method (dp-fft, dp-lora) when --epsilon or --noise-multiplier is "
+                              "given", cfg.method, f"Use dp-{cfg.method} or drop the privacy options."))
+    return plan
+
+
+@dataclass
+class Session:
+    plan: Plan
+    loaded: LoadedModel
+    model: torch.nn.Module
+    data: Encoded
+    test: Encoded | None
+    sampler: Any
+    engine: DPEngine | None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+
+
+def lr_lambda(schedule: str, warmup: int, total: int):
+    def f(step: int) -> float:  # step = number of scheduler steps taken so far
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        frac = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 1.0 - frac if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
+    return f
+
+
+def load_base(plan: Plan) -> LoadedModel:
+    cfg = plan.cfg
+    return load_model(cfg.model, task=cfg.task, num_labels=len(plan.labels) if plan.labels else None,
+                      device=cfg.device, allow_download=cfg.allow_download)
+
+
+def build_session(plan: Plan, loaded: LoadedModel | None = None) -> Session:
+    """Build model, data, sampler, engine, optimizer and schedule in the correct order."""
+    cfg = plan.cfg
+    loaded = loaded or load_base(plan)
+    torch.manual_seed(cfg.seed)  # adapter initialisation and dropout are reproducible
+    model = plan.method.prepare(loaded.model, cfg=cfg, task=cfg.task).to(loaded.device)
+    data = encode(loaded.tokenizer, plan.dataset.train, max_length=cfg.max_length, task=cfg.task, labels=plan.labels)
+    test = None
+    if cfg.eval_test and "test" in plan.dataset.splits:
+        test = encode(loaded.tokenizer, plan.dataset.test, max_length=cfg.max_length, task=cfg.task,
+                      labels=plan.labels)
+    engine = None
+    if plan.privacy is not None:
+        sampler: Any = PoissonSampler(n=plan.n_train, sample_rate=plan.privacy.sample_rate, seed=cfg.seed,
+                                      secure=cfg.secure_rng)
+        engine = get_engine(cfg.dp_engine)(model, max_grad_norm=plan.privacy.max_grad_norm)
+    else:
+        sampler = ShuffleSampler(n=plan.n_train, batch_size=cfg.batch_size, seed=cfg.seed)
+    optimizer = torch.optim.AdamW(unique_trainable(model), lr=plan.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, plan.steps))
+    return Session(plan=plan, loaded=loaded, model=model, data=data, test=test, sampler=sampler, engine=engine,
+                   optimizer=optimizer, scheduler=scheduler)

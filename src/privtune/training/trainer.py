@@ -1,0 +1,200 @@
+"""The training loop shared by every method.
+
+One optimizer step ``t`` (1-based):
+
+1. DP runs: the budget guard allows the step and the ledger records it, write-ahead (:mod:`.privacy`);
+2. the sampler draws the logical batch (Poisson for DP, fixed-size shuffled batches otherwise);
+3. the batch is split into physical micro-batches; each runs forward, per-example losses are checked for NaN/inf,
+   and backward — plain (mean over the logical batch) or through the DP engine (clipped per-example sum);
+4. DP runs add Gaussian noise ``N(0, sigma^2 C^2)`` to the clipped sum once and divide by the expected batch ``B``;
+5. the optimizer and the LR schedule step; after the first step the guards check that the update reached the
+   model (:meth:`Trainer._check_first_step`);
+6. every ``checkpoint_every`` steps (and at the end) a checkpoint is written.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from privtune.errors import TrainingError
+from privtune.models.loading import autocast
+from privtune.training.data import Encoded
+from privtune.training.dp.engine import ClipStats, DPEngine, unique_trainable
+from privtune.training.dp.noise import gaussian_like, noise_generator
+from privtune.training.losses import per_example_loss
+from privtune.training.privacy import BudgetExhausted, PrivacyState
+from privtune.training.sampling import split_micro
+
+
+@dataclass
+class TrainState:
+    """Progress that survives a resume (saved in every checkpoint)."""
+
+    step: int = 0
+    loss_curve: list[list[float | None]] = field(default_factory=list)   # [step, mean per-example loss]
+    tokens: int = 0
+    examples: int = 0
+    train_time_s: float = 0.0        # time inside steps, summed over sessions up to the last checkpoint
+    clip_n: int = 0
+    clip_clipped: int = 0
+    empty_batches: int = 0
+    guard_checked: bool = False      # first-step guards passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainState":
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class TrainOutcome:
+    status: str                      # completed | budget_exhausted
+    state: TrainState
+
+
+class Trainer:
+    """Runs steps ``state.step + 1 .. planned_steps`` (see the module docstring)."""
+
+    def __init__(self, *, model: nn.Module, task: str, data: Encoded, sampler: Any, optimizer: torch.optim.Optimizer,
+                 scheduler: Any, planned_steps: int, physical_batch_size: int, device: torch.device,
+                 engine: DPEngine | None = None, privacy: PrivacyState | None = None, seed: int = 0,
+                 checkpoint_every: int = 0, on_checkpoint: Callable[[TrainState], None] | None = None,
+                 state: TrainState | None = None, progress: Any = None):
+        if (engine is None) != (privacy is None):
+            raise TrainingError("`engine` and `privacy` must be given together (DP) or not at all.")
+        self.model, self.task, self.data, self.sampler = model, task, data, sampler
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.planned_steps, self.physical = planned_steps, physical_batch_size
+        self.device, self.engine, self.privacy, self.seed = device, engine, privacy, seed
+        self.checkpoint_every, self.on_checkpoint = checkpoint_every, on_checkpoint
+        self.state = state or TrainState()
+        self.progress = progress
+        self.params = engine.params if engine is not None else unique_trainable(model)
+
+    # -- one step -------------------------------------------------------------------------------------------------
+    def _forward_module(self) -> nn.Module:
+        return self.engine.module if self.engine is not None else self.model
+
+    def step(self, t: int) -> tuple[float | None, ClipStats | None, int, int]:
+        draw = self.privacy.begin_step() if self.privacy is not None else t
+        idx = self.sampler.batch(t, draw=draw)
+        self.model.train()
+        loss_sum, n_tok = 0.0, 0
+        for micro in split_micro(idx, self.physical):
+            batch = self.data.collate(micro, self.device)
+            with autocast(self.device):
+                losses = per_example_loss(self._forward_module(), batch, task=self.task)
+            if not bool(torch.isfinite(losses).all()):
+                raise TrainingError(f"`loss` must be finite. Found {float(losses.detach().sum())!r} at step {t}. "
+                                    "Lower --lr (or check the data); the last good checkpoint is kept and the run "
+                                    "can be resumed with `privtune train --resume`.")
+            if self.engine is not None:
+                self.engine.accumulate(losses)
+            else:
+                (losses.sum() / len(idx)).backward()
+            loss_sum += float(losses.detach().sum())
+            n_tok += int(batch["attention_mask"].sum())
+        stats = None
+        if self.engine is not None:
+            sums, stats = self.engine.take_sum()
+            plan = self.privacy.plan
+            std = plan.noise_multiplier * plan.max_grad_norm
+            gen = None if plan.secure_rng else noise_generator(self.seed, draw)
+            expected = self.sampler.expected_batch_size
+            for p, s in zip(self.params, sums):
+                p.grad = (s + gaussian_like(s, std, generator=gen, secure=plan.secure_rng)) / expected
+        grad_sq = sum(float(p.grad.float().pow(2).sum()) for p in self.params if p.grad is not None)
+        if not math.isfinite(grad_sq):
+            raise TrainingError(f"`gradient` must be finite. Found a non-finite gradient norm at step {t}. "
+                                "Lower --lr; the last good checkpoint is kept and the run can be resumed.")
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = loss_sum / len(idx) if len(idx) else None
+        return loss, stats, n_tok, len(idx)
+
+    # -- guards ---------------------------------------------------------------------------------------------------
+    def _check_wiring(self) -> None:
+        """The optimizer must update exactly the model's trainable parameters (not stale copies)."""
+        model_ids = {id(p) for p in unique_trainable(self.model)}
+        opt_ids = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        if self.engine is not None and {id(p) for p in self.engine.params} != model_ids:
+            raise TrainingError("the DP engine must be attached to the model being trained. Found it bound to other "
+                                "parameters (stale hooks). Apply LoRA first, then attach the engine, then build the "
+                                "optimizer.")
+        if opt_ids != model_ids:
+            raise TrainingError(f"the optimizer must update the model's {len(model_ids)} trainable tensors. Found it "
+                                f"holding {len(opt_ids)} tensors of which {len(opt_ids & model_ids)} are the model's "
+                                "(built before the model was wrapped?). Build the optimizer last.")
+
+    def _check_first_step(self, before: list[torch.Tensor], stats: ClipStats | None, batch_size: int) -> None:
+        """After the first optimizer step: trainable parameters moved; DP: every example got a clipped gradient."""
+        moved = any(not torch.equal(b, p.detach()) for b, p in zip(before, self.params))
+        if not moved:
+            raise TrainingError("trainable parameters must change after the first optimizer step. Found them "
+                                "unchanged: the update does not reach the model (optimizer or DP hooks bound to "
+                                "stale parameters).")
+        if stats is not None:
+            C = self.privacy.plan.max_grad_norm
+            if stats.n != batch_size:
+                raise TrainingError(f"per-example gradients must be produced for every example of the batch. "
+                                    f"Found {stats.n} for {batch_size} examples: the DP hooks do not see the "
+                                    "model being trained.")
+            if stats.clipped_norm_max > C * (1 + 1e-3):
+                raise TrainingError(f"clipped per-example gradient norms must be <= max_grad_norm {C}. "
+                                    f"Found {stats.clipped_norm_max:.4g}: clipping was not applied.")
+
+    # -- loop -----------------------------------------------------------------------------------------------------
+    def run(self) -> TrainOutcome:
+        self._check_wiring()
+        st = self.state
+        status = "completed"
+        task = self.progress.add_task("train", total=self.planned_steps, completed=st.step, loss="-", eps="-") \
+            if self.progress is not None else None
+        while st.step < self.planned_steps:
+            t = st.step + 1
+            check = not st.guard_checked
+            before = [p.detach().clone() for p in self.params] if check else []
+            t0 = time.perf_counter()
+            try:
+                loss, stats, n_tok, n_ex = self.step(t)
+            except BudgetExhausted:
+                status = "budget_exhausted"
+                break
+            if check and n_ex > 0:
+                self._check_first_step(before, stats, n_ex)
+                st.guard_checked = True
+            st.train_time_s += time.perf_counter() - t0
+            st.step = t
+            st.tokens += n_tok
+            st.examples += n_ex
+            st.empty_batches += int(n_ex == 0)
+            if stats is not None:
+                st.clip_n += stats.n
+                st.clip_clipped += stats.n_clipped
+            st.loss_curve.append([t, None if loss is None else round(loss, 6)])
+            if task is not None:
+                self.progress.update(task, completed=t, loss="-" if loss is None else f"{loss:.3f}")
+            if self.on_checkpoint is not None and self.checkpoint_every and (t % self.checkpoint_every == 0
+                                                                             or t == self.planned_steps):
+                self.on_checkpoint(st)
+                if task is not None and self.privacy is not None:
+                    eps = self.privacy.epsilon()
+                    self.progress.update(task, eps=f"{eps.epsilon:.2f}" if eps is not None else "-")
+        return TrainOutcome(status=status, state=st)
+
+
+def snapshot_losses(curve: list[list[float | None]], k: int = 10) -> float | None:
+    """Mean of the last ``k`` recorded step losses (the 'final train loss'); None if none."""
+    vals = [v for _, v in curve[-k:] if v is not None]
+    return float(np.mean(vals)) if vals else None

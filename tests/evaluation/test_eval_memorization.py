@@ -1,0 +1,68 @@
+import math
+
+import numpy as np
+import pytest
+
+from privtune.errors import ConfigError
+from privtune.evaluation.memorization import privacy_measures, utility_measures
+from privtune.evaluation.tokens import TokenScores, encode, score_records
+
+
+def scores(nll, sensitive, label, labels=("PERSON", "PHONE"), offsets=None, correct=None):
+    nll = np.asarray(nll, float)
+    return TokenScores(record_ids=[f"r{i}" for i in range(len(offsets) - 1)] if offsets else ["r0"],
+                       offsets=np.asarray(offsets or [0, nll.size]), nll=nll,
+                       correct=np.asarray(correct if correct is not None else nll < 0.5, bool),
+                       sensitive=np.asarray(sensitive, bool), label=np.asarray(label), labels=labels)
+
+
+def test_privacy_and_utility_by_hand():
+    sens = [1, 1, 0, 1, 0, 0]
+    lab = [0, 0, -1, 1, -1, -1]
+    train = scores([0.1, 0.3, 2.0, 1.1, 3.0, 1.0], sens, lab, offsets=[0, 3, 6])
+    train_b = scores([2.0, 2.0, 2.0, 4.0, 3.0, 1.0], sens, lab, offsets=[0, 3, 6])
+    test = scores([1.5, 2.5, 1.0, 3.0, 2.0, 4.0], sens, lab, offsets=[0, 3, 6])
+    test_b = scores([2.0, 3.0, 2.0, 3.5, 2.0, 4.0], sens, lab, offsets=[0, 3, 6])
+    p = privacy_measures(train=train, train_base=train_b, test=test, test_base=test_b).to_dict()
+    assert p["sensitive_train_nll"] == pytest.approx(0.5)          # (0.1 + 0.3 + 1.1) / 3
+    assert p["sensitive_train_nll_base"] == pytest.approx(8 / 3)
+    assert p["sensitive_train_nll_diff"] == pytest.approx(0.5 - 8 / 3)
+    assert p["sensitive_train_quantiles"] == pytest.approx({"min": 0.1, "q10": 0.14, "median": 0.3})
+    assert p["sensitive_train_top1"] == pytest.approx(2 / 3)       # nll < 0.5 marks correct here
+    assert p["sensitive_test_nll"] == pytest.approx(7 / 3)
+    assert p["sensitive_test_nll_diff"] == pytest.approx(7 / 3 - 8.5 / 3)
+    assert p["memorization_nats"] == pytest.approx((7 / 3 - 8.5 / 3) - (0.5 - 8 / 3))
+    assert p["per_label"]["PERSON"]["train_nll"] == pytest.approx(0.2)
+    assert p["per_label"]["PHONE"]["train_nll_base"] == pytest.approx(4.0)
+    assert p["sensitive_train_tokens"] == 3 and p["n_train_records"] == 2
+    assert set(p["definition"]) >= {"sensitive_train_nll", "sensitive_test_nll", "memorization_nats"}
+    u = utility_measures(test=test, test_base=test_b).to_dict()
+    assert u["nonsensitive_test_nll"] == pytest.approx(7 / 3)       # (1.0 + 2.0 + 4.0) / 3
+    assert u["nonsensitive_test_nll_base"] == pytest.approx(8 / 3)
+    assert u["nonsensitive_test_ppl"] == pytest.approx(math.exp(7 / 3))
+    assert "definition" in u
+
+
+def test_mismatched_token_sets_are_refused():
+    a = scores([1.0, 2.0], [1, 0], [0, -1])
+    b = scores([1.0], [1], [0])
+    with pytest.raises(ConfigError, match="same tokens"):
+        privacy_measures(train=a, train_base=b, test=a, test_base=a)
+
+
+def test_memorised_model_shows_the_train_test_gap_and_base_shows_none(toy):
+    enc_tr = encode(toy.tokenizer, toy.train, max_length=512)
+    enc_te = encode(toy.tokenizer, toy.test, max_length=512)
+    s = {(name, split): score_records(m, toy.tokenizer, recs, encoded=enc)
+         for name, m in (("ft", toy.ft), ("base", toy.base))
+         for split, recs, enc in (("train", toy.train, enc_tr), ("test", toy.test, enc_te))}
+    p = privacy_measures(train=s["ft", "train"], train_base=s["base", "train"], test=s["ft", "test"],
+                         test_base=s["base", "test"]).to_dict()
+    assert p["sensitive_train_nll"] < 1.0 < p["sensitive_train_nll_base"]
+    assert p["sensitive_test_nll"] > p["sensitive_train_nll"] + 2.0
+    assert p["memorization_nats"] > 2.0
+    assert p["sensitive_train_top1"] > 0.8
+    # the untouched model against itself: nothing memorised
+    same = privacy_measures(train=s["base", "train"], train_base=s["base", "train"], test=s["base", "test"],
+                            test_base=s["base", "test"]).to_dict()
+    assert same["sensitive_train_nll_diff"] == 0 and same["memorization_nats"] == 0

@@ -1,0 +1,133 @@
+import subprocess
+import sys
+
+import pytest
+
+from eval_helpers import make_tokenizer
+from privtune.data.schema import Dataset, DatasetInfo, Record, Span
+from privtune.errors import ConfigError, DataError, ModelLoadError
+from privtune.evaluation.evaluate import EvalConfig, evaluate_models, evaluate_run, parse_only
+
+CONTRACT = ["privacy.sensitive_train_nll", "privacy.sensitive_train_nll_base", "privacy.sensitive_test_nll",
+            "utility.nonsensitive_test_nll", "utility.nonsensitive_test_nll_base", "exposure.exposure_bits",
+            "exposure.max_exposure_bits", "mia.loss.auc", "mia.loss.tpr_at_1pct_fpr", "mia.reference.auc",
+            "mia.zlib.auc", "mia.min_k.auc", "mia.loss_sensitive.auc"]
+
+
+def dataset(toy, *, canary=True, audit=True, spans=True):
+    c = toy.canary
+    train = list(toy.train)
+    info = DatasetInfo(name="toy", source="test", seed=0)
+    if canary:
+        text, span = c.spec.render(c.secret)
+        train += [Record(f"canary-{k}", text, [span], {"canary": True, "canary_kind": "main"}) for k in range(4)]
+        info.canary = {**c.spec.to_dict(), "secret": c.secret, "repeats": 4}
+    if audit:
+        a = toy.audit
+        train += [Record(f"audit-{i}", r.text, r.spans, {"canary": True, "canary_kind": "audit", "audit_index": i})
+                  for i, (r, inc) in enumerate(zip(a.records(), a.included)) if inc]
+        info.audit = {"template": a.template, "secrets": list(a.secrets), "included": list(a.included)}
+    test = list(toy.test)
+    if not spans:
+        train = [Record(r.id, r.text) for r in train]
+        test = [Record(r.id, r.text) for r in test]
+    return Dataset(info=info, splits={"train": train, "test": test})
+
+
+def strings(obj):
+    """Every key and string value in a JSON-like object."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield str(k)
+            yield from strings(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from strings(v)
+    elif isinstance(obj, str):
+        yield obj
+
+
+def get(d, dotted):
+    for k in dotted.split("."):
+        d = d[k]
+    return d
+
+
+@pytest.fixture(scope="module")
+def full(toy):
+    return evaluate_models(toy.ft, toy.base, toy.tokenizer, dataset(toy), run_info={"epsilon": None, "delta": None},
+                           config=EvalConfig(max_records=None))
+
+
+def test_every_stage_with_the_contract_keys(full, toy):
+    for key in CONTRACT:
+        assert get(full, key) is not None, key
+    for section in ("privacy", "utility", "exposure", "mia", "extraction", "audit"):
+        assert full[section]["definition"], section
+    assert full["privacy"]["sensitive_train_nll"] < full["privacy"]["sensitive_train_nll_base"]
+    assert full["records"] == {"train": 24, "test": 24, "truncated": {"train": 0, "test": 0}}  # canaries left out
+    assert full["exposure"]["rank"] == 1 and full["exposure"]["exposure_bits_base"] < 8
+    assert full["mia"]["loss"]["auc"] > 0.9
+    assert full["audit"]["epsilon_lower_bound"] > 0.5 and full["audit"]["consistent"] is None
+    assert set(full["timings_s"]) == set(full["stages"])
+    text = "\n".join(strings(full))  # numbers may contain any digit string: look at text only
+    secrets = [toy.canary.secret, *toy.audit.secrets]
+    values = [r.text[s.start:s.end] for r in toy.train for s in r.spans]
+    assert not [v for v in secrets + values if v in text]
+
+
+def test_audit_checks_against_the_certified_epsilon(toy):
+    res = evaluate_models(toy.ft, toy.base, toy.tokenizer, dataset(toy), only="audit",
+                          run_info={"epsilon": 0.2, "delta": 1e-5})
+    assert res["audit"]["certified_epsilon"] == 0.2 and res["audit"]["consistent"] is False
+    assert res["stages"] == ["audit"]
+
+
+def test_missing_canary_is_skipped_by_default_and_an_error_when_asked(toy):
+    ds = dataset(toy, canary=False, audit=False)
+    res = evaluate_models(toy.ft, toy.base, toy.tokenizer, ds, config=EvalConfig(exposure_base=False))
+    assert "skipped" in res["exposure"] and "canary" in res["exposure"]["skipped"]
+    assert "skipped" in res["audit"]
+    with pytest.raises(DataError, match="canary"):
+        evaluate_models(toy.ft, toy.base, toy.tokenizer, ds, only="exposure")
+    with pytest.raises(DataError, match="audit"):
+        evaluate_models(toy.ft, toy.base, toy.tokenizer, ds, only="audit")
+    # described in dataset.json but absent from train
+    ds2 = dataset(toy, audit=False)
+    ds2.splits["train"] = [r for r in ds2.train if not r.is_canary]
+    with pytest.raises(DataError, match="canary records"):
+        evaluate_models(toy.ft, toy.base, toy.tokenizer, ds2, only="exposure")
+
+
+def test_dataset_without_spans_points_to_a_tagger(toy):
+    with pytest.raises(DataError, match="--tagger regex"):
+        evaluate_models(toy.ft, toy.base, toy.tokenizer, dataset(toy, spans=False, canary=False, audit=False))
+    res = evaluate_models(toy.ft, toy.base, toy.tokenizer, dataset(toy, spans=False, canary=False, audit=False),
+                          only="utility")
+    assert res["utility"]["nonsensitive_test_tokens"] > 0
+
+
+def test_tokenizer_mismatch_and_bad_stage_names(toy):
+    with pytest.raises(ConfigError, match="tokenizer"):
+        evaluate_models(toy.ft, toy.base, toy.tokenizer, dataset(toy), only="utility",
+                        base_tokenizer=make_tokenizer(vocab_size=300))
+    with pytest.raises(ConfigError, match="--only"):
+        parse_only("privacy,memorisation")
+    assert parse_only("mia, audit") == {"mia", "audit"} and parse_only(None) is None
+
+
+def test_run_dir_without_a_model_is_refused_and_nothing_written(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(ModelLoadError, match="run.json"):
+        evaluate_run(run, tmp_path / "data")
+    assert not (run / "eval.json").exists()
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "privtune", "eval", str(tmp_path), "--data", str(tmp_path),
+                        "--only", "privacy,nope"], capture_output=True, text=True, env={"PRIVTUNE_PROGRESS": "0",
+                                                                                        "PATH": "/usr/bin:/bin",
+                                                                                        "PYTHONPATH": "src"})
+    assert p.returncode == 2
+    assert "--only" in p.stderr and len(p.stderr.strip().splitlines()) == 1
