@@ -49,7 +49,6 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, argv, m
 
 
 def test_study_typo_is_reported_before_anything_runs(tmp_path, capsys):
-    pytest.importorskip("privtune.training.methods")
     p = tmp_path / "s.toml"
     p.write_text('methods = ["fft"]\nepoch = [1]\n[datasets.cs]\ngenerator = "customersim"\n')
     code, _, err = run(["sweep", str(p), "--out", str(tmp_path / "out")], capsys)
@@ -57,8 +56,6 @@ def test_study_typo_is_reported_before_anything_runs(tmp_path, capsys):
 
 
 def test_example_study_loads():
-    pytest.importorskip("privtune.training.methods")
-    pytest.importorskip("privtune.evaluation.evaluate")
     from privtune.experiments import load_study
 
     runs = load_study(ROOT / "examples" / "tradeoff.toml").expand()

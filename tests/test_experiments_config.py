@@ -2,9 +2,7 @@ import pytest
 
 from privtune.errors import ConfigError
 
-pytest.importorskip("privtune.training.methods")  # the study's methods come from the training registry
-
-from privtune.experiments.config import load_study, model_slug, parse_study  # noqa: E402
+from privtune.experiments.config import load_study, model_slug, parse_study
 
 STUDY = """
 name = "t"

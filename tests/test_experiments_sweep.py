@@ -8,11 +8,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("privtune.training.run")
-pytest.importorskip("privtune.evaluation.evaluate")
-
-from privtune.experiments import load_study, run_sweep  # noqa: E402
-from privtune.experiments.store import ResultStore  # noqa: E402
+from privtune.experiments import load_study, run_sweep
+from privtune.experiments.store import ResultStore
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

@@ -251,7 +251,7 @@ def _load_run(run_dir: Path) -> tuple[Any, Any, dict[str, Any], Any, Any]:
         raise ModelLoadError(fmt("RUN", "a run directory written by `privtune train` (with run.json)", str(run_dir),
                                  "Train one with `privtune train --data DATA --out RUN`."))
     try:
-        from privtune.models.loading import load_tokenizer
+        from privtune.models.loading import load_tokenizer, resolve_spec
         from privtune.training.run import load_trained
     except ImportError as e:  # pragma: no cover - only on branches without the training package
         raise ModelLoadError(f"run directories need privtune.training ({e}).") from None
@@ -261,7 +261,8 @@ def _load_run(run_dir: Path) -> tuple[Any, Any, dict[str, Any], Any, Any]:
         raise ConfigError(fmt("RUN", "a causal language-model run (the measures score next-token predictions)",
                               f"task {info.get('task')!r}", "Evaluate classification runs with their accuracy."))
     base = run.load_base()
-    return run.model, run.tokenizer, info, base, load_tokenizer(str(info["model"]))
+    spec = str(info["model"])  # a spec (embedded, tiny:ARCH, hub id, directory): resolve it as the base was
+    return run.model, run.tokenizer, info, base, load_tokenizer(resolve_spec(spec), spec=spec)
 
 
 def print_summary(result: dict[str, Any]) -> None:
