@@ -172,7 +172,7 @@ class ResultStore:
 
     def export_parquet(self, out: str | Path) -> Path:
         try:
-            import pyarrow  # noqa: F401
+            import pyarrow  # noqa: F401  (only its presence matters)
         except ImportError:
             raise MissingDependencyError(fmt("--parquet", "used with pyarrow installed", "pyarrow missing",
                                              "Install it with `pip install 'privtune[parquet]'`, or use --csv.")) \

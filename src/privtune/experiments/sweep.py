@@ -102,7 +102,7 @@ def execute(cfg: dict[str, Any], run_dir: str, data_dir: str, eval_options: dict
     Returns ``{"status": "completed"|"failed", "stage", "error", "wall_s"}``.
     """
     from privtune.evaluation.evaluate import evaluate_run
-    from privtune.experiments.config import eval_config
+    from privtune.experiments.validate import eval_config
     from privtune.training.config import TrainConfig
     from privtune.training.run import resume, train
 
