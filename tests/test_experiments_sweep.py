@@ -139,3 +139,16 @@ def test_parallel_workers(tmp_path):
     res = run_sweep(study(tmp_path, methods=["fft", "lora"]), out=out, workers=2)
     assert sorted(o.status for o in res.outcomes) == ["completed", "completed"]
     assert {r["status"] for r in rows(out).values()} == {"completed"}
+
+
+def test_one_sweep_per_directory(tmp_path):
+    import fcntl
+
+    from privtune.errors import ConfigError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".sweep.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="no other sweep is using"):
+            run_sweep(study(tmp_path), out=out)

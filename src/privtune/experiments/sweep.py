@@ -160,6 +160,23 @@ def _quiet_progress() -> Iterator[None]:
             os.environ["PRIVTUNE_PROGRESS"] = old
 
 
+@contextlib.contextmanager
+def _sweep_lock(study_dir: Path) -> Iterator[None]:
+    """One sweep per study directory at a time (advisory lock; released when the process dies, even by SIGKILL)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    with open(study_dir / ".sweep.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(fmt("--out", "a study directory no other sweep is using", str(study_dir),
+                                  "Wait for the other `privtune sweep` (or demo) to finish.")) from None
+        yield
+
+
 class Sweep:
     """One execution of a study into a directory (see the module docstring)."""
 
@@ -210,6 +227,12 @@ class Sweep:
     def run(self) -> SweepResult:
         t0 = time.perf_counter()
         self.dir.mkdir(parents=True, exist_ok=True)
+        with _sweep_lock(self.dir):
+            self._run()
+        self.result.wall_s = time.perf_counter() - t0
+        return self.result
+
+    def _run(self) -> None:
         if self.study.source:
             atomic_write_text(self.dir / "study.toml", self.study.source)
         with ResultStore(self.dir) as store:
@@ -239,8 +262,6 @@ class Sweep:
                 else:
                     self._run_parallel(store, todo, progress, task)
             store.export_csv(self.dir / CSV_FILE)
-        self.result.wall_s = time.perf_counter() - t0
-        return self.result
 
     def _record(self, store: ResultStore, rc: RunConfig, status: str, stage: str | None, error: str | None,
                 wall_s: float) -> None:
