@@ -95,3 +95,17 @@ def test_report_with_nothing_finished():
     rep = build_report(rows)
     assert "No completed runs yet" in rep.html and rep.figures == {}
     assert "1 runs have not finished" in rep.markdown
+
+
+def test_estimates_are_labelled_and_shown_beside_certified_values():
+    rows = study_rows()
+    dp = rows[3]                                  # dp-fft ε=8
+    dp.update({"exposure.method": "extrapolated", "exposure.estimate": 1, "audit.epsilon_lower_bound": 0.3,
+               "audit.confidence": 0.95, "audit.certified_epsilon": 8.0})
+    page = build_report(rows).html
+    row = next(r for r in page.split("<tr>") if r.startswith("<td class=\"\">dp-fft ε=8</td>") and "σ" not in r
+               and "certified, pld, δ" in r)
+    assert "ε ≥ 0.30 at 95% confidence (lower bound)" in row and "8.00 (certified, pld, δ = 1e-05)" in row
+    assert "extrapolated (estimate)" in page
+    vs = views(rows)
+    assert "Canary exposure in bits (estimates: extrapolated)" in " ".join(findings(groups(vs), vs))
