@@ -25,7 +25,7 @@ def eval_json(*, nll_train, nll_train_base=3.0, nll_test=2.9, util, util_base=2.
                     "sensitive_train_nll_base": nll_train_base, "sensitive_test_nll": nll_test},
         "utility": {"definition": DEFS["utility"], "nonsensitive_test_nll": util, "nonsensitive_test_nll_base": util_base},
         "exposure": {"definition": DEFS["exposure"], "exposure_bits": exposure, "max_exposure_bits": max_exposure},
-        "mia": {"definition": DEFS["mia"], "loss": {"auc": auc, "tpr_at_1pct_fpr": tpr},
+        "mia": {"definition": {"auc": DEFS["mia"]}, "loss": {"auc": auc, "tpr_at_1pct_fpr": tpr},
                 "zlib": {"auc": auc - 0.02, "tpr_at_1pct_fpr": tpr / 2}},
         "extraction": {"definition": {"recall": DEFS["extraction"]},
                        "sampling": {"recall": 0.25 if exposure > 10 else 0.0, "recall_base": 0.0, "examples": []},

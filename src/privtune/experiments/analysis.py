@@ -77,7 +77,7 @@ class RunView:
     @property
     def mia_attacks(self) -> list[str]:
         return sorted({k.split(".")[1] for k in self.row if k.startswith("mia.") and k.endswith(".auc")
-                       and k.count(".") == 2 and self.row[k] is not None})
+                       and k.count(".") == 2 and num(self.row, k) is not None})
 
     def best_mia(self) -> tuple[str, float] | None:
         """The attack with the highest AUC and that AUC."""
