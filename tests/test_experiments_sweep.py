@@ -59,7 +59,7 @@ def test_failed_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
 
     monkeypatch.setattr(run_mod, "train", flaky)
     out = tmp_path / "out"
-    res = run_sweep(study(tmp_path), out=out)
+    res = run_sweep(study(tmp_path), out=out, workers=0)     # in this process, where the patch applies
     assert [o.status for o in res.outcomes] == ["failed", "completed"]
     r = rows(out)
     assert r["fft"]["status"] == "failed" and r["fft"]["stage"] == "train"
@@ -71,11 +71,11 @@ def test_failed_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
     stamp = lora_eval.stat().st_mtime_ns
 
     # kept as failed on request; retried by default, without touching the finished run
-    res = run_sweep(study(tmp_path), out=out, retry_failed=False)
+    res = run_sweep(study(tmp_path), out=out, retry_failed=False, workers=0)
     assert sorted(o.status for o in res.outcomes) == ["kept-failed", "skipped"]
     calls = []
     monkeypatch.setattr(run_mod, "train", lambda cfg, *, out: calls.append(cfg.method) or flaky(cfg, out=out))
-    res = run_sweep(study(tmp_path), out=out)
+    res = run_sweep(study(tmp_path), out=out, workers=0)
     assert sorted(o.status for o in res.outcomes) == ["failed", "skipped"] and calls == ["fft"]
     assert lora_eval.stat().st_mtime_ns == stamp
 
@@ -152,3 +152,37 @@ def test_one_sweep_per_directory(tmp_path):
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(ConfigError, match="no other sweep is using"):
             run_sweep(study(tmp_path), out=out)
+
+
+def _children() -> list[int]:
+    """Spawned worker processes of this process (not multiprocessing's resource tracker)."""
+    pids = []
+    for task in Path("/proc/self/task").iterdir():
+        for p in (task / "children").read_text().split():
+            try:
+                if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes():
+                    pids.append(int(p))
+            except FileNotFoundError:
+                pass
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_a_worker_killed_fails_its_run_and_the_others_go_on(tmp_path):
+    import threading
+
+    out = tmp_path / "out"
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=run_sweep(study(tmp_path), out=out, workers=1)))
+    t.start()
+    deadline = time.time() + 120
+    while not _children():
+        assert time.time() < deadline and t.is_alive()
+        time.sleep(0.05)
+    os.kill(_children()[0], signal.SIGKILL)
+    t.join(600)
+    outcomes = result["r"].outcomes
+    assert [o.status for o in outcomes] == ["failed", "completed"]
+    assert "worker process died" in outcomes[0].error and "-9" in outcomes[0].error
+    assert rows(out)["fft"]["status"] == "failed"

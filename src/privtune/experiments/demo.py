@@ -48,17 +48,18 @@ class DemoScale:
     max_length: int
     epsilon: float
     eval_records: int           # per split, for privacy/utility/MIA
-    extraction_prompts: int
+    extraction_prompts: int     # sampling extraction probes
+    reconstruction_records: int
     workers: int
 
 
 SCALES: dict[str, DemoScale] = {
-    "default": DemoScale(model="embedded", n_train=600, n_test=300, canary_repeats=10, canary_digits=5,
-                         audit_canaries=200, epochs=3, batch_size=16, dp_batch_size=64, max_length=128, epsilon=8.0,
-                         eval_records=300, extraction_prompts=100, workers=1),
+    "default": DemoScale(model="embedded", n_train=400, n_test=200, canary_repeats=10, canary_digits=5,
+                         audit_canaries=100, epochs=3, batch_size=16, dp_batch_size=64, max_length=128, epsilon=8.0,
+                         eval_records=200, extraction_prompts=50, reconstruction_records=30, workers=2),
     "tiny": DemoScale(model="embedded:tiny", n_train=48, n_test=16, canary_repeats=4, canary_digits=3,
                       audit_canaries=10, epochs=1, batch_size=8, dp_batch_size=16, max_length=48, epsilon=8.0,
-                      eval_records=16, extraction_prompts=8, workers=1),
+                      eval_records=16, extraction_prompts=8, reconstruction_records=8, workers=1),
 }
 
 STUDY = """\
@@ -95,7 +96,7 @@ exposure_method = "exact"
 
 [eval.extraction]
 n_prompts = {extraction_prompts}
-n_reconstruction = {extraction_prompts}
+n_reconstruction = {reconstruction_records}
 """
 
 

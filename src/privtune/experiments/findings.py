@@ -48,6 +48,8 @@ def _ratio_text(a: float, b: float, what: str) -> str:
     if a <= 0 or b <= 0:
         return ""
     r = b / a
+    if 1 / 1.1 <= r <= 1.1:
+        return f"about the same {what}"
     return f"{times(r)} less {what}" if r >= 1 else f"{times(1 / r)} more {what}"
 
 

@@ -13,9 +13,10 @@ exists, and ``sweep.json`` records the same evaluation options. A resumed sweep 
 interrupted training from its last checkpoint (``privtune.training.run.resume``: the privacy ledger comes back with
 it), re-evaluates when only the evaluation is missing, and by default retries failed ones.
 
-``workers > 1`` runs configurations in parallel processes (``spawn``; each with ``cores // workers`` torch threads).
-Only this process writes the store; workers return what happened. On Linux a worker dies with the sweep (a killed
-sweep leaves no orphan training into a run directory).
+Each configuration runs in a fresh process (``spawn``), ``workers`` of them at a time, each with
+``cores // workers`` torch threads: a run's peak memory is its own and a crash stays in its run. ``workers=0`` runs
+them in the sweep's own process instead (debugging). Only this process writes the store; workers send back what
+happened. On Linux a worker dies with the sweep (a killed sweep leaves no orphan training into a run directory).
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ import os
 import random
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -181,8 +180,8 @@ class Sweep:
     """One execution of a study into a directory (see the module docstring)."""
 
     def __init__(self, study: Study, out: str | Path, *, workers: int = 1, retry_failed: bool = True):
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ConfigError(fmt("--workers", "a positive integer", workers))
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ConfigError(fmt("--workers", "a non-negative integer (0: in the sweep's own process)", workers))
         self.study, self.dir, self.workers, self.retry_failed = study, Path(out), workers, retry_failed
         self.configs = study.expand()
         self.result = SweepResult(self.dir)
@@ -257,10 +256,10 @@ class Sweep:
             with make_progress() as progress:
                 task = progress.add_task(f"sweep {self.study.name}", total=len(self.configs))
                 progress.update(task, completed=len(self.configs) - len(todo))
-                if self.workers == 1:
-                    self._run_serial(store, todo, progress, task)
+                if self.workers == 0:
+                    self._run_inline(store, todo, progress, task)
                 else:
-                    self._run_parallel(store, todo, progress, task)
+                    self._run_processes(store, todo, progress, task)
             store.export_csv(self.dir / CSV_FILE)
 
     def _record(self, store: ResultStore, rc: RunConfig, status: str, stage: str | None, error: str | None,
@@ -276,7 +275,8 @@ class Sweep:
         row = self._row(rc, "running")
         store.upsert(row)
 
-    def _run_serial(self, store: ResultStore, todo: list[RunConfig], progress: Any, task: Any) -> None:
+    def _run_inline(self, store: ResultStore, todo: list[RunConfig], progress: Any, task: Any) -> None:
+        """``workers=0``: in this process (for debugging; peak-memory figures then accumulate across runs)."""
         for rc in todo:
             progress.update(task, description=f"sweep {self.study.name}: {rc.run_id}")
             self._start(store, rc)
@@ -286,44 +286,65 @@ class Sweep:
             self._record(store, rc, out["status"], out["stage"], out["error"], out["wall_s"])
             progress.advance(task)
 
-    def _run_parallel(self, store: ResultStore, todo: list[RunConfig], progress: Any, task: Any) -> None:
-        import multiprocessing as mp
+    def _run_processes(self, store: ResultStore, todo: list[RunConfig], progress: Any, task: Any) -> None:
+        """One fresh spawned process per configuration, at most ``workers`` at a time.
 
+        A fresh process per run keeps each run's peak memory (process RSS) its own and a crash (segfault, OOM
+        kill) confined to its run.
+        """
+        import multiprocessing as mp
+        from multiprocessing.connection import wait as wait_any
+
+        ctx = mp.get_context("spawn")
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         queue = list(todo)
-        while queue:
-            pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
-                                       initializer=_init_worker, initargs=(threads,))
-            running: dict[Future, RunConfig] = {}
-            try:
-                while queue or running:
-                    while queue and len(running) < self.workers:   # submit lazily: a dead pool loses only these
-                        rc = queue.pop(0)
-                        self._start(store, rc)
-                        p = self._payload(rc)
-                        running[pool.submit(execute, p, str(self.run_dir(rc)), p["train"]["data"],
-                                            self.study.eval)] = rc
-                    progress.update(task, description=f"sweep {self.study.name} ({len(running)} running)")
-                    done, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        rc = running.pop(fut)
-                        try:
-                            out = fut.result()
-                        except BrokenProcessPool:
-                            raise
-                        except Exception as e:  # pickling or worker start-up problems
-                            out = {"status": "failed", "stage": "train", "error": f"{type(e).__name__}: {e}",
-                                   "wall_s": 0.0}
-                        self._record(store, rc, out["status"], out["stage"], out["error"], out["wall_s"])
+        running: dict[Any, tuple[RunConfig, Any, Any]] = {}     # sentinel -> (config, process, pipe end)
+        try:
+            while queue or running:
+                while queue and len(running) < self.workers:
+                    rc = queue.pop(0)
+                    self._start(store, rc)
+                    p = self._payload(rc)
+                    recv, send = ctx.Pipe(duplex=False)
+                    proc = ctx.Process(target=_worker, args=(send, threads, p, str(self.run_dir(rc)),
+                                                             p["train"]["data"], self.study.eval), daemon=True)
+                    try:
+                        proc.start()
+                    except OSError as e:   # the child died while being started (killed, out of memory)
+                        send.close()
+                        recv.close()
+                        self._record(store, rc, "failed", "train", f"the worker process could not start ({e})", 0.0)
                         progress.advance(task)
-            except BrokenProcessPool:
-                # A worker died (killed, out of memory): its runs fail, the rest go on in a fresh pool.
-                for rc in running.values():
-                    self._record(store, rc, "failed", "train", "the worker process died (killed or out of memory)",
-                                 0.0)
+                        continue
+                    send.close()
+                    running[proc.sentinel] = (rc, proc, recv)
+                names = ", ".join(rc.method + (f" ε={rc.epsilon:g}" if rc.epsilon else "") for rc, _, _ in
+                                  running.values())
+                progress.update(task, description=f"sweep {self.study.name}: {names}")
+                for sentinel in wait_any(list(running)):
+                    rc, proc, recv = running.pop(sentinel)
+                    try:
+                        out = recv.recv() if recv.poll() else None
+                    except EOFError:               # died before sending its result
+                        out = None
+                    proc.join()
+                    recv.close()
+                    if out is None:
+                        out = {"status": "failed", "stage": "train", "wall_s": 0.0,
+                               "error": f"the worker process died (exit code {proc.exitcode}: killed or out of memory)"}
+                    self._record(store, rc, out["status"], out["stage"], out["error"], out["wall_s"])
                     progress.advance(task)
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            for _, proc, _ in running.values():   # interrupted: stop the runs (they resume next time)
+                proc.terminate()
+                proc.join()
+
+
+def _worker(conn: Any, threads: int, payload: dict[str, Any], run_dir: str, data_dir: str,
+            eval_options: dict[str, Any]) -> None:
+    _init_worker(threads)
+    conn.send(execute(payload, run_dir, data_dir, eval_options))
+    conn.close()
 
 
 def run_sweep(study: str | Path | Study, *, out: str | Path, workers: int = 1,
