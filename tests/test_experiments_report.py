@@ -68,6 +68,7 @@ def test_report_content_and_no_pii(tmp_path):
     assert "8.00 (certified, pld, δ = 1e-05)" in page and "∞ (no DP)" in page
     assert "<td class=\"num\">19.90</td>" in page                      # FFT's exposure
     assert "<th>members / non-members</th><th>loss</th><th>zlib</th>" in page and "0.800 / 0.010" in page
+    assert "No results on sensitive tokens." in page
     assert "<th>sampling recall</th>" in page and "0.250" in page
     md = rep.markdown
     assert md.startswith("# privtune report: unit")

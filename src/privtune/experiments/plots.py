@@ -166,8 +166,20 @@ def cost(gs: Sequence[Group], col: dict[str, Any]) -> str | None:
     return _png(fig)
 
 
+def _smooth(ys: Sequence[float]) -> list[float]:
+    """Trailing mean over about a tenth of the run (at least 3 steps): the trend through per-batch noise."""
+    w = max(3, len(ys) // 10)
+    out, acc = [], 0.0
+    for i, y in enumerate(ys):
+        acc += y
+        if i >= w:
+            acc -= ys[i - w]
+        out.append(acc / min(i + 1, w))
+    return out
+
+
 def curves(vs: Sequence[RunView], col: dict[str, Any]) -> str | None:
-    """Training loss against step, one panel per method (runs as lines)."""
+    """Training loss against step, one panel per method: each step's batch (faint) and a running mean (bold)."""
     runs = [v for v in vs if v.ok and v.curve()]
     if not runs:
         return None
@@ -176,17 +188,19 @@ def curves(vs: Sequence[RunView], col: dict[str, Any]) -> str | None:
     n = len(methods)
     ncol = min(n, 2)
     nrow = (n + ncol - 1) // ncol
-    fig, axes = plt.subplots(nrow, ncol, figsize=(6.2 * ncol, 3.6 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(6.2 * ncol, 3.6 * nrow), squeeze=False, sharey=True)
     styles = ["-", "--", "-.", ":"]
     for ax, m in zip(axes.flat, methods):
         mine = [v for v in runs if v.method == m]
         for i, v in enumerate(mine):
             pts = v.curve()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], styles[i % 4], color=col[m], alpha=0.9,
-                    lw=1.4, label=v.label)
+            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+            ax.plot(xs, ys, "-", color=col[m], alpha=0.25, lw=1.0)   # per step: batch-to-batch noise
+            ax.plot(xs, _smooth(ys), styles[i % 4], color=col[m], lw=1.8, label=v.label)
         ax.set_title(display(m))
         ax.set_xlabel("Optimizer step")
         ax.set_ylabel(f"Training loss ({NLL})")
+        ax.yaxis.set_tick_params(labelleft=True)   # shared scale, labels on every panel
         if len(mine) > 1:
             ax.legend(fontsize=8, frameon=True, framealpha=0.85, loc="upper right")
     for ax in list(axes.flat)[n:]:

@@ -81,7 +81,7 @@ def _fig(b64: str | None, alt: str, caption: str) -> str:
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;max-width:1180px;margin:2em auto;padding:0 1.2em;
 color:#1d1d1f;line-height:1.45}
-h1{margin-bottom:.1em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+h1{margin-bottom:.1em} h3{font-size:1em;margin:.8em 0 .2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 .meta,.note,figcaption{color:#555;font-size:.92em}
 table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.88em;display:block;overflow-x:auto}
 th,td{padding:.3em .7em;border-bottom:1px solid #e3e3e3;text-align:left;white-space:nowrap}
@@ -162,13 +162,16 @@ def _html(name: str, study: Mapping[str, Any], vs: Sequence[RunView], gs: Any, f
         "<h2>Membership inference</h2>",
         "<p>Each cell: ROC AUC / true-positive rate at 1% false-positive rate. Members are training records, "
         "non-members test records; 0.5 AUC is chance; with few non-members the TPR at 1% FPR is coarse.</p>",
-        _table(tables.mia(vs), empty="No membership-inference results."),
+        "<h3>All tokens</h3>", _table(tables.mia(vs), empty="No membership-inference results."),
+        "<h3>Sensitive tokens only</h3>",
+        _table(tables.mia(vs, sensitive=True), empty="No results on sensitive tokens."),
         "<h2>Extraction</h2>",
         "<p>Sampling: share of training secrets the model generates from their record's prefix (base model and "
         "excess over it beside). Reconstruction: how often the true secret scores best among distractors.</p>",
         _table(tables.extraction(vs), empty="No extraction results."),
         "<h2>Training curves</h2>", _fig(figs.get("curves"), "training curves", "Mean per-example loss of each "
-                                         "optimizer step's batch."),
+                                         "optimizer step's batch (faint) and its running mean over a tenth of the "
+                                         "run (bold)."),
     ]
     if defs:
         parts.append("<h2>Definitions</h2><details><summary>Every measure as eval.json defines it</summary><dl>"

@@ -106,16 +106,17 @@ def exposure(vs: Sequence[RunView], gs: Sequence[Group]) -> Table:
     return head, rows
 
 
-def mia(vs: Sequence[RunView]) -> Table:
-    """One column per attack: ``AUC / TPR at 1% FPR``."""
+def mia(vs: Sequence[RunView], *, sensitive: bool = False) -> Table:
+    """One column per attack, ``AUC / TPR at 1% FPR``: on all tokens, or (``sensitive``) on sensitive tokens only."""
     ok = [v for v in vs if v.ok]
-    attacks = sorted({a for v in ok for a in v.mia_attacks}, key=lambda a: (a.endswith("_sensitive"), a))
-    head = ["run", "members / non-members", *attacks]
+    attacks = sorted({a for v in ok for a in v.mia_attacks if a.endswith("_sensitive") == sensitive})
+    head = ["run", "members / non-members", *[a.removesuffix("_sensitive") for a in attacks]]
     rows = []
     for v in ok:
-        if not v.mia_attacks:
+        mine = [a for a in v.mia_attacks if a in attacks]
+        if not mine:
             continue
-        n = next(((v.get(f"mia.{a}.n_members"), v.get(f"mia.{a}.n_nonmembers")) for a in v.mia_attacks), (None, None))
+        n = (v.get(f"mia.{mine[0]}.n_members"), v.get(f"mia.{mine[0]}.n_nonmembers"))
         cells = [f"{f(v.get(f'mia.{a}.auc'))} / {f(v.get(f'mia.{a}.tpr_at_1pct_fpr'))}" for a in attacks]
         rows.append([v.label, f"{f(n[0], 0)} / {f(n[1], 0)}", *cells])
     return head, rows
