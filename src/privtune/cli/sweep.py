@@ -12,8 +12,8 @@ from privtune.utils.progress import console
 def sweep_cmd(
     study: Path = typer.Argument(..., help="Study TOML file (see docs/experiments.md)."),
     out: Path = typer.Option(..., "--out", "-o", help="Study directory (created, or resumed when it exists)."),
-    workers: int = typer.Option(1, "--workers", "-w", help="Configurations run in parallel processes (each with "
-                                "cores/N torch threads)."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Configurations run at a time, each in a fresh process "
+                                "with cores/N torch threads; 0 runs them in this process (debugging)."),
     skip_failed: bool = typer.Option(False, "--skip-failed", help="Keep runs that failed in an earlier sweep as "
                                      "failed instead of retrying them."),
 ) -> None:
