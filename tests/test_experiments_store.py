@@ -53,11 +53,17 @@ def test_store_upsert_evolves_schema_and_exports(tmp_path):
         assert json.loads(s.study()["config"]) == {"methods": ["fft"]}
         s.delete_missing({"a", "c"})
         assert [r["run_id"] for r in s.rows()] == ["a", "c"]
+        # rows come back in the study's order (seq), not in the order they were last written
+        s.upsert(make_row(run_id="z", status="pending", grid=grid("fft"), seq=0))
+        s.upsert(make_row(run_id="y", status="pending", grid=grid("fft"), seq=1))
+        assert [r["run_id"] for r in s.rows()] == ["z", "y", "a", "c"]
+        s.delete_missing({"a", "c"})
     csv, pq = tmp_path / "out.csv", tmp_path / "out.parquet"
     pytest.importorskip("pyarrow")
     export_results(tmp_path, csv=csv, parquet=pq)
     for df in (pd.read_csv(csv), pd.read_parquet(pq)):
         assert list(df.columns[:3]) == ["run_id", "status", "stage"]
+        assert list(df["run_id"]) == ["a", "c"]
         assert df.set_index("run_id").loc["a", "privacy.sensitive_train_nll"] == 2.5
 
 

@@ -4,7 +4,8 @@ Columns (names are quoted identifiers; dots are part of the name):
 
 - sweep bookkeeping, unprefixed: ``run_id`` (primary key), ``status`` (``pending``, ``running``, ``completed``,
   ``failed``), ``stage`` (``data``, ``train`` or ``eval``: where a failed run stopped), ``error``, ``run_dir``
-  (relative to the study directory), ``updated`` (ISO time);
+  (relative to the study directory), ``updated`` (ISO time), ``seq`` (position in the study's expansion: rows
+  come back in the study's order);
 - the grid point: ``grid.dataset``, ``grid.model``, ``grid.method``, ``grid.epsilon``, ``grid.lora_r``, ``grid.lr``,
   ``grid.epochs``, ``grid.seed`` (present even when training failed before writing run.json);
 - every field of ``run.json`` under ``run.`` (nested objects flattened: ``run.lora.r``, ``run.config.lr``);
@@ -31,7 +32,7 @@ STORE_FILE = "results.sqlite"
 CSV_FILE = "results.csv"
 TABLE = "runs"
 #: Sweep columns, in the order they come first in exports.
-SWEEP_COLUMNS = ("run_id", "status", "stage", "error", "run_dir", "updated")
+SWEEP_COLUMNS = ("run_id", "status", "stage", "error", "run_dir", "updated", "seq")
 GRID_COLUMNS = ("grid.dataset", "grid.model", "grid.method", "grid.epsilon", "grid.lora_r", "grid.lr",
                 "grid.epochs", "grid.seed")
 #: eval.json sections (contract); any other object with a ``definition`` is a section too.
@@ -64,10 +65,10 @@ def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def make_row(*, run_id: str, status: str, grid: Mapping[str, Any], run_dir: str | None = None,
              stage: str | None = None, error: str | None = None, run_json: Mapping[str, Any] | None = None,
-             eval_json: Mapping[str, Any] | None = None) -> dict[str, Any]:
+             eval_json: Mapping[str, Any] | None = None, seq: int | None = None) -> dict[str, Any]:
     """One flat row from the sweep state, the grid point, run.json and eval.json (see the module docstring)."""
     row: dict[str, Any] = {"run_id": run_id, "status": status, "stage": stage, "error": error, "run_dir": run_dir,
-                           "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                           "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seq": seq}
     row.update(flatten(grid, "grid."))
     if run_json:
         row.update(flatten(run_json, "run."))
@@ -133,7 +134,7 @@ class ResultStore:
         return dict(zip([d[0] for d in cur.description], r)) if r else None
 
     def rows(self) -> list[dict[str, Any]]:
-        cur = self._con.execute(f"SELECT * FROM {TABLE} ORDER BY rowid")
+        cur = self._con.execute(f'SELECT * FROM {TABLE} ORDER BY "seq" IS NULL, "seq", rowid')
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r)) for r in cur.fetchall()]
 

@@ -184,6 +184,7 @@ class Sweep:
             raise ConfigError(fmt("--workers", "a non-negative integer (0: in the sweep's own process)", workers))
         self.study, self.dir, self.workers, self.retry_failed = study, Path(out), workers, retry_failed
         self.configs = study.expand()
+        self._seq = {rc.run_id: i for i, rc in enumerate(self.configs)}
         self.result = SweepResult(self.dir)
 
     # -- files -------------------------------------------------------------------------------------------------
@@ -200,7 +201,7 @@ class Sweep:
         eval_json = _read_json(d / "eval.json") if status == "completed" else None
         return make_row(run_id=rc.run_id, status=status, stage=stage, error=error, grid=rc.grid(),
                         run_dir=str(d.relative_to(self.dir)) if d.exists() else None, run_json=run_json,
-                        eval_json=eval_json)
+                        eval_json=eval_json, seq=self._seq[rc.run_id])
 
     def _prepare_data(self) -> dict[str, str]:
         """Generate the study's synthetic datasets; returns ``{dataset: error}`` for those that failed."""
