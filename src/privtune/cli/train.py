@@ -25,7 +25,8 @@ def _engines() -> str:
 
 def train_cmd(
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset directory (train.jsonl, test.jsonl, dataset.json)."),
-    method: Optional[str] = typer.Option(None, "--method", help="fft, lora, dp-fft or dp-lora (default lora)."),
+    method: Optional[str] = typer.Option(None, "--method", help="fft, lora, dp-fft, dp-lora, rgp or dp-rgp "
+                                         "(default lora)."),
     model: Optional[str] = typer.Option(None, "--model", help="embedded (default), embedded:SIZE, tiny:ARCH, a "
                                         "local directory or a Hugging Face id in the local cache."),
     out: Optional[Path] = typer.Option(None, "--out", help="New run directory."),
@@ -50,6 +51,11 @@ def train_cmd(
     lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout"),
     lora_targets: Optional[str] = typer.Option(None, "--lora-targets", help="Comma-separated module names "
                                                "(default: every linear layer of attention and MLP blocks)."),
+    rgp_rank: Optional[int] = typer.Option(None, "--rank", help="RGP gradient-carrier rank (default 1)."),
+    rgp_power_iters: Optional[int] = typer.Option(None, "--power-iters",
+                                                  help="RGP power iterations per step (default 1)."),
+    rgp_carriers: Optional[str] = typer.Option(None, "--rgp-carriers", help="RGP carriers from the historical "
+                                               "update (history, default) or the weight itself (weight)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     secure_rng: Optional[bool] = typer.Option(None, "--secure-rng/--no-secure-rng",
                                               help="Sampling and noise from the OS CSPRNG (not reproducible)."),
@@ -64,7 +70,8 @@ def train_cmd(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
     as_json: bool = typer.Option(False, "--json", help="Print run.json."),
 ) -> None:
-    """Fine-tune with fft, lora, dp-fft or dp-lora; writes model, ledger, checkpoints and run.json to --out."""
+    """Fine-tune with fft, lora, dp-fft, dp-lora, rgp or dp-rgp; writes model, ledger, checkpoints and run.json to
+    --out."""
     opts = dict(locals())
     from privtune.errors import ConfigError, fmt
     from privtune.training.config import TrainConfig

@@ -21,6 +21,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 LR_SCHEDULES = ("linear", "cosine", "constant")
+RGP_CARRIERS = ("history", "weight")
 
 
 @dataclass
@@ -52,6 +53,10 @@ class TrainConfig:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     lora_targets: list[str] | None = None
+    # RGP (rgp, dp-rgp): gradient-carrier rank, power iterations, what the carriers are computed from
+    rgp_rank: int = 1
+    rgp_power_iters: int = 1
+    rgp_carriers: str = "history"
     # run
     seed: int = 0
     checkpoint_every: int | None = None  # steps; default about 20 checkpoints per run
@@ -92,6 +97,13 @@ class TrainConfig:
         if self.lora_r < 1 or self.lora_alpha <= 0 or not (0 <= self.lora_dropout < 1):
             raise ConfigError(fmt("LoRA options", "r >= 1, alpha > 0, 0 <= dropout < 1",
                                   (self.lora_r, self.lora_alpha, self.lora_dropout)))
+        if isinstance(self.rgp_rank, bool) or not isinstance(self.rgp_rank, int) or self.rgp_rank < 1:
+            raise ConfigError(fmt("--rank", "an integer >= 1 (the RGP gradient-carrier rank)", self.rgp_rank))
+        if isinstance(self.rgp_power_iters, bool) or not isinstance(self.rgp_power_iters, int) \
+                or self.rgp_power_iters < 1:
+            raise ConfigError(fmt("--power-iters", "an integer >= 1", self.rgp_power_iters))
+        if self.rgp_carriers not in RGP_CARRIERS:
+            raise ConfigError(fmt("--rgp-carriers", f"one of {', '.join(RGP_CARRIERS)}", self.rgp_carriers))
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ConfigError(fmt("--checkpoint-every", "a positive number of steps", self.checkpoint_every))
         if self.resume_reserve is not None and self.resume_reserve < 0:

@@ -72,6 +72,7 @@ def initial_record(plan: Any, s: Any) -> dict[str, Any]:
         "tokens": 0, "tokens_per_s": None, "final_train_loss": None, "train_loss_curve": [],
         "test_loss": None, "n_test": None, "config": cfg.to_dict(), "model_dir": "model",
         "ledger_file": "ledger.json" if p else None,
+        **plan.method.record_fields(s.model),
     }
 
 

@@ -19,7 +19,7 @@ from privtune.models.loading import LoadedModel, load_model
 from privtune.training.config import TrainConfig
 from privtune.training.data import Encoded, class_labels, encode
 from privtune.training.dp import get_engine
-from privtune.training.dp.engine import DPEngine, unique_trainable
+from privtune.training.dp.engine import DPEngine
 from privtune.training.methods import Method, get_method
 from privtune.training.privacy import PrivacyPlan, check_budget_feasible, plan_privacy
 from privtune.training.sampling import PoissonSampler, ShuffleSampler, planned_steps
@@ -131,7 +131,7 @@ def build_session(plan: Plan, loaded: LoadedModel | None = None) -> Session:
         engine = get_engine(cfg.dp_engine)(model, max_grad_norm=plan.privacy.max_grad_norm)
     else:
         sampler = ShuffleSampler(n=plan.n_train, batch_size=cfg.batch_size, seed=cfg.seed)
-    optimizer = torch.optim.AdamW(unique_trainable(model), lr=plan.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(plan.method.optimizer_params(model), lr=plan.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, plan.steps))
     return Session(plan=plan, loaded=loaded, model=model, data=data, test=test, sampler=sampler, engine=engine,
                    optimizer=optimizer, scheduler=scheduler)
