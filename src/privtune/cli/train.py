@@ -27,8 +27,9 @@ def train_cmd(
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset directory (train.jsonl, test.jsonl, dataset.json)."),
     method: Optional[str] = typer.Option(None, "--method", help="fft, lora, dp-fft, dp-lora, rgp or dp-rgp "
                                          "(default lora)."),
-    model: Optional[str] = typer.Option(None, "--model", help="embedded (default), embedded:SIZE, tiny:ARCH, a "
-                                        "local directory or a Hugging Face id in the local cache."),
+    model: Optional[str] = typer.Option(None, "--model", help="embedded (default), embedded:SIZE, tiny:ARCH, "
+                                        "minilm[:LAYERS], a local directory or a Hugging Face id in the local "
+                                        "cache."),
     out: Optional[Path] = typer.Option(None, "--out", help="New run directory."),
     task: Optional[str] = typer.Option(None, "--task", help="lm (default) or classification."),
     epsilon: Optional[float] = typer.Option(None, "--epsilon", help="DP target ε (certified); calibrates the noise."),
