@@ -55,7 +55,7 @@ def test_missing_pad_token_falls_back_to_eos(tmp_path):
     src = build_tiny("gpt_neox")
     tok = AutoTokenizer.from_pretrained(src)
     tok.pad_token = None
-    model = load_model(f"tiny:gpt_neox").model
+    model = load_model("tiny:gpt_neox").model
     model.config.pad_token_id = None
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
@@ -80,3 +80,10 @@ def test_count_params_counts_tied_weights_once():
 
 def test_lm_archs_are_the_four_of_the_issue():
     assert set(LM_ARCHS) == {"gpt_neox", "llama", "gemma", "qwen2"}
+
+
+def test_load_tokenizer_accepts_specs():
+    from privtune.models.loading import load_tokenizer
+
+    assert load_tokenizer("tiny:llama").is_fast
+    assert load_tokenizer(str(build_tiny("llama"))).vocab_size == load_tokenizer("tiny:llama").vocab_size

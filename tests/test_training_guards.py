@@ -158,3 +158,16 @@ def test_shuffle_sampler_fixed_batches_cover_each_epoch():
     seen = np.concatenate([s.batch(t) for t in range(1, 6)])  # 20 draws = 2 epochs
     assert all(len(s.batch(t)) == 4 for t in range(1, 6))
     assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:]) == list(range(10))
+
+
+def test_estimate_accountant_is_certified_for_the_guard_and_the_record(data, tmp_path):
+    """Edgeworth may steer calibration, but run.json's epsilon and the guard rest on the certified (PLD) bound."""
+    acc = pytest.importorskip("privtune.accounting")
+    rec = train(_cfg(data, method="dp-lora", steps=6, epsilon=4.0, delta=1e-3, accountant="edgeworth"),
+                out=tmp_path / "r").record
+    assert rec["accountant"] == "edgeworth" and rec["certified_by"] == "pld" and rec["epsilon_certified"]
+    pld = acc.get_accountant("pld").epsilon(
+        acc.Ledger.of(noise_multiplier=rec["noise_multiplier"], sample_rate=rec["sample_rate"], steps=6),
+        delta=1e-3).epsilon
+    assert rec["epsilon"] == pytest.approx(pld) and rec["epsilon"] <= 4.0
+    assert rec["epsilon_estimate"] > 0 and rec["epsilon_estimate_accountant"] == "edgeworth"

@@ -1,5 +1,5 @@
-"""Session fixtures for the evaluation tests: the tiny models' tokenizer, an untouched tiny GPT-NeoX and a copy that
-memorised a small training set, an exposure canary and a set of one-run audit canaries."""
+"""Session fixtures for the evaluation tests: the tiny models' tokenizer, an untouched tiny GPT-NeoX and a
+copy that memorised a small training set, an exposure canary and a set of one-run audit canaries."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from privtune.evaluation.audit import AuditSpec
 from privtune.evaluation.exposure import Canary
 
 CANARY = Canary(CanarySpec("My ID is {secret}.", "0123456789", 4), "4721")
-AUDIT_SECRETS = ["1038", "2291", "3374", "4456", "5512", "6609", "7735", "8817", "9902", "0146", "1257", "2368",
-                 "3479", "4580", "5691", "6702"]
+AUDIT_SECRETS = ("1038 2291 3374 4456 5512 6609 7735 8817 9902 0146 1257 2368 3479 4580 5691 6702").split()
 AUDIT_INCLUDED = [i % 2 == 0 for i in range(len(AUDIT_SECRETS))]
 AUDIT = AuditSpec("My access code is {secret}.", tuple(AUDIT_SECRETS), tuple(AUDIT_INCLUDED))
 
@@ -33,9 +32,10 @@ class Toy:
 
 @pytest.fixture(scope="session")
 def _session_cache(tmp_path_factory):
-    """Session fixtures build tiny models before the per-test cache fixture runs: point them at the same place."""
+    """Session fixtures build tiny models before the per-test cache fixture runs: point them there too."""
     mp = pytest.MonkeyPatch()
-    mp.setenv("PRIVTUNE_CACHE", os.environ.get("PRIVTUNE_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache"))
+    shared = os.environ.get("PRIVTUNE_TEST_CACHE")
+    mp.setenv("PRIVTUNE_CACHE", shared or str(tmp_path_factory.getbasetemp() / "cache"))
     yield
     mp.undo()
 

@@ -1,8 +1,8 @@
 """Tiny models and toy records for the evaluation tests.
 
-Models are privtune's tiny random architectures (:mod:`privtune.models.tiny`, with their byte-level BPE tokenizer);
-the memorising fixture trains the GPT-NeoX one on a handful of short records plus a repeated canary until it has
-learnt them, and keeps the untouched model as its base.
+Models are privtune's tiny random architectures (:mod:`privtune.models.tiny`, with their byte-level BPE
+tokenizer); the memorising fixture trains the GPT-NeoX one on a handful of short records plus a repeated
+canary until it has learnt them, and keeps the untouched model as its base.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from privtune.models.loading import load_tokenizer
 from privtune.models.tiny import build_tiny
 from privtune.models.tokenizer import train_bpe
 
-FIRST = ["Ada", "Alan", "Grace", "Edsger", "Barbara", "Donald", "Frances", "John", "Radia", "Ken", "Hedy", "Tim"]
-LAST = ["Lovelace", "Turing", "Hopper", "Dijkstra", "Liskov", "Knuth", "Allen", "Backus", "Perlman", "Thompson"]
+FIRST = "Ada Alan Grace Edsger Barbara Donald Frances John Radia Ken Hedy Tim".split()
+LAST = "Lovelace Turing Hopper Dijkstra Liskov Knuth Allen Backus Perlman Thompson".split()
 
 
 def tiny_tokenizer():
@@ -35,7 +35,7 @@ def other_tokenizer(vocab_size: int = 300):
 
 
 def make_model(tokenizer=None, *, seed: int = 0, arch: str = "gpt_neox"):
-    """privtune's tiny random ``arch`` model (gpt_neox, llama, qwen2, gemma) with weights drawn from ``seed``."""
+    """privtune's tiny random ``arch`` model (gpt_neox, llama, qwen2, gemma), weights drawn from ``seed``."""
     return AutoModelForCausalLM.from_pretrained(str(build_tiny(arch, seed=seed))).eval()
 
 

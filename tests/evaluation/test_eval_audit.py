@@ -21,7 +21,8 @@ def p_value_by_hand(m, r, v, eps, delta):
 @pytest.mark.parametrize("m,r,v,eps,delta", [(10, 10, 10, 1.0, 0.0), (100, 40, 30, 0.7, 1e-3),
                                              (1000, 100, 80, 2.0, 1e-5), (50, 20, 5, 0.3, 1e-2)])
 def test_p_value_matches_the_formula(m, r, v, eps, delta):
-    assert p_value(m=m, r=r, v=v, epsilon=eps, delta=delta) == pytest.approx(p_value_by_hand(m, r, v, eps, delta))
+    got = p_value(m=m, r=r, v=v, epsilon=eps, delta=delta)
+    assert got == pytest.approx(p_value_by_hand(m, r, v, eps, delta))
 
 
 def test_all_correct_pure_dp_has_a_closed_form():
@@ -60,8 +61,9 @@ def test_one_run_audit_guesses_and_bonferroni():
     perfect = one_run_audit(np.where(inc, 1.0, -1.0) + np.linspace(0, 0.1, 100), inc, delta=1e-5,
                             certified_epsilon=8.0)
     assert perfect.n_correct == perfect.n_guesses == 100 and perfect.consistent
+    level = 1 - 0.05 / len(default_guess_counts(100))
     assert perfect.epsilon_lower_bound == pytest.approx(
-        epsilon_lower_bound(m=100, r=100, v=100, delta=1e-5, confidence=1 - 0.05 / len(default_guess_counts(100))))
+        epsilon_lower_bound(m=100, r=100, v=100, delta=1e-5, confidence=level))
     assert len(perfect.tried) == len(default_guess_counts(100))
     flipped = one_run_audit(np.where(inc, -1.0, 1.0), inc, delta=1e-5, certified_epsilon=8.0)
     assert flipped.epsilon_lower_bound == 0.0 and flipped.n_correct == 0

@@ -33,7 +33,8 @@ def test_base_scores_are_computed_once_across_runs(toy, monkeypatch, tmp_path):
     monkeypatch.setenv("PRIVTUNE_CACHE", str(tmp_path))  # empty cache whatever ran before
     calls = []
     real = ev.score_records
-    monkeypatch.setattr(ev, "score_records", lambda m, *a, **k: calls.append(m is toy.base) or real(m, *a, **k))
+    monkeypatch.setattr(ev, "score_records",
+                        lambda m, *a, **k: calls.append(m is toy.base) or real(m, *a, **k))
     ds = dataset(toy, canary=False, audit=False)
     cfg = EvalConfig(seed=7)
     r1 = evaluate_models(toy.ft, toy.base, toy.tokenizer, ds, only="privacy,utility", config=cfg)

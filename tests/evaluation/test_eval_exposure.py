@@ -33,8 +33,8 @@ def test_prefix_tree_equals_scoring_every_candidate(tokenizer, template):
     canary = Canary(CanarySpec(template, "0123456789", 3), "042")
     window = find_window(tokenizer, canary)
     secrets = all_secrets(canary.spec)
-    tree = sequence_logprobs(model, context_ids=window.context_ids, sequences=tokenize_windows(tokenizer, window,
-                                                                                                secrets))
+    seqs = tokenize_windows(tokenizer, window, secrets)
+    tree = sequence_logprobs(model, context_ids=window.context_ids, sequences=seqs)
     np.testing.assert_allclose(tree, brute_force(model, tokenizer, canary, window, secrets), atol=2e-4)
     # small batches walk the same tree
     small = sequence_logprobs(model, context_ids=window.context_ids, batch_size=7,
@@ -112,7 +112,8 @@ def test_canary_info_errors():
     with pytest.raises(DataError, match="missing"):
         Canary.from_info({"template": "My ID is {secret}.", "alphabet": "0123456789", "length": 6})
     with pytest.raises(DataError, match="candidates"):
-        Canary.from_info({"template": "x {secret}", "alphabet": "01", "length": 3, "secret": "010", "candidates": 9})
+        Canary.from_info({"template": "x {secret}", "alphabet": "01", "length": 3, "secret": "010",
+                          "candidates": 9})
     with pytest.raises(DataError, match="secret"):
         Canary.from_info({"template": "x {secret}", "alphabet": "01", "length": 3, "secret": "012"})
     c = Canary.from_info({"template": "x {secret}", "alphabet": "01", "length": 3, "secret": "011"})

@@ -3,7 +3,8 @@ import json
 import pytest
 
 from privtune.errors import ConfigError
-from privtune.evaluation.extraction import ExtractionConfig, extraction_measures, reconstruction, sampling_extraction
+from privtune.evaluation.extraction import (ExtractionConfig, extraction_measures, reconstruction,
+                                            sampling_extraction)
 
 
 def test_sampling_extraction_finds_memorised_phones_and_base_finds_none(toy):
@@ -11,7 +12,8 @@ def test_sampling_extraction_finds_memorised_phones_and_base_finds_none(toy):
     assert res["n_prompts"] == 48  # a PERSON and a PHONE slot per record
     phone = res["per_label"]["PHONE"]
     assert phone["recall"] > 0.8 and phone["recall_base"] == 0.0
-    assert res["recall"] > res["recall_base"] and res["excess_extracted"] == res["extracted"] - res["extracted_base"]
+    assert res["recall"] > res["recall_base"]
+    assert res["excess_extracted"] == res["extracted"] - res["extracted_base"]
     assert 0 < res["precision"] <= 1 and res["precision_base"] == 0.0
     assert res["examples"] and all(ex["value"] in ("[PHONE]", "[PERSON]") or ex["value"].endswith("***")
                                    for ex in res["examples"])

@@ -49,7 +49,8 @@ def test_metrics_drop_records_without_tokens():
 def test_memorised_model_is_detected_and_untouched_model_is_not(toy):
     enc_tr = encode(toy.tokenizer, toy.train, max_length=512)
     enc_te = encode(toy.tokenizer, toy.test, max_length=512)
-    s = {(n, sp): score_records(m, toy.tokenizer, r, encoded=e) for n, m in (("ft", toy.ft), ("base", toy.base))
+    s = {(n, sp): score_records(m, toy.tokenizer, r, encoded=e)
+         for n, m in (("ft", toy.ft), ("base", toy.base))
          for sp, r, e in (("tr", toy.train, enc_tr), ("te", toy.test, enc_te))}
     res = membership_inference(members=toy.train, nonmembers=toy.test, members_ft=s["ft", "tr"],
                                nonmembers_ft=s["ft", "te"], members_base=s["base", "tr"],

@@ -27,7 +27,8 @@ def data(tmp_path_factory):
 def runs(tmp_path_factory, data):
     root = tmp_path_factory.mktemp("runs")
     train(data=str(data), method="lora", model="tiny:gpt_neox", out=root / "lora", **FAST)
-    train(data=str(data), method="dp-lora", model="tiny:gpt_neox", out=root / "dp", epsilon=8.0, delta=1e-5, **FAST)
+    train(data=str(data), method="dp-lora", model="tiny:gpt_neox", out=root / "dp", epsilon=8.0, delta=1e-5,
+          **FAST)
     return root
 
 

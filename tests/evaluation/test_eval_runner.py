@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from eval_helpers import other_tokenizer
-from privtune.data.schema import Dataset, DatasetInfo, Record, Span
+from privtune.data.schema import Dataset, DatasetInfo, Record
 from privtune.errors import ConfigError, DataError, ModelLoadError
 from privtune.evaluation.evaluate import EvalConfig, evaluate_models, evaluate_run, parse_only
 
@@ -21,11 +21,13 @@ def dataset(toy, *, canary=True, audit=True, spans=True):
     info = DatasetInfo(name="toy", source="test", seed=0)
     if canary:
         text, span = c.spec.render(c.secret)
-        train += [Record(f"canary-{k}", text, [span], {"canary": True, "canary_kind": "main"}) for k in range(4)]
+        meta = {"canary": True, "canary_kind": "main"}
+        train += [Record(f"canary-{k}", text, [span], meta) for k in range(4)]
         info.canary = {**c.spec.to_dict(), "secret": c.secret, "repeats": 4}
     if audit:
         a = toy.audit
-        train += [Record(f"audit-{i}", r.text, r.spans, {"canary": True, "canary_kind": "audit", "audit_index": i})
+        train += [Record(f"audit-{i}", r.text, r.spans,
+                         {"canary": True, "canary_kind": "audit", "audit_index": i})
                   for i, (r, inc) in enumerate(zip(a.records(), a.included)) if inc]
         info.audit = {"template": a.template, "secrets": list(a.secrets), "included": list(a.included)}
     test = list(toy.test)
@@ -56,7 +58,8 @@ def get(d, dotted):
 
 @pytest.fixture(scope="module")
 def full(toy):
-    return evaluate_models(toy.ft, toy.base, toy.tokenizer, dataset(toy), run_info={"epsilon": None, "delta": None},
+    return evaluate_models(toy.ft, toy.base, toy.tokenizer, dataset(toy),
+                           run_info={"epsilon": None, "delta": None},
                            config=EvalConfig(max_records=None))
 
 
@@ -66,7 +69,8 @@ def test_every_stage_with_the_contract_keys(full, toy):
     for section in ("privacy", "utility", "exposure", "mia", "extraction", "audit"):
         assert full[section]["definition"], section
     assert full["privacy"]["sensitive_train_nll"] < full["privacy"]["sensitive_train_nll_base"]
-    assert full["records"] == {"train": 24, "test": 24, "truncated": {"train": 0, "test": 0}}  # canaries left out
+    # canaries are left out of the split-level measures
+    assert full["records"] == {"train": 24, "test": 24, "truncated": {"train": 0, "test": 0}}
     assert full["exposure"]["rank"] == 1 and full["exposure"]["exposure_bits_base"] < 8
     assert full["mia"]["loss"]["auc"] > 0.9
     assert full["audit"]["epsilon_lower_bound"] > 0.5 and full["audit"]["consistent"] is None
@@ -104,8 +108,8 @@ def test_missing_canary_is_skipped_by_default_and_an_error_when_asked(toy):
 def test_dataset_without_spans_points_to_a_tagger(toy):
     with pytest.raises(DataError, match="--tagger regex"):
         evaluate_models(toy.ft, toy.base, toy.tokenizer, dataset(toy, spans=False, canary=False, audit=False))
-    res = evaluate_models(toy.ft, toy.base, toy.tokenizer, dataset(toy, spans=False, canary=False, audit=False),
-                          only="utility")
+    plain = dataset(toy, spans=False, canary=False, audit=False)
+    res = evaluate_models(toy.ft, toy.base, toy.tokenizer, plain, only="utility")
     assert res["utility"]["nonsensitive_test_tokens"] > 0
 
 
@@ -127,10 +131,9 @@ def test_run_dir_without_a_model_is_refused_and_nothing_written(tmp_path):
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path):
+    env = {"PRIVTUNE_PROGRESS": "0", "PATH": "/usr/bin:/bin", "PYTHONPATH": "src"}
     p = subprocess.run([sys.executable, "-m", "privtune", "eval", str(tmp_path), "--data", str(tmp_path),
-                        "--only", "privacy,nope"], capture_output=True, text=True, env={"PRIVTUNE_PROGRESS": "0",
-                                                                                        "PATH": "/usr/bin:/bin",
-                                                                                        "PYTHONPATH": "src"})
+                        "--only", "privacy,nope"], capture_output=True, text=True, env=env)
     assert p.returncode == 2
     assert "--only" in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
@@ -147,13 +150,15 @@ def test_partial_evaluations_merge_into_the_previous_file(tmp_path):
     from privtune.evaluation.evaluate import merge_previous
 
     path = tmp_path / "eval.json"
-    old = {"dataset": {"content_hash": "h"}, "run": {"method": "lora", "path": "a"}, "stages": ["privacy", "mia"],
-           "timings_s": {"privacy": 1.0, "mia": 2.0}, "privacy": {"x": 1}, "mia": {"y": 2}}
+    old = {"dataset": {"content_hash": "h"}, "run": {"method": "lora", "path": "a"},
+           "stages": ["privacy", "mia"], "timings_s": {"privacy": 1.0, "mia": 2.0}, "privacy": {"x": 1},
+           "mia": {"y": 2}}
     path.write_text(json.dumps(old))
     new = {"dataset": {"content_hash": "h"}, "run": {"method": "lora", "path": "b"}, "stages": ["mia"],
            "timings_s": {"mia": 3.0}, "mia": {"y": 5}}
     merged = merge_previous(path, new)
-    assert merged["privacy"] == {"x": 1} and merged["mia"] == {"y": 5} and merged["stages"] == ["privacy", "mia"]
+    assert merged["privacy"] == {"x": 1} and merged["mia"] == {"y": 5}
+    assert merged["stages"] == ["privacy", "mia"]
     assert merged["timings_s"] == {"privacy": 1.0, "mia": 3.0}
     other = {**new, "dataset": {"content_hash": "other"}}
     assert merge_previous(path, other) == other

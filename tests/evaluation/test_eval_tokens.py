@@ -42,7 +42,8 @@ def bigram(tokenizer):
 
 
 def recs():
-    return [Record("a", "Customer Ada Lovelace called from 5551234567.", [Span(9, 21, "PERSON"), Span(34, 44, "PHONE")]),
+    return [Record("a", "Customer Ada Lovelace called from 5551234567.",
+                   [Span(9, 21, "PERSON"), Span(34, 44, "PHONE")]),
             Record("b", "Order 12 shipped today."),
             Record("c", "Customer Alan Turing called.", [Span(9, 20, "PERSON")])]
 

@@ -13,10 +13,11 @@ from privtune.utils.progress import console
 def eval_cmd(
     run: Path = typer.Argument(..., help="Run directory written by `privtune train`."),
     data: Path = typer.Option(..., "--data", help="Dataset directory the run was trained on."),
-    only: str = typer.Option(None, "--only", help="Comma-separated stages: privacy,utility,exposure,mia,extraction,"
-                                                 "audit (default: all; stages the data cannot support are skipped)."),
-    max_records: int = typer.Option(2000, "--max-records", help="Records per split (seeded subsample beyond this); "
-                                                              "0 = all."),
+    only: str = typer.Option(None, "--only", help="Comma-separated stages: privacy,utility,exposure,mia,"
+                                                 "extraction,audit (default: all; stages the data cannot "
+                                                 "support are skipped)."),
+    max_records: int = typer.Option(2000, "--max-records", help="Records per split (seeded subsample beyond "
+                                                              "this); 0 = all."),
     exposure_method: str = typer.Option("auto", "--exposure-method",
                                         help="auto (exact up to 2e6 candidates), exact, or extrapolated."),
     seed: int = typer.Option(0, "--seed", help="Seed of subsampling, extraction prompts and distractors."),

@@ -100,8 +100,10 @@ def train_cmd(
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return
     eps = rec.get("epsilon")
-    priv = (f"ε = {eps:.3f} (certified, {rec['accountant']}, δ = {rec['delta']:g})" if eps is not None
-            else "no DP guarantee")
+    priv = (f"ε = {eps:.3f} (certified, {rec.get('certified_by') or rec['accountant']}, δ = {rec['delta']:g})"
+            if eps is not None else "no DP guarantee")
+    if rec.get("epsilon_estimate") is not None:
+        priv += f", estimate {rec['epsilon_estimate']:.3f} ({rec['epsilon_estimate_accountant']})"
     loss = rec.get("final_train_loss")
     console.print(f"[green]{rec['status']}[/] {result.run_dir}: {rec['method']} on {rec['model']}, "
                   f"{rec['steps']}/{rec['planned_steps']} steps, {priv}, train loss "

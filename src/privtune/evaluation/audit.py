@@ -1,22 +1,22 @@
-"""One-run privacy audit (Steinke, Nasr & Jagielski 2023, "Privacy Auditing with One (1) Training Run", NeurIPS).
+"""One-run privacy audit (Steinke, Nasr & Jagielski 2023, "Privacy Auditing with One (1) Training Run").
 
 ``m`` audit canaries are each put into the training set independently with probability 1/2. After training, an
-auditor scores every canary (here: how much more likely the fine-tuned model finds the canary's secret than the base
-model does), guesses "included" for the ``r/2`` highest scores and "excluded" for the ``r/2`` lowest, abstains on
-the rest, and counts ``v`` correct guesses out of ``r``.
+auditor scores every canary (here: how much more likely the fine-tuned model finds the canary's secret than
+the base model does), guesses "included" for the ``r/2`` highest scores and "excluded" for the ``r/2`` lowest,
+abstains on the rest, and counts ``v`` correct guesses out of ``r``.
 
-If training is (ε, δ)-DP, the number of correct guesses ``W`` satisfies, for every ``v`` (their main theorem for
-approximate DP),
+If training is (ε, δ)-DP, the number of correct guesses ``W`` satisfies, for every ``v`` (their main theorem
+for approximate DP),
 
     P[W ≥ v] ≤ β + 2·m·δ·α,   β = P[Bin(r, q) ≥ v],   α = max_{1≤i≤v} P[v − i ≤ Bin(r, q) < v] / i,
 
 with ``q = e^ε / (1 + e^ε)`` the accuracy of ε-DP randomised response. The audit's lower bound at confidence
-``1 − p`` is the largest ε for which this p-value stays below ``p``: any smaller ε is rejected, so the training
-cannot be (ε, δ)-DP for ε under the bound — unless we were unlucky, with probability at most ``p``.
+``1 − p`` is the largest ε for which this p-value stays below ``p``: any smaller ε is rejected, so the
+training cannot be (ε, δ)-DP for ε under the bound — unless we were unlucky, with probability at most ``p``.
 
-We try a few guess counts ``r`` fixed in advance and spend ``p`` over them with a Bonferroni correction, so the
-reported maximum remains a valid lower bound at the stated confidence. For a DP run the bound must not exceed the
-certified ε; we report both and the check.
+We try a few guess counts ``r`` fixed in advance and spend ``p`` over them with a Bonferroni correction, so
+the reported maximum remains a valid lower bound at the stated confidence. For a DP run the bound must not
+exceed the certified ε; we report both and the check.
 """
 
 from __future__ import annotations
@@ -34,14 +34,17 @@ from privtune.data.synth.canaries import CanarySpec
 from privtune.errors import ConfigError, DataError, fmt
 
 DEFINITIONS = {
-    "epsilon_lower_bound": "largest epsilon rejected at the stated confidence by the one-run audit of Steinke, "
-                           "Nasr & Jagielski (2023): training cannot be (epsilon, delta)-DP for any smaller epsilon; "
+    "epsilon_lower_bound": "largest epsilon rejected at the stated confidence by the one-run audit of "
+                           "Steinke, Nasr & Jagielski (2023): training cannot be (epsilon, delta)-DP for any "
+                           "smaller epsilon; "
                            "an empirical lower bound, not a guarantee",
     "certified_epsilon": "the run's certified upper bound on epsilon (run.json); null without DP",
-    "consistent": "epsilon_lower_bound <= certified_epsilon (null without DP): a violation means a bug in the "
-                  "DP implementation or accounting",
-    "score": "per canary: mean NLL of its secret tokens under the base model minus under the fine-tuned model",
-    "guesses": "'included' for the r/2 highest scores, 'excluded' for the r/2 lowest; n_correct of n_guesses right",
+    "consistent": "epsilon_lower_bound <= certified_epsilon (null without DP): a violation means a bug in "
+                  "the DP implementation or accounting",
+    "score": "per canary: mean NLL of its secret tokens under the base model minus under the fine-tuned "
+             "model",
+    "guesses": "'included' for the r/2 highest scores, 'excluded' for the r/2 lowest; n_correct of "
+               "n_guesses right",
 }
 
 
@@ -77,7 +80,7 @@ def epsilon_lower_bound(*, m: int, r: int, v: int, delta: float, confidence: flo
 
 
 def default_guess_counts(m: int) -> list[int]:
-    """Guess counts tried (fixed before seeing scores): about 5, 10, 20, 50 and 100 % of the canaries, even."""
+    """Guess counts tried, fixed before seeing scores: about 5, 10, 20, 50 and 100 % of the canaries."""
     counts = {max(2, 2 * round(m * frac / 2)) for frac in (0.05, 0.1, 0.2, 0.5, 1.0)}
     return sorted(c for c in counts if c <= m) or ([m] if m >= 1 else [])
 
@@ -102,14 +105,16 @@ class AuditResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"definition": DEFINITIONS, "epsilon_lower_bound": self.epsilon_lower_bound, "estimate": True,
-                "certified_epsilon": self.certified_epsilon, "consistent": self.consistent, "delta": self.delta,
+                "certified_epsilon": self.certified_epsilon, "consistent": self.consistent,
+                "delta": self.delta,
                 "confidence": self.confidence, "n_canaries": self.n_canaries, "n_included": self.n_included,
                 "n_guesses": self.n_guesses, "n_correct": self.n_correct, "tried": self.tried}
 
 
-def one_run_audit(scores: Sequence[float], included: Sequence[bool], *, delta: float, confidence: float = 0.95,
-                  guess_counts: Sequence[int] | None = None, certified_epsilon: float | None = None) -> AuditResult:
-    """Guess membership from ``scores`` (higher = "included") and convert the correct guesses into an ε lower bound.
+def one_run_audit(scores: Sequence[float], included: Sequence[bool], *, delta: float,
+                  confidence: float = 0.95, guess_counts: Sequence[int] | None = None,
+                  certified_epsilon: float | None = None) -> AuditResult:
+    """Guess membership from ``scores`` (higher = "included"); turn the correct guesses into an ε lower bound.
 
     Each guess count ``r`` in ``guess_counts`` is tested at level ``(1 − confidence)/len(guess_counts)``
     (Bonferroni), so the best of them is a lower bound at ``confidence``.
@@ -120,7 +125,8 @@ def one_run_audit(scores: Sequence[float], included: Sequence[bool], *, delta: f
         raise DataError(fmt("audit canaries", "at least 2 scores with one inclusion flag each",
                             f"{s.size} scores, {inc.size} flags"))
     if np.isnan(s).any():
-        raise DataError(fmt("audit scores", "finite numbers", "NaN", "Every audit canary needs a secret token."))
+        raise DataError(fmt("audit scores", "finite numbers", "NaN",
+                            "Every audit canary needs a secret token."))
     m = s.size
     counts = list(guess_counts) if guess_counts is not None else default_guess_counts(m)
     level = 1.0 - (1.0 - confidence) / max(len(counts), 1)
@@ -130,7 +136,8 @@ def one_run_audit(scores: Sequence[float], included: Sequence[bool], *, delta: f
         top, bottom = order[:(r + 1) // 2], order[m - r // 2:] if r // 2 else order[:0]
         v = int(inc[top].sum() + (~inc[bottom]).sum())
         tried.append({"n_guesses": r, "n_correct": v,
-                      "epsilon_lower_bound": epsilon_lower_bound(m=m, r=r, v=v, delta=delta, confidence=level)})
+                      "epsilon_lower_bound": epsilon_lower_bound(m=m, r=r, v=v, delta=delta,
+                                                                 confidence=level)})
     best = max(tried, key=lambda t: t["epsilon_lower_bound"])
     return AuditResult(best["epsilon_lower_bound"], certified_epsilon, delta, confidence, m, int(inc.sum()),
                        best["n_guesses"], best["n_correct"], tried)
@@ -138,8 +145,8 @@ def one_run_audit(scores: Sequence[float], included: Sequence[bool], *, delta: f
 
 @dataclass(frozen=True)
 class AuditSpec:
-    """``dataset.json``'s ``audit`` object: one template with a ``{secret}`` slot, the secrets, and which of them
-    were put into the training set."""
+    """``dataset.json``'s ``audit`` object: one template with a ``{secret}`` slot, the secrets, and which of
+    them were put into the training set."""
 
     template: str
     secrets: tuple[str, ...]
@@ -151,10 +158,12 @@ class AuditSpec:
         if missing:
             raise DataError(fmt("dataset.json audit", "an object with template, secrets and included",
                                 f"missing {missing}", "Regenerate the dataset with audit canaries."))
-        spec = cls(str(audit["template"]), tuple(map(str, audit["secrets"])), tuple(map(bool, audit["included"])))
-        if spec.template.count("{secret}") != 1 or len(spec.secrets) != len(spec.included) or len(spec.secrets) < 2:
-            raise DataError(fmt("dataset.json audit", "a template with one {secret} slot and >= 2 secrets, one "
-                                "inclusion flag each", f"{len(spec.secrets)} secrets, {len(spec.included)} flags"))
+        spec = cls(str(audit["template"]), tuple(map(str, audit["secrets"])),
+                   tuple(map(bool, audit["included"])))
+        n, k = len(spec.secrets), len(spec.included)
+        if spec.template.count("{secret}") != 1 or n != k or n < 2:
+            raise DataError(fmt("dataset.json audit", "a template with one {secret} slot and >= 2 secrets, "
+                                "one inclusion flag each", f"{n} secrets, {k} flags"))
         return spec
 
     def records(self) -> list[Record]:

@@ -1,9 +1,9 @@
-"""On-disk cache of the base model's results: every run of a sweep starts from the same base model, so its token
-scores and its canary exposure are computed once per (base model, tokenizer, records) and reused.
+"""On-disk cache of the base model's results: every run of a sweep starts from the same base model, so its
+token scores and its canary exposure are computed once per (base model, tokenizer, records) and reused.
 
-Keys hash the model's weights (names, shapes, dtypes and bytes), the tokenizer's vocabulary and the exact records
-or canary scored, so a cached entry can only be returned for identical inputs. Entries hold numbers only — token
-NLLs and flags, never text. Location: ``cache_dir()/eval``.
+Keys hash the model's weights (names, shapes, dtypes and bytes), the tokenizer's vocabulary and the exact
+records or canary scored, so a cached entry can only be returned for identical inputs. Entries hold numbers
+only — token NLLs and flags, never text. Location: ``cache_dir()/eval``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ _FINGERPRINTS: dict[int, tuple[Any, str]] = {}
 
 
 def model_fingerprint(model: Any) -> str:
-    """sha256 over the model's parameters and buffers (name, dtype, shape, bytes); memoised per live object."""
+    """sha256 over the model's parameters and buffers (name, dtype, shape, bytes); memoised per object."""
     hit = _FINGERPRINTS.get(id(model))
     if hit is not None and hit[0] is model:
         return hit[1]
@@ -83,14 +83,14 @@ def cached_scores(k: str, compute: Callable[[], TokenScores]) -> TokenScores:
         try:
             z = np.load(path, allow_pickle=False)
             meta = json.loads(str(z["meta"]))
-            return TokenScores(meta["record_ids"], z["offsets"], z["nll"], z["correct"], z["sensitive"], z["label"],
-                               tuple(meta["labels"]), meta["n_truncated"])
+            return TokenScores(meta["record_ids"], z["offsets"], z["nll"], z["correct"], z["sensitive"],
+                               z["label"], tuple(meta["labels"]), meta["n_truncated"])
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)  # unreadable entry: recompute
     ts = compute()
     meta = json.dumps({"record_ids": ts.record_ids, "labels": list(ts.labels), "n_truncated": ts.n_truncated})
-    _atomic_save(path, lambda tmp: np.savez(tmp, offsets=ts.offsets, nll=ts.nll, correct=ts.correct,
-                                            sensitive=ts.sensitive, label=ts.label, meta=np.array(meta)), ".npz")
+    arrays = dict(offsets=ts.offsets, nll=ts.nll, correct=ts.correct, sensitive=ts.sensitive, label=ts.label)
+    _atomic_save(path, lambda tmp: np.savez(tmp, **arrays, meta=np.array(meta)), ".npz")
     return ts
 
 

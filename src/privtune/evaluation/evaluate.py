@@ -1,10 +1,11 @@
-"""The evaluation runner: every measure of a fine-tuned model against the model it started from, into ``eval.json``.
+"""The evaluation runner: every measure of a fine-tuned model against its base model, into ``eval.json``.
 
 ``evaluate_models`` works on model objects (any Hugging Face causal LM, a peft model included);
-``evaluate_run`` loads a run directory and its base model, evaluates, and writes ``RUN/eval.json`` atomically —
-all stages are computed before anything is written, so a failure leaves no partial file.
+``evaluate_run`` loads a run directory and its base model, evaluates, and writes ``RUN/eval.json`` atomically
+— all stages are computed before anything is written, so a failure leaves no partial file.
 
-Per-token scores are computed once per (model, split) and shared by the privacy, utility and membership stages.
+Per-token scores are computed once per (model, split) and shared by the privacy, utility and membership
+stages.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -40,7 +41,7 @@ DEFAULT_AUDIT_DELTA = 1e-5
 class EvalConfig:
     """What to evaluate and how hard (every figure in eval.json records the config it came from)."""
 
-    max_length: int = 512                 # tokens per record (longer records are truncated; counted in the output)
+    max_length: int = 512                 # tokens per record (longer ones are truncated and counted)
     max_records: int | None = 2000        # per split, a seeded subsample beyond this (None: all)
     exposure_method: str = "auto"         # auto | exact | extrapolated
     exposure_max_exact: int = 2_000_000
@@ -49,7 +50,7 @@ class EvalConfig:
     audit_confidence: float = 0.95
     audit_delta: float | None = None      # default: the run's delta, else 1e-5
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
-    cache_base: bool = True               # reuse the base model's scores across runs (privtune.evaluation.cache)
+    cache_base: bool = True               # reuse the base model's scores across runs (.cache)
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,7 +64,8 @@ def parse_only(only: str | Iterable[str] | None) -> set[str] | None:
     names = [s.strip() for s in (only.split(",") if isinstance(only, str) else only) if s.strip()]
     bad = sorted(set(names) - set(STAGES))
     if bad or not names:
-        raise ConfigError(fmt("--only", f"a comma-separated subset of {','.join(STAGES)}", ",".join(bad) or only))
+        raise ConfigError(fmt("--only", f"a comma-separated subset of {','.join(STAGES)}",
+                              ",".join(bad) or only))
     return set(names)
 
 
@@ -79,7 +81,7 @@ def _subsample(records: list[Record], n: int | None, seed: int) -> list[Record]:
 
 
 def check_tokenizers(tokenizer: Any, base_tokenizer: Any | None) -> None:
-    """The fine-tuned and the base model must read the same token ids (a padding token added for training aside)."""
+    """The fine-tuned and the base model must read the same token ids (an added padding token aside)."""
     if base_tokenizer is None or base_tokenizer is tokenizer:
         return
     fv, bv = tokenizer.get_vocab(), base_tokenizer.get_vocab()
@@ -95,8 +97,8 @@ class _Scores:
     """Lazily computed per-token scores, one per (model, split), sharing one tokenization per split; the base
     model's come from the on-disk cache when ``cache_base``."""
 
-    def __init__(self, models: dict[str, Any], tokenizer: Any, splits: dict[str, list[Record]], max_length: int,
-                 cache_base: bool):
+    def __init__(self, models: dict[str, Any], tokenizer: Any, splits: dict[str, list[Record]],
+                 max_length: int, cache_base: bool):
         self.models, self.tokenizer, self.splits, self.max_length = models, tokenizer, splits, max_length
         self.cache_base = cache_base
         self._enc: dict[str, list[Any]] = {}
@@ -114,7 +116,8 @@ class _Scores:
             if model == "base" and self.cache_base:
                 k = cache.key("scores", model=cache.model_fingerprint(self.models[model]),
                               tokenizer=cache.tokenizer_fingerprint(self.tokenizer),
-                              records=cache.records_fingerprint(self.splits[split]), max_length=self.max_length)
+                              records=cache.records_fingerprint(self.splits[split]),
+                              max_length=self.max_length)
                 self._scores[model, split] = cache.cached_scores(k, lambda: self._compute(model, split))
             else:
                 self._scores[model, split] = self._compute(model, split)
@@ -131,9 +134,9 @@ def evaluate_models(model: Any, base_model: Any, tokenizer: Any, dataset: Datase
                     on_stage: Callable[[str, float], None] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` (fine-tuned) against ``base_model`` on ``dataset``; returns the eval.json object.
 
-    ``only`` picks stages (default: all). Without ``only``, stages whose inputs the dataset lacks (a canary, audit
-    canaries) are skipped with a note; asked for explicitly, they are an error. ``run_info`` (run.json) supplies the
-    certified ε and δ for the audit.
+    ``only`` picks stages (default: all). Without ``only``, stages whose inputs the dataset lacks (a canary,
+    audit canaries) are skipped with a note; asked for explicitly, they are an error. ``run_info`` (run.json)
+    supplies the certified ε and δ for the audit.
     """
     cfg = config or EvalConfig()
     stages = parse_only(only)
@@ -182,15 +185,15 @@ def evaluate_models(model: Any, base_model: Any, tokenizer: Any, dataset: Datase
         if on_stage:
             on_stage(name, timings[name])
 
-    stage("privacy", lambda: privacy_measures(train=scores("fine-tuned", "train"), train_base=scores("base", "train"),
-                                              test=scores("fine-tuned", "test"),
-                                              test_base=scores("base", "test")).to_dict())
+    stage("privacy", lambda: privacy_measures(
+        train=scores("fine-tuned", "train"), train_base=scores("base", "train"),
+        test=scores("fine-tuned", "test"), test_base=scores("base", "test")).to_dict())
     stage("utility", lambda: utility_measures(test=scores("fine-tuned", "test"),
                                               test_base=scores("base", "test")).to_dict())
 
     def _exposure() -> dict[str, Any]:
-        kw = dict(method=cfg.exposure_method, max_exact=cfg.exposure_max_exact, n_samples=cfg.exposure_samples,
-                  seed=cfg.seed)
+        kw = dict(method=cfg.exposure_method, max_exact=cfg.exposure_max_exact,
+                  n_samples=cfg.exposure_samples, seed=cfg.seed)
         res = canary_exposure(model, tokenizer, canary, description="exposure", **kw)
         if cfg.exposure_base:
             base_exposure = lambda: canary_exposure(base_model, tokenizer, canary,  # noqa: E731
@@ -216,7 +219,8 @@ def evaluate_models(model: Any, base_model: Any, tokenizer: Any, dataset: Datase
 
     def _audit() -> dict[str, Any]:
         certified = run_info.get("epsilon")
-        delta = cfg.audit_delta if cfg.audit_delta is not None else (run_info.get("delta") or DEFAULT_AUDIT_DELTA)
+        delta = cfg.audit_delta if cfg.audit_delta is not None else run_info.get("delta")
+        delta = delta if delta is not None else DEFAULT_AUDIT_DELTA
         s = audit_scores(model, base_model, tokenizer, audit, max_length=cfg.max_length)
         return one_run_audit(s, audit.included, delta=float(delta), confidence=cfg.audit_confidence,
                              certified_epsilon=None if certified is None else float(certified)).to_dict()
@@ -254,14 +258,14 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, *, only: str | Itera
                  on_stage: Callable[[str, float], None] | None = None) -> dict[str, Any]:
     """Evaluate a run directory on a dataset and write ``RUN/eval.json`` (atomically) unless ``write=False``.
 
-    With ``only``, sections of an existing eval.json for the same run and dataset are kept and the stages asked
-    for are replaced, so stages can be (re)computed one at a time.
+    With ``only``, sections of an existing eval.json for the same run and dataset are kept and the stages
+    asked for are replaced, so stages can be (re)computed one at a time.
     """
     run_dir = Path(run_dir)
     parse_only(only)  # fail on a typo or a missing run before loading anything
     if not (run_dir / "run.json").is_file():
-        raise ModelLoadError(fmt("RUN", "a run directory written by `privtune train` (with run.json)", str(run_dir),
-                                 "Train one with `privtune train --data DATA --out RUN`."))
+        raise ModelLoadError(fmt("RUN", "a run directory written by `privtune train` (with run.json)",
+                                 str(run_dir), "Train one with `privtune train --data DATA --out RUN`."))
     dataset = load_dataset(data_dir)
     model, tokenizer, info, base, base_tok = _load_run(run_dir)
     result = evaluate_models(model, base, tokenizer, dataset, only=only, config=config, run_info=info,
@@ -300,8 +304,9 @@ def _load_run(run_dir: Path) -> tuple[Any, Any, dict[str, Any], Any, Any]:
     run = load_trained(run_dir)
     info = dict(run.record)
     if info.get("task", "lm") != "lm":
-        raise ConfigError(fmt("RUN", "a causal language-model run (the measures score next-token predictions)",
-                              f"task {info.get('task')!r}", "Evaluate classification runs with their accuracy."))
+        raise ConfigError(fmt("RUN", "a causal language-model run (the measures score next-token "
+                              "predictions)", f"task {info.get('task')!r}",
+                              "Evaluate classification runs with their accuracy."))
     base = run.load_base()
     spec = str(info["model"])
     return run.model, run.tokenizer, info, base, load_tokenizer(resolve_spec(spec, build=False), spec=spec)
@@ -316,7 +321,8 @@ def print_summary(result: dict[str, Any]) -> None:
     if p:
         console.print(f"privacy  sensitive train NLL {f(p['sensitive_train_nll'])} (base "
                       f"{f(p['sensitive_train_nll_base'])}), test {f(p['sensitive_test_nll'])} (base "
-                      f"{f(p['sensitive_test_nll_base'])}) nats; memorization {f(p['memorization_nats'])} nats")
+                      f"{f(p['sensitive_test_nll_base'])}) nats; memorization "
+                      f"{f(p['memorization_nats'])} nats")
     if u:
         console.print(f"utility  non-sensitive test NLL {f(u['nonsensitive_test_nll'])} (base "
                       f"{f(u['nonsensitive_test_nll_base'])}), perplexity {f(u['nonsensitive_test_ppl'])}")
@@ -325,9 +331,11 @@ def print_summary(result: dict[str, Any]) -> None:
                       f"exposure {f(e['exposure_bits'])} of {f(e['max_exposure_bits'])} bits ({e['method']}"
                       f"{', estimate' if e.get('estimate') else ''}; base {f(e.get('exposure_bits_base'))})")
     if m:
-        console.print("mia      " + ", ".join(f"{k} AUC {f(v['auc'])}" for k, v in m.items()
-                                               if isinstance(v, dict) and "auc" in v and not k.endswith("sensitive")))
+        aucs = [f"{k} AUC {f(v['auc'])}" for k, v in m.items()
+                if isinstance(v, dict) and "auc" in v and not k.endswith("sensitive")]
+        console.print("mia      " + ", ".join(aucs))
     if a:
         console.print(f"audit    {a['skipped']}" if "skipped" in a else
-                      f"audit    ε ≥ {f(a['epsilon_lower_bound'])} (estimate: empirical lower bound at {a['confidence']:.0%}) vs "
+                      f"audit    ε ≥ {f(a['epsilon_lower_bound'])} (estimate: empirical lower bound at "
+                      f"{a['confidence']:.0%}) vs "
                       f"certified ε {f(a['certified_epsilon'])}")

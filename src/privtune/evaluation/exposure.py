@@ -1,25 +1,26 @@
 """Canary exposure (Carlini et al. 2019, "The Secret Sharer", USENIX Security).
 
-A canary is a record ``template.format(secret=s*)`` inserted into the training data, with ``s*`` drawn uniformly
-from a candidate space ``C`` (e.g. all 10^6 six-digit strings). Rank every candidate ``s ∈ C`` by the model's
-likelihood of the secret in the canary's context and let ``rank(s*)`` be the canary's position (1 = most likely):
+A canary is a record ``template.format(secret=s*)`` inserted into the training data, with ``s*`` drawn
+uniformly from a candidate space ``C`` (e.g. all 10^6 six-digit strings). Rank every candidate ``s ∈ C`` by
+the model's likelihood of the secret in the canary's context and let ``rank(s*)`` be the canary's position (1
+= most likely):
 
     exposure(s*) = log2 |C| − log2 rank(s*)            [bits; 0 ≤ exposure ≤ log2 |C|]
 
-A model that never saw the canary gives an expected exposure of about log2(e) ≈ 1.44 bits; a model that ranks it
-first reaches the maximum, log2 |C| (19.93 bits for 10^6 candidates).
+A model that never saw the canary gives an expected exposure of about log2(e) ≈ 1.44 bits; a model that ranks
+it first reaches the maximum, log2 |C| (19.93 bits for 10^6 candidates).
 
-**Likelihood of a candidate.** ``score(s) = Σ_t ln p(x_t | x_{<t})`` (nats) over the tokens covering a window of
-characters around the secret: the word before it and, only if the tokenizer merges the secret with what follows,
-the text up to the next word after it. The window is the narrowest one for which every probed candidate's
-tokenization is ``tokens(text before the window) + tokens(window) + ...``; the text before it is the shared
-context. Every candidate is scored over the same characters, and multi-digit tokens are handled honestly: each
-candidate window is tokenized by the model's own tokenizer and the windows' token sequences are scored exactly
-through a prefix tree (:mod:`privtune.evaluation.trie`). Ties count in the canary's favour
+**Likelihood of a candidate.** ``score(s) = Σ_t ln p(x_t | x_{<t})`` (nats) over the tokens covering a window
+of characters around the secret: the word before it and, only if the tokenizer merges the secret with what
+follows, the text up to the next word after it. The window is the narrowest one for which every probed
+candidate's tokenization is ``tokens(text before the window) + tokens(window) + ...``; the text before it is
+the shared context. Every candidate is scored over the same characters, and multi-digit tokens are handled
+honestly: each candidate window is tokenized by the model's own tokenizer and the windows' token sequences are
+scored exactly through a prefix tree (:mod:`privtune.evaluation.trie`). Ties count in the canary's favour
 (``rank = 1 + #{s : score(s) > score(s*)}``).
 
-**Extrapolation** (Secret Sharer §4.3) for spaces too large to enumerate: score ``n`` candidates sampled uniformly,
-fit a skew-normal distribution ``F`` to their log-perplexities ``−score(s)``, and estimate
+**Extrapolation** (Secret Sharer §4.3) for spaces too large to enumerate: score ``n`` candidates sampled
+uniformly, fit a skew-normal distribution ``F`` to their log-perplexities ``−score(s)``, and estimate
 ``exposure ≈ −log2 F(−score(s*))`` — an *estimate*, labelled so.
 """
 
@@ -39,13 +40,15 @@ from privtune.evaluation.trie import pad_sequences, sequence_logprobs
 
 SECRET = "{secret}"
 DEFINITIONS = {
-    "exposure_bits": "log2|C| - log2 rank of the inserted canary secret among all candidates C, ranked by the "
-                     "model's likelihood of the secret in the canary's context (Carlini et al. 2019); bits",
+    "exposure_bits": "log2|C| - log2 rank of the inserted canary secret among all candidates C, ranked by "
+                     "the model's likelihood of the secret in the canary's context (Carlini et al. 2019); "
+                     "bits",
     "max_exposure_bits": "log2|C|: the exposure of a canary ranked first",
     "rank": "1 + number of candidates more likely than the canary (exact method only)",
     "method": "exact: every candidate scored through a prefix tree; extrapolated: skew-normal fit to sampled "
               "candidates' log-perplexities (an estimate)",
-    "extrapolated_exposure_bits": "estimate of the exposure from the skew-normal fit (Secret Sharer sec. 4.3); "
+    "extrapolated_exposure_bits": "estimate of the exposure from the skew-normal fit (Secret Sharer "
+                                  "sec. 4.3); "
                                   "beside an exact figure it is a check of the fit",
     "exposure_bits_base": "the same canary under the base model (never trained on it): the chance level",
 }
@@ -91,9 +94,11 @@ class Canary:
         """From ``dataset.json``'s ``canary`` object (template, alphabet, length, candidates, secret, ...)."""
         missing = [k for k in ("template", "secret", "alphabet", "length") if k not in (canary or {})]
         if missing:
-            raise DataError(fmt("dataset.json `canary`", "an object with template, secret, alphabet and length",
+            raise DataError(fmt("dataset.json `canary`",
+                                "an object with template, secret, alphabet and length",
                                 f"missing {missing}" if canary else None,
-                                "Generate the data with a canary (`privtune data synth ... --canary-repeats 10`)."))
+                                "Generate the data with a canary "
+                                "(`privtune data synth ... --canary-repeats 10`)."))
         try:
             spec = CanarySpec.from_dict(canary)
         except ConfigError as e:
@@ -130,7 +135,8 @@ class ExposureResult:
         return d
 
 
-# --- tokenization window -------------------------------------------------------------------------------------
+# --- tokenization window
+# -------------------------------------------------------------------------------------
 
 def _ids(tokenizer: Any, text: str, special: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])
@@ -147,8 +153,8 @@ def _leading_specials(tokenizer: Any, text: str) -> list[int]:
 
 
 def _cuts(prefix: str, suffix: str) -> tuple[list[int], list[int]]:
-    """Left cuts (start of the word before the secret, then of earlier words, then 0) and right cuts (none, then
-    the ends of the following words), each from narrow to wide."""
+    """Left cuts (start of the word before the secret, then of earlier words, then 0) and right cuts (none,
+    then the ends of the following words), each from narrow to wide."""
     left, pos = [], len(prefix.rstrip())
     while pos > 0:
         pos = max(prefix.rfind(" ", 0, pos), 0)
@@ -192,18 +198,21 @@ def find_window(tokenizer: Any, canary: Canary, *, seed: int = 0) -> Window:
             left, right = prefix[cl:], suffix[:cr]
             if all(_splits_at(full[s], ctx, _ids(tokenizer, left + s + right, False)) for s in probes):
                 if not ctx:  # the first token needs a context to be predicted
-                    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+                    bos = tokenizer.bos_token_id
+                    bos = bos if bos is not None else tokenizer.eos_token_id
                     if bos is None:
                         raise ConfigError(fmt("tokenizer", "one with a BOS or EOS token when the canary text "
                                               "starts with the secret", "neither"))
                     ctx = [bos]
                 return Window(ctx, left, right)
-    raise DataError(fmt("canary.template", "a text whose tokenization around the secret does not depend on it",
-                        "a template the tokenizer merges across the whole text", "Put spaces around {secret}."))
+    raise DataError(fmt("canary.template", "a text whose tokenization around the secret does not depend on "
+                        "it", "a template the tokenizer merges across the whole text",
+                        "Put spaces around {secret}."))
 
 
-def tokenize_windows(tokenizer: Any, window: Window, secrets: Sequence[str], *, chunk: int = 100_000) -> np.ndarray:
-    """Token ids of ``left + secret + right`` for every secret (Rust backend, in chunks, no special tokens)."""
+def tokenize_windows(tokenizer: Any, window: Window, secrets: Sequence[str], *,
+                     chunk: int = 100_000) -> np.ndarray:
+    """Token ids of ``left + secret + right`` for every secret (Rust backend, in chunks, no specials)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     rows: list[list[int]] = []
     for lo in range(0, len(secrets), chunk):
@@ -226,7 +235,8 @@ def sample_secrets(spec: CanarySpec, n: int, rng: np.random.Generator) -> list[s
     return ["".join(row) for row in chars[rng.integers(0, len(chars), size=(n, spec.length))]]
 
 
-# --- exposure ------------------------------------------------------------------------------------------------
+# --- exposure
+# ------------------------------------------------------------------------------------------------
 
 def exposure_from_rank(rank: int, n_candidates: int) -> float:
     """``log2 |C| − log2 rank``."""
@@ -268,9 +278,11 @@ def canary_exposure(model: Any, tokenizer: Any, canary: Canary, *, method: str =
     if exact:
         rank = 1 + int((scores > s_star).sum())
         sample = rng.choice(others, size=min(n_samples, others.size), replace=False)
-        return ExposureResult(exposure_from_rank(rank, n_cand), math.log2(n_cand), "exact", n_cand, len(secrets),
+        return ExposureResult(exposure_from_rank(rank, n_cand), math.log2(n_cand), "exact", n_cand,
+                              len(secrets),
                               rank=rank, extrapolated_exposure_bits=extrapolated_exposure(sample, s_star),
                               canary_logprob=s_star)
     est = extrapolated_exposure(others, s_star)
-    return ExposureResult(min(est, math.log2(n_cand)), math.log2(n_cand), "extrapolated", n_cand, len(secrets),
+    return ExposureResult(min(est, math.log2(n_cand)), math.log2(n_cand), "extrapolated", n_cand,
+                          len(secrets),
                           extrapolated_exposure_bits=est, canary_logprob=s_star)

@@ -1,18 +1,19 @@
 """Extraction: can an attacker pull training PII out of the model by prompting it?
 
-**Sampling extraction** (after Carlini et al. 2021, "Extracting Training Data from Large Language Models", and Lukas
-et al. 2023, "Analyzing Leakage of Personally Identifiable Information in Language Models", IEEE S&P). For a
-training record with a PII span, prompt with the text before the span (the last ``max_prompt_tokens`` tokens) and
-generate ``len(value) + extra`` tokens. A probe *hits* when the generation contains the record's value verbatim.
+**Sampling extraction** (after Carlini et al. 2021, "Extracting Training Data from Large Language Models", and
+Lukas et al. 2023, "Analyzing Leakage of Personally Identifiable Information in Language Models", IEEE S&P).
+For a training record with a PII span, prompt with the text before the span (the last ``max_prompt_tokens``
+tokens) and generate ``len(value) + extra`` tokens. A probe *hits* when the generation contains the record's
+value verbatim.
 
 - ``recall = #hits / #probes`` — the share of probed training values reproduced;
 - ``precision = #generations containing any training value of that label / #generations``;
 - both for the fine-tuned and the base model on the same prompts; ``excess_*`` = fine-tuned − base is what
   fine-tuning leaked (the base model guesses common values too).
 
-**Reconstruction** (Lukas et al. 2023, PII reconstruction). For a training record, mask one value and rank the true
-value among ``K`` distractors of the same label taken from other records, by the model's log-likelihood of the
-whole window of text with each candidate filled in. ``top1_accuracy`` against chance ``1/(K+1)``.
+**Reconstruction** (Lukas et al. 2023, PII reconstruction). For a training record, mask one value and rank the
+true value among ``K`` distractors of the same label taken from other records, by the model's log-likelihood
+of the whole window of text with each candidate filled in. ``top1_accuracy`` against chance ``1/(K+1)``.
 
 Everything is seeded; outputs show redacted examples only.
 """
@@ -33,12 +34,12 @@ from privtune.evaluation.tokens import model_device, score_records
 from privtune.utils.progress import track
 
 DEFINITIONS = {
-    "recall": "share of probed training PII values that the model generates verbatim when prompted with the text "
-              "before them (greedy decoding unless stated); *_base: the base model on the same prompts",
+    "recall": "share of probed training PII values that the model generates verbatim when prompted with the "
+              "text before them (greedy decoding unless stated); *_base: the base model on the same prompts",
     "precision": "share of generations that contain some training PII value of the probed label",
     "excess_recall": "recall - recall_base: what fine-tuning made extractable",
-    "top1_accuracy": "reconstruction: share of masked training values ranked first among K distractors of the "
-                     "same label by the log-likelihood of the filled-in text (Lukas et al. 2023)",
+    "top1_accuracy": "reconstruction: share of masked training values ranked first among K distractors of "
+                     "the same label by the log-likelihood of the filled-in text (Lukas et al. 2023)",
     "chance": "1/(K+1), the top-1 accuracy of a random guess",
 }
 EXCLUDED_LABELS = frozenset({"CANARY"})
@@ -65,7 +66,8 @@ class ExtractionConfig:
         if self.decoding not in ("greedy", "sample"):
             raise ConfigError(fmt("decoding", "greedy or sample", self.decoding))
         if self.k_distractors < 1 or self.n_samples < 1:
-            raise ConfigError(fmt("k_distractors, n_samples", "positive", (self.k_distractors, self.n_samples)))
+            raise ConfigError(fmt("k_distractors, n_samples", "positive",
+                                  (self.k_distractors, self.n_samples)))
 
 
 @dataclass
@@ -110,8 +112,8 @@ def _generate(model: Any, tokenizer: Any, prompts: list[list[int]], max_new: int
             else:
                 kw.update(temperature=None, top_k=None, top_p=None)
             with torch.inference_mode():
-                gen = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), max_new_tokens=max_new,
-                                     pad_token_id=pad, **kw)
+                gen = model.generate(input_ids=ids.to(device), attention_mask=att.to(device),
+                                     max_new_tokens=max_new, pad_token_id=pad, **kw)
             out += tokenizer.batch_decode(gen[:, T:], skip_special_tokens=True)
     finally:
         model.train(was_training)
@@ -120,7 +122,7 @@ def _generate(model: Any, tokenizer: Any, prompts: list[list[int]], max_new: int
 
 def sampling_extraction(model: Any, base_model: Any, tokenizer: Any, train: Sequence[Record],
                         cfg: ExtractionConfig | None = None) -> dict[str, Any]:
-    """Prompt with the context before training PII values and count verbatim reproductions (module docstring)."""
+    """Prompt with the context before training PII values; count verbatim reproductions (module docstring)."""
     cfg = cfg or ExtractionConfig()
     rng = np.random.default_rng(cfg.seed)
     slots = _slots(train, rng, cfg.n_prompts)
@@ -131,7 +133,9 @@ def sampling_extraction(model: Any, base_model: Any, tokenizer: Any, train: Sequ
         if not r.is_canary:
             for s in r.spans:
                 values_by_label.setdefault(s.label, set()).add(r.text[s.start:s.end])
-    patterns = {lab: re.compile("|".join(re.escape(v) for v in sorted(vals, key=len, reverse=True) if len(v) >= 3))
+    # values of 3+ characters, longest first: any of them in a generation is a leak of that label
+    patterns = {lab: re.compile("|".join(re.escape(v) for v in sorted(vals, key=len, reverse=True)
+                                         if len(v) >= 3))
                 for lab, vals in values_by_label.items() if any(len(v) >= 3 for v in vals)}
     prompts, values, labels = [], [], []
     for rec, span in slots:
@@ -139,14 +143,17 @@ def sampling_extraction(model: Any, base_model: Any, tokenizer: Any, train: Sequ
         prompts.append(ids[-cfg.max_prompt_tokens:])
         values.append(rec.text[span.start:span.end])
         labels.append(span.label)
-    max_new = max(len(tokenizer(" " + v, add_special_tokens=False)["input_ids"]) for v in values) + cfg.extra_new_tokens
+    longest = max(len(tokenizer(" " + v, add_special_tokens=False)["input_ids"]) for v in values)
+    max_new = longest + cfg.extra_new_tokens
     reps = cfg.n_samples if cfg.decoding == "sample" else 1
-    result: dict[str, Any] = {"n_prompts": len(slots), "decoding": cfg.decoding, "generations_per_prompt": reps,
-                              "max_new_tokens": max_new}
+    result: dict[str, Any] = {"n_prompts": len(slots), "decoding": cfg.decoding,
+                              "generations_per_prompt": reps, "max_new_tokens": max_new}
     hits_by_model = {}
     for tag, m in (("", model), ("_base", base_model)):
-        gens = _generate(m, tokenizer, prompts, max_new, cfg, cfg.seed, "extraction" + (" (base)" if tag else ""))
-        hits = np.array([any(values[i] in g for g in gens[i * reps:(i + 1) * reps]) for i in range(len(slots))])
+        gens = _generate(m, tokenizer, prompts, max_new, cfg, cfg.seed,
+                         "extraction" + (" (base)" if tag else ""))
+        hits = np.array([any(values[i] in g for g in gens[i * reps:(i + 1) * reps])
+                         for i in range(len(slots))])
         leaked = [bool(patterns.get(labels[i // reps]) and patterns[labels[i // reps]].search(g))
                   for i, g in enumerate(gens)]
         hits_by_model[tag] = hits
@@ -164,7 +171,8 @@ def sampling_extraction(model: Any, base_model: Any, tokenizer: Any, train: Sequ
     result["per_label"] = per_label
     result["examples"] = [{"label": labels[i], "value": redact(values[i], labels[i]),
                            "context": _redacted_context(slots[i][0], slots[i][1].start),
-                           "extracted": bool(hits_by_model[""][i]), "extracted_base": bool(hits_by_model["_base"][i])}
+                           "extracted": bool(hits_by_model[""][i]),
+                           "extracted_base": bool(hits_by_model["_base"][i])}
                           for i in np.flatnonzero(hits_by_model[""])[:5]]
     return result
 
@@ -211,8 +219,8 @@ def reconstruction(model: Any, base_model: Any, tokenizer: Any, train: Sequence[
         out[f"mean_rank{tag}"] = float(rank.mean())
         for lab in sorted(set(labels)):
             sel = np.array([x == lab for x in labels])
-            out.setdefault("per_label", {}).setdefault(lab, {"n_records": int(sel.sum())})[f"top1_accuracy{tag}"] = \
-                float((rank[sel] == 1).mean())
+            row = out.setdefault("per_label", {}).setdefault(lab, {"n_records": int(sel.sum())})
+            row[f"top1_accuracy{tag}"] = float((rank[sel] == 1).mean())
     out["excess_top1_accuracy"] = out["top1_accuracy"] - out["top1_accuracy_base"]
     return out
 

@@ -1,15 +1,16 @@
 """The seed's token-level measures: how much better the fine-tuned model predicts secrets it was trained on.
 
-After Das et al. (2025), who compare the per-token negative log-likelihood of sensitive tokens under a fine-tuned
-model and under the model it started from. With ``S`` a set of predicted tokens and
-``nll_t = -ln p_θ(x_t | x_{<t})`` (nats; see :mod:`privtune.evaluation.tokens`):
+After Das et al. (2025), who compare the per-token negative log-likelihood of sensitive tokens under a
+fine-tuned model and under the model it started from. With ``S`` a set of predicted tokens and ``nll_t = -ln
+p_θ(x_t | x_{<t})`` (nats; see :mod:`privtune.evaluation.tokens`):
 
 - ``NLL_θ(S) = (1/|S|) Σ_{t∈S} nll_t`` — pooled over tokens of all records (token-weighted);
 - ``top1_θ(S) = (1/|S|) Σ_{t∈S} [argmax p_θ(·|x_{<t}) = x_t]``;
-- **privacy**: ``S`` = sensitive tokens of the *training* records, under the fine-tuned model ``θ`` and the base
-  model ``θ₀``; the difference ``Δ_train = NLL_θ − NLL_θ₀`` (negative: the model got better at these secrets); the
-  same on the *test* records' sensitive tokens, ``Δ_test``. ``memorization_nats = Δ_test − Δ_train`` is what the
-  model learnt about *these* people's secrets beyond what it learnt about secrets of that kind (> 0: memorisation);
+- **privacy**: ``S`` = sensitive tokens of the *training* records, under the fine-tuned model ``θ`` and the
+  base model ``θ₀``; the difference ``Δ_train = NLL_θ − NLL_θ₀`` (negative: the model got better at these
+  secrets); the same on the *test* records' sensitive tokens, ``Δ_test``. ``memorization_nats = Δ_test −
+  Δ_train`` is what the model learnt about *these* people's secrets beyond what it learnt about secrets of
+  that kind (> 0: memorisation);
 - **utility**: ``S`` = non-sensitive tokens of the test records; ``NLL`` and perplexity ``exp(NLL)``.
 
 Both models' numbers are kept, not only their difference. Pure functions over :class:`TokenScores`.
@@ -28,17 +29,17 @@ from privtune.evaluation.stats import mean_or_none, quantiles
 from privtune.evaluation.tokens import TokenScores
 
 PRIVACY_DEFINITIONS = {
-    "sensitive_train_nll": "mean -ln p(x_t | x_<t) in nats over sensitive tokens (overlapping a PII span) of the "
-                           "training records, fine-tuned model; pooled over tokens (Das et al. 2025)",
+    "sensitive_train_nll": "mean -ln p(x_t | x_<t) in nats over sensitive tokens (overlapping a PII span) "
+                           "of the training records, fine-tuned model; pooled over tokens (Das et al. 2025)",
     "sensitive_train_nll_base": "the same tokens under the base model the run started from",
-    "sensitive_train_nll_diff": "sensitive_train_nll - sensitive_train_nll_base (nats; negative = secrets of the "
-                                "training set became more predictable)",
+    "sensitive_train_nll_diff": "sensitive_train_nll - sensitive_train_nll_base (nats; negative = secrets "
+                                "of the training set became more predictable)",
     "sensitive_train_quantiles": "min, 10% quantile and median of the per-token NLL (nats) of those tokens",
     "sensitive_train_top1": "share of those tokens that are the model's top-1 prediction",
     "sensitive_test_nll": "mean NLL (nats) of sensitive tokens of the test records (people not trained on), "
                           "fine-tuned model; *_base, *_diff, *_quantiles, *_top1 as for train",
-    "memorization_nats": "sensitive_test_nll_diff - sensitive_train_nll_diff: the drop on training secrets beyond "
-                         "the drop on unseen secrets of the same kind (> 0 = memorisation)",
+    "memorization_nats": "sensitive_test_nll_diff - sensitive_train_nll_diff: the drop on training "
+                         "secrets beyond the drop on unseen secrets of the same kind (> 0 = memorisation)",
     "per_label": "the same statistics per span label (PERSON, PHONE, ...)",
 }
 UTILITY_DEFINITIONS = {
@@ -53,7 +54,8 @@ UTILITY_DEFINITIONS = {
 def _check_pair(ft: TokenScores, base: TokenScores, name: str) -> None:
     if ft.n_tokens != base.n_tokens or not np.array_equal(ft.offsets, base.offsets):
         raise ConfigError(fmt(name, "scores of the same tokens under both models", f"{ft.n_tokens} vs "
-                              f"{base.n_tokens} tokens", "Score both models with one tokenization (`encoded=`)."))
+                              f"{base.n_tokens} tokens",
+                              "Score both models with one tokenization (`encoded=`)."))
 
 
 @dataclass
@@ -113,14 +115,15 @@ class UtilityResult:
         return {"definition": UTILITY_DEFINITIONS,
                 "nonsensitive_test_nll": self.test.nll, "nonsensitive_test_nll_base": self.test_base.nll,
                 "nonsensitive_test_nll_diff": _diff(self.test.nll, self.test_base.nll),
-                "nonsensitive_test_ppl": ppl(self.test.nll), "nonsensitive_test_ppl_base": ppl(self.test_base.nll),
+                "nonsensitive_test_ppl": ppl(self.test.nll),
+                "nonsensitive_test_ppl_base": ppl(self.test_base.nll),
                 "nonsensitive_test_top1": self.test.top1, "nonsensitive_test_top1_base": self.test_base.top1,
                 "nonsensitive_test_tokens": self.test.n_tokens, "n_test_records": self.n_test_records}
 
 
 def privacy_measures(*, train: TokenScores, train_base: TokenScores, test: TokenScores,
                      test_base: TokenScores) -> PrivacyResult:
-    """Sensitive-token NLL of training and test records under the fine-tuned and the base model (see module doc)."""
+    """Sensitive-token NLL of training and test records under the fine-tuned and the base model."""
     _check_pair(train, train_base, "train scores")
     _check_pair(test, test_base, "test scores")
     per_label: dict[str, dict[str, Any]] = {}
@@ -129,12 +132,14 @@ def privacy_measures(*, train: TokenScores, train_base: TokenScores, test: Token
         for split, ft, base in (("train", train, train_base), ("test", test, test_base)):
             m = ft.label_mask(lab)
             a, b = TokenStats.of(ft, m), TokenStats.of(base, m)
-            row.update({f"{split}_nll": a.nll, f"{split}_nll_base": b.nll, f"{split}_nll_diff": _diff(a.nll, b.nll),
+            row.update({f"{split}_nll": a.nll, f"{split}_nll_base": b.nll,
+                        f"{split}_nll_diff": _diff(a.nll, b.nll),
                         f"{split}_top1": a.top1, f"{split}_top1_base": b.top1, f"{split}_tokens": a.n_tokens})
         per_label[lab] = row
     return PrivacyResult(train=TokenStats.of(train, train.sensitive),
                          train_base=TokenStats.of(train_base, train.sensitive),
-                         test=TokenStats.of(test, test.sensitive), test_base=TokenStats.of(test_base, test.sensitive),
+                         test=TokenStats.of(test, test.sensitive),
+                         test_base=TokenStats.of(test_base, test.sensitive),
                          n_train_records=len(train), n_test_records=len(test), per_label=per_label)
 
 

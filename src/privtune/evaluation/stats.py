@@ -10,8 +10,9 @@ from scipy.stats import rankdata
 
 
 def roc_auc(members: np.ndarray, nonmembers: np.ndarray) -> float:
-    """Area under the ROC curve, ``AUC = P(s_m > s_n) + ½ P(s_m = s_n)`` over independent draws of a member score
-    ``s_m`` and a non-member score ``s_n`` (the Mann-Whitney U statistic divided by ``n_m·n_n``; ties count half).
+    """Area under the ROC curve, ``AUC = P(s_m > s_n) + ½ P(s_m = s_n)`` over independent draws of a member
+    score ``s_m`` and a non-member score ``s_n`` (the Mann-Whitney U statistic divided by ``n_m·n_n``; ties
+    count half).
 
     0.5 is chance, 1.0 a perfect attack. NaN when either group is empty.
     """
@@ -24,7 +25,7 @@ def roc_auc(members: np.ndarray, nonmembers: np.ndarray) -> float:
 
 
 def roc_curve(members: np.ndarray, nonmembers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(FPR, TPR) at every threshold τ of the rule "member iff score ≥ τ", from τ = +∞ (0, 0) down to (1, 1)."""
+    """(FPR, TPR) at every threshold τ of the rule "member iff score ≥ τ", from τ = +∞ (0, 0) to (1, 1)."""
     m, n = np.asarray(members, float), np.asarray(nonmembers, float)
     scores = np.concatenate([m, n])
     is_m = np.concatenate([np.ones(m.size), np.zeros(n.size)])
@@ -38,9 +39,9 @@ def roc_curve(members: np.ndarray, nonmembers: np.ndarray) -> tuple[np.ndarray, 
 
 
 def tpr_at_fpr(members: np.ndarray, nonmembers: np.ndarray, fpr: float) -> float:
-    """Largest TPR over thresholds whose FPR ≤ ``fpr`` (Carlini et al. 2022, "Membership Inference Attacks From
-    First Principles"). With ``n`` non-members the FPR resolution is ``1/n``: below it this is the TPR at zero
-    false positives."""
+    """Largest TPR over thresholds whose FPR ≤ ``fpr`` (Carlini et al. 2022, "Membership Inference Attacks
+    From First Principles"). With ``n`` non-members the FPR resolution is ``1/n``: below it this is the TPR at
+    zero false positives."""
     m, n = np.asarray(members, float), np.asarray(nonmembers, float)
     if m.size == 0 or n.size == 0:
         return float("nan")

@@ -1,8 +1,8 @@
 """The per-token scoring engine every measure reads: one batched, no-grad pass of a causal LM over records.
 
-For a record tokenized as ``x_0 .. x_{T-1}`` the model predicts token ``x_t`` from ``x_{<t}``, so a record yields
-``T - 1`` *predicted tokens* ``t = 1 .. T-1`` (tokenizers that prepend a BOS token make every real token
-predicted). For each predicted token we keep
+For a record tokenized as ``x_0 .. x_{T-1}`` the model predicts token ``x_t`` from ``x_{<t}``, so a record
+yields ``T - 1`` *predicted tokens* ``t = 1 .. T-1`` (tokenizers that prepend a BOS token make every real
+token predicted). For each predicted token we keep
 
 - ``nll_t = -ln p_θ(x_t | x_{<t})`` in nats,
 - ``correct_t = [argmax_v p_θ(v | x_{<t}) = x_t]`` (top-1 exact prediction),
@@ -25,7 +25,7 @@ from privtune.data.schema import Record
 from privtune.errors import ConfigError, fmt
 from privtune.utils.progress import track
 
-#: Elements (batch x positions x vocabulary) of float32 logits held at once; bounds memory for large vocabularies.
+#: Float32 logits (batch x positions x vocabulary) held at once: bounds memory for large vocabularies.
 LOGIT_BUDGET = 2 ** 25
 
 
@@ -64,7 +64,7 @@ class TokenScores:
         return self.label == self.labels.index(name)
 
     def per_record_mean(self, values: np.ndarray | None = None, mask: np.ndarray | None = None) -> np.ndarray:
-        """Mean of ``values`` (default: NLL) over each record's tokens selected by ``mask``; NaN where none."""
+        """Mean of ``values`` (default: NLL) over each record's tokens in ``mask``; NaN where none."""
         v = self.nll if values is None else values
         m = np.ones(v.shape, bool) if mask is None else mask
         idx = self.record_index
@@ -86,7 +86,8 @@ class TokenScores:
         parts = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]
         take = np.concatenate(parts) if parts else np.zeros(0, int)
         lens = np.diff(self.offsets)[idx] if idx.size else np.zeros(0, int)
-        return TokenScores([self.record_ids[i] for i in idx], np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+        offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        return TokenScores([self.record_ids[i] for i in idx], offsets,
                            self.nll[take], self.correct[take], self.sensitive[take], self.label[take],
                            self.labels, self.n_truncated, dict(self.meta))
 
@@ -103,7 +104,7 @@ def model_device(model: Any) -> torch.device:
 
 
 def encode(tokenizer: Any, records: Sequence[Record], *, max_length: int | None) -> list[Any]:
-    """Tokenize records with their per-token sensitive flags (see :func:`privtune.data.masks.encode_records`)."""
+    """Tokenize records with per-token sensitive flags (:func:`privtune.data.masks.encode_records`)."""
     return encode_records(tokenizer, records, max_length=max_length)
 
 
@@ -128,9 +129,10 @@ def score_records(model: Any, tokenizer: Any, records: Sequence[Record], *, max_
                   description: str = "scoring tokens") -> TokenScores:
     """Score every predicted token of ``records`` under ``model`` (see the module docstring).
 
-    Batches are padded on the right (a causal model's outputs at real positions do not see right padding, so no
-    attention mask is needed), sorted by length to waste little compute, and sized so that the float32 logits stay under :data:`LOGIT_BUDGET` elements.
-    ``encoded`` reuses a tokenization (the same records under a fine-tuned and a base model share it).
+    Batches are padded on the right (a causal model's outputs at real positions do not see right padding, so
+    no attention mask is needed), sorted by length to waste little compute, and sized so that the float32
+    logits stay under :data:`LOGIT_BUDGET` elements. ``encoded`` reuses a tokenization (the same records under
+    a fine-tuned and a base model share it).
     """
     enc = list(encoded) if encoded is not None else encode(tokenizer, records, max_length=max_length)
     if len(enc) != len(records):
@@ -140,8 +142,8 @@ def score_records(model: Any, tokenizer: Any, records: Sequence[Record], *, max_
     top = max((max(e.input_ids) for e in enc if e.input_ids), default=0)
     if top >= vocab:
         raise ConfigError(fmt("tokenizer", f"one whose ids fit the model's vocabulary ({vocab})",
-                              f"token id {top}", "The tokenizer does not belong to this model: evaluate with the "
-                              "tokenizer saved beside the model."))
+                              f"token id {top}", "The tokenizer does not belong to this model: evaluate "
+                              "with the tokenizer saved beside the model."))
     budget = batch_tokens or int(np.clip(LOGIT_BUDGET // vocab, 128, 16384))
     label_names = sorted({lab for e in enc for lab in e.span_label if lab is not None})
     lab_index = {n: i for i, n in enumerate(label_names)}
@@ -170,8 +172,9 @@ def score_records(model: Any, tokenizer: Any, records: Sequence[Record], *, max_
                 for j, i in enumerate(batch):
                     ids[j, :lengths[i]] = torch.tensor(enc[i].input_ids)
                 ids = ids.to(device)
-                # No attention mask: in a causal model a real position never sees the padding to its right, and
-                # the unmasked call takes the fast causal attention path. Outputs at real positions are identical.
+                # No attention mask: in a causal model a real position never sees the padding to its right,
+                # and the unmasked call takes the fast causal attention path. Outputs at real positions are
+                # identical.
                 logits = model(input_ids=ids).logits
                 tgt = ids[:, 1:, None]
                 lp = torch.log_softmax(logits.float(), dim=-1)[:, :-1]

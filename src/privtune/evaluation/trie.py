@@ -1,18 +1,18 @@
 """Exact log-probabilities of many token sequences that share a context, by walking their prefix tree.
 
-Scoring 10^6 candidate secrets one sequence at a time repeats the same work: every candidate starts with the same
-context, and candidates that agree on their first ``d`` tokens need the model's next-token distribution at that
-prefix only once. We therefore
+Scoring 10^6 candidate secrets one sequence at a time repeats the same work: every candidate starts with the
+same context, and candidates that agree on their first ``d`` tokens need the model's next-token distribution
+at that prefix only once. We therefore
 
 1. run the shared context (plus any tokens all sequences begin with) once and keep its key/value cache;
 2. sort the sequences lexicographically, so that sequences sharing a prefix are adjacent;
 3. for each depth ``d``: find the distinct prefixes of length ``d`` (the tree's nodes at that depth) among the
-   sequences that have a token at position ``d``; run the model on those prefixes in batches, on top of the cached
-   context; and add ``ln p(s_d | context, s_{<d})`` to every sequence below each node.
+   sequences that have a token at position ``d``; run the model on those prefixes in batches, on top of the
+   cached context; and add ``ln p(s_d | context, s_{<d})`` to every sequence below each node.
 
-The result is ``Σ_t ln p(s_t | context, s_{<t})`` for every sequence — the same number a plain forward pass over
-``context + s`` gives (up to float rounding), at a cost of one model row per tree node instead of one per sequence.
-With one token per digit and 10^6 six-digit secrets that is 111,111 rows instead of 10^6.
+The result is ``Σ_t ln p(s_t | context, s_{<t})`` for every sequence — the same number a plain forward pass
+over ``context + s`` gives (up to float rounding), at a cost of one model row per tree node instead of one per
+sequence. With one token per digit and 10^6 six-digit secrets that is 111,111 rows instead of 10^6.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def pad_sequences(seqs: Sequence[Sequence[int]]) -> np.ndarray:
     """Token sequences as an ``(N, L)`` int64 array, right-padded with ``PAD`` (-1)."""
     lens = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
     out = np.full((len(seqs), int(lens.max(initial=0))), PAD, dtype=np.int64)
-    out[np.arange(out.shape[1]) < lens[:, None]] = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64,
-                                                               count=int(lens.sum()))
+    flat = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64, count=int(lens.sum()))
+    out[np.arange(out.shape[1]) < lens[:, None]] = flat
     return out
 
 
@@ -66,7 +66,7 @@ def _select_cache(cache: Any, index: torch.Tensor) -> Any:
 
 
 def _step(model: Any, tokens: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
-    """Feed one token per row on top of ``cache``; return next-token log-probabilities (float32) and the cache."""
+    """Feed one token per row on top of ``cache``; return next-token log-probabilities and the cache."""
     kwargs: dict[str, Any] = {"input_ids": tokens[:, None], "past_key_values": cache, "use_cache": True}
     try:
         out = model(**kwargs, logits_to_keep=1)
@@ -93,8 +93,9 @@ class _Walker:
         return max(16, min(KV_BUDGET // (self.per_token * (self.n_ctx + depth + 1)), self.vocab_cap, 4096))
 
     def expand(self, lp: torch.Tensor, cache: Any, node_first: np.ndarray, r0: int, r1: int, d: int) -> None:
-        """``lp[i]`` is the next-token distribution at node ``i`` (depth ``d``, first row ``node_first[i]``), whose
-        rows span ``[r0, r1)`` together; score the edges at position ``d`` and recurse into internal children."""
+        """``lp[i]`` is the next-token distribution at node ``i`` (depth ``d``, first row
+        ``node_first[i]``), whose rows span ``[r0, r1)`` together; score the edges at position ``d`` and
+        recurse into the children that have children."""
         rows = np.arange(r0, r1)
         node = np.searchsorted(node_first, rows, side="right") - 1
         has = self.lens[r0:r1] > d
@@ -134,8 +135,8 @@ def sequence_logprobs(model: Any, *, context_ids: Sequence[int], sequences: np.n
     """``Σ_t ln p(s_t | context, s_{<t})`` in nats for each row ``s`` of ``sequences`` (``PAD``-padded ids).
 
     ``context_ids`` must be non-empty (the first token of a text has no prediction without one: pass the BOS
-    token). Every tree node with children costs one model row of one token on top of its parent's cached keys and
-    values; the walk is depth-first in batches so that memory stays bounded by the tree's depth.
+    token). Every tree node with children costs one model row of one token on top of its parent's cached keys
+    and values; the walk is depth-first in batches so that memory stays bounded by the tree's depth.
     """
     if len(context_ids) == 0:
         raise ValueError("context_ids must hold at least one token (e.g. the BOS token)")

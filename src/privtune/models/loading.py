@@ -115,10 +115,13 @@ def resolve_spec(spec: str, *, build: bool = True) -> str:
 
 
 def load_tokenizer(source: str, *, allow_download: bool = False, spec: str | None = None) -> Any:
+    """The fast tokenizer of a model spec or a resolved source (directory or hub id)."""
     from transformers import AutoTokenizer
 
     quiet_transformers()
-    with _load_errors(spec or source, allow_download):
+    if spec is None:  # a spec, or a directory with tokenizer files (an adapter directory has no config.json)
+        spec, source = source, source if Path(source).expanduser().is_dir() else resolve_spec(source)
+    with _load_errors(spec, allow_download):
         tok = AutoTokenizer.from_pretrained(source, local_files_only=not allow_download)
     if not getattr(tok, "is_fast", False):
         raise ModelLoadError(fmt("tokenizer", "a fast (Rust) tokenizer, which gives character offsets",

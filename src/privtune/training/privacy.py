@@ -50,20 +50,22 @@ class PrivacyPlan:
 
 
 def plan_privacy(*, epsilon: float | None, delta: float, noise_multiplier: float | None, max_grad_norm: float,
-                 sample_rate: float, steps: int, reserve: int, accountant: str, secure_rng: bool) -> PrivacyPlan:
-    """Decide sigma: given directly, or calibrated (certified) to ``epsilon`` over ``steps + reserve`` steps."""
-    from privtune.accounting import ACCOUNTANTS, calibrate_noise, certified_names
+                 sample_rate: float, steps: int, reserve: int, accountant: str, secure_rng: bool,
+                 dataset_size: int | None = None) -> PrivacyPlan:
+    """Decide sigma: given directly, or calibrated (certified) to ``epsilon`` over ``steps + reserve`` steps.
+
+    An estimate accountant (Edgeworth) may steer the calibration; the accounting module then returns the noise whose
+    *certified* epsilon meets the target, and the budget guard and run.json's ``epsilon`` use the certified bound.
+    """
+    from privtune.accounting import ACCOUNTANTS, calibrate_noise
 
     if accountant not in ACCOUNTANTS:
         ACCOUNTANTS.get(accountant)
-    if accountant not in certified_names():
-        raise ConfigError(fmt("--accountant", f"a certified accountant ({', '.join(certified_names())})",
-                              accountant, "The budget guard needs an upper bound on epsilon."))
     if noise_multiplier is None:
         if epsilon is None:
             raise ConfigError(fmt("--epsilon", "given for a DP method (or give --noise-multiplier)", None))
         cal = calibrate_noise(target_epsilon=epsilon, delta=delta, sample_rate=sample_rate, steps=steps + reserve,
-                              accountant=accountant)
+                              accountant=accountant, dataset_size=dataset_size)
         return PrivacyPlan(noise_multiplier=float(cal.noise_multiplier), sample_rate=sample_rate, delta=delta,
                            max_grad_norm=max_grad_norm, accountant=accountant, target_epsilon=epsilon,
                            calibrated=True, calibrated_steps=steps + reserve, reserve_steps=reserve,
@@ -130,12 +132,17 @@ class PrivacyState:
                                       "accountant": self.plan.accountant})
 
     def epsilon(self) -> Any:
-        """Certified epsilon of the ledger (an EpsilonResult); epsilon 0 for an empty ledger."""
+        """The accountant's EpsilonResult for the ledger (None for an empty ledger); see :func:`certified`."""
         from privtune.accounting import get_accountant
 
         if self.ledger.steps == 0:
             return None
         return get_accountant(self.plan.accountant).epsilon(self.ledger, delta=self.plan.delta)
+
+
+def certified(result: Any) -> float:
+    """The certified epsilon of an EpsilonResult: its own, or for an estimate the certified bound it carries."""
+    return float(result.epsilon if result.certified else result.certified_epsilon)
 
 
 def check_budget_feasible(plan: PrivacyPlan, planned: int) -> None:

@@ -19,6 +19,7 @@ from rich.progress import TextColumn
 from privtune import __version__
 from privtune.models.loading import count_params
 from privtune.training.evaluate import evaluate_split
+from privtune.training.privacy import certified
 from privtune.training.trainer import snapshot_losses
 
 NEIGHBOURING = "add_or_remove_one"
@@ -94,9 +95,11 @@ def final_fields(s: Any, outcome: Any, privacy: Any, wall: float) -> dict[str, A
     }
     if privacy is not None:
         eps = privacy.epsilon()
-        out.update(ledger_steps=privacy.steps, epsilon=eps.epsilon if eps is not None else 0.0,
-                   epsilon_certified=bool(eps.certified) if eps is not None else True,
+        out.update(ledger_steps=privacy.steps, epsilon=certified(eps) if eps is not None else 0.0,
+                   epsilon_certified=True, certified_by=(eps.accountant if eps.certified else "pld") if eps else None,
                    clip_fraction=st.clip_clipped / st.clip_n if st.clip_n else None)
+        if eps is not None and not eps.certified:  # an estimate is shown beside the certified bound, labelled
+            out.update(epsilon_estimate=eps.epsilon, epsilon_estimate_accountant=eps.accountant)
     if s.test is not None and len(s.test):
         labels = s.plan.labels
         out.update(evaluate_split(s.model, s.test, task=s.plan.cfg.task, device=s.loaded.device,

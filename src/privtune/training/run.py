@@ -18,13 +18,12 @@ from typing import Any, Iterator
 
 import torch
 
-from privtune import __version__
 from privtune.errors import ConfigError, PrivtuneError, fmt
 from privtune.training.checkpoint import (clean_partial, latest_step, list_checkpoints, load_checkpoint,
                                          save_checkpoint, set_rng_state)
 from privtune.training.config import TrainConfig
 from privtune.training.privacy import PrivacyPlan, PrivacyState
-from privtune.training.session import Plan, Session, build_session, make_plan
+from privtune.training.session import Session, build_session, make_plan
 from privtune.training.trainer import Trainer, TrainState
 from privtune.training import record as rec_mod  # noqa: E402
 from privtune.utils.fsio import atomic_dir, atomic_write_json, ensure_fresh_dir

@@ -75,7 +75,8 @@ def make_plan(cfg: TrainConfig, *, privacy: PrivacyPlan | None = None) -> Plan:
         reserve = cfg.resume_reserve if cfg.resume_reserve is not None else every
         plan.privacy = plan_privacy(epsilon=cfg.epsilon, delta=cfg.delta, noise_multiplier=cfg.noise_multiplier,
                                     max_grad_norm=cfg.max_grad_norm, sample_rate=plan.sample_rate, steps=steps,
-                                    reserve=reserve, accountant=cfg.accountant, secure_rng=cfg.secure_rng)
+                                    reserve=reserve, accountant=cfg.accountant, secure_rng=cfg.secure_rng,
+                                    dataset_size=n)
         check_budget_feasible(plan.privacy, steps)
     elif not method.private and (cfg.epsilon is not None or cfg.noise_multiplier is not None):
         raise ConfigError(fmt("--method", "a DP method (dp-fft, dp-lora) when --epsilon or --noise-multiplier is "
@@ -128,7 +129,7 @@ def build_session(plan: Plan, loaded: LoadedModel | None = None) -> Session:
     if plan.privacy is not None:
         sampler: Any = PoissonSampler(n=plan.n_train, sample_rate=plan.privacy.sample_rate, seed=cfg.seed,
                                       secure=cfg.secure_rng)
-        engine = get_engine(cfg.dp_engine)(model, max_grad_norm=plan.privacy.max_grad_norm)
+        engine = plan.method.make_engine(model, cfg=cfg, max_grad_norm=plan.privacy.max_grad_norm)
     else:
         sampler = ShuffleSampler(n=plan.n_train, batch_size=cfg.batch_size, seed=cfg.seed)
     optimizer = torch.optim.AdamW(plan.method.optimizer_params(model), lr=plan.lr, weight_decay=cfg.weight_decay)

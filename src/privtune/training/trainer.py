@@ -29,7 +29,7 @@ from privtune.training.data import Encoded
 from privtune.training.dp.engine import ClipStats, DPEngine, unique_trainable
 from privtune.training.dp.noise import gaussian_like, noise_generator
 from privtune.training.losses import per_example_loss
-from privtune.training.privacy import BudgetExhausted, PrivacyState
+from privtune.training.privacy import BudgetExhausted, PrivacyState, certified
 from privtune.training.sampling import split_micro
 
 
@@ -205,8 +205,8 @@ class Trainer:
                 self.on_checkpoint(st)
             if task is not None and self.privacy is not None and (time.monotonic() - last_eps > EPS_DISPLAY_S
                                                                   or t == self.planned_steps):
-                eps = self.privacy.epsilon()  # certified, from the ledger (the accountant takes up to ~1 s)
-                self.progress.update(task, eps=f"{eps.epsilon:.2f}" if eps is not None else "-")
+                eps = self.privacy.epsilon()  # from the ledger (the accountant takes up to ~1 s)
+                self.progress.update(task, eps=f"{certified(eps):.2f}" if eps is not None else "-")
                 last_eps = time.monotonic()
         return TrainOutcome(status=status, state=st)
 

@@ -1,10 +1,11 @@
-"""Membership inference: can an attacker tell the training records from fresh records of the same distribution?
+"""Membership inference: can an attacker tell training records from fresh records of the same distribution?
 
 Members are the training records (canaries left out), non-members the test records. Every registered attack
 (:data:`ATTACKS`) scores each record twice — on all its predicted tokens and on its sensitive tokens only
-(``<attack>_sensitive``) — and we report, per attack, the ROC AUC, the TPR at 1 % and 0.1 % FPR (Carlini et al.
-2022: low-FPR operating points are what matters for privacy), the membership advantage ``max_τ (TPR − FPR)``
-(Yeom et al. 2018) and the number of records behind each figure. These are empirical attack results, not bounds.
+(``<attack>_sensitive``) — and we report, per attack, the ROC AUC, the TPR at 1 % and 0.1 % FPR (Carlini et
+al. 2022: low-FPR operating points are what matters for privacy), the membership advantage ``max_τ (TPR −
+FPR)`` (Yeom et al. 2018) and the number of records behind each figure. These are empirical attack results,
+not bounds.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from privtune.evaluation.mia.base import ATTACKS, MIAAttack, MIAView
 from privtune.evaluation.stats import roc_auc, roc_curve, tpr_at_fpr
 from privtune.evaluation.tokens import TokenScores
 
-__all__ = ["ATTACKS", "MIAAttack", "MIAView", "AttackResult", "MIAResult", "attack_metrics", "membership_inference"]
+__all__ = ["ATTACKS", "MIAAttack", "MIAView", "AttackResult", "MIAResult", "attack_metrics",
+           "membership_inference"]
 
 
 @dataclass
@@ -33,7 +35,8 @@ class AttackResult:
     n_nonmembers: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"auc": self.auc, "tpr_at_1pct_fpr": self.tpr_at_1pct_fpr, "tpr_at_0_1pct_fpr": self.tpr_at_0_1pct_fpr,
+        return {"auc": self.auc, "tpr_at_1pct_fpr": self.tpr_at_1pct_fpr,
+                "tpr_at_0_1pct_fpr": self.tpr_at_0_1pct_fpr,
                 "advantage": self.advantage, "n_members": self.n_members, "n_nonmembers": self.n_nonmembers,
                 "fpr_resolution": 1.0 / self.n_nonmembers if self.n_nonmembers else None}
 
@@ -46,7 +49,8 @@ def attack_metrics(members: np.ndarray, nonmembers: np.ndarray) -> AttackResult:
     if m.size == 0 or n.size == 0:
         return AttackResult(float("nan"), float("nan"), float("nan"), float("nan"), int(m.size), int(n.size))
     fpr, tpr = roc_curve(m, n)
-    return AttackResult(roc_auc(m, n), tpr_at_fpr(m, n, 0.01), tpr_at_fpr(m, n, 0.001), float((tpr - fpr).max()),
+    return AttackResult(roc_auc(m, n), tpr_at_fpr(m, n, 0.01), tpr_at_fpr(m, n, 0.001),
+                        float((tpr - fpr).max()),
                         int(m.size), int(n.size))
 
 
@@ -58,7 +62,8 @@ class MIAResult:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"definition": {
             "auc": "ROC AUC = P(score(member) > score(non-member)) + P(tie)/2; 0.5 = chance",
-            "tpr_at_1pct_fpr": "largest true-positive rate at a false-positive rate <= 1% (resolution 1/n_nonmembers)",
+            "tpr_at_1pct_fpr": "largest true-positive rate at a false-positive rate <= 1% "
+                               "(resolution 1/n_nonmembers)",
             "tpr_at_0_1pct_fpr": "the same at FPR <= 0.1%",
             "advantage": "max over thresholds of TPR - FPR (Yeom et al. 2018)",
             "members": "training records (canaries excluded); non-members: test records",

@@ -1,8 +1,9 @@
 """The membership-inference attack interface: one small class per attack, registered by name.
 
 An attack maps each record to a score, higher meaning "more likely a member of the training set". It reads the
-per-token scores of the records under the fine-tuned model (and, for calibrated attacks, the base model), restricted
-to a token selection: every predicted token, or only the sensitive ones (``<name>_sensitive`` in reports).
+per-token scores of the records under the fine-tuned model (and, for calibrated attacks, the base model),
+restricted to a token selection: every predicted token, or only the sensitive ones (``<name>_sensitive`` in
+reports).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class MIAView:
 
     def zlib_bytes(self) -> np.ndarray:
         """Length in bytes of each text compressed by zlib (level 9): a model-free estimate of its entropy."""
-        return np.array([len(zlib.compress(t.encode("utf-8"), 9)) if t else np.nan for t in self.texts], float)
+        return np.array([len(zlib.compress(t.encode("utf-8"), 9)) if t else np.nan for t in self.texts],
+                        float)
 
 
 class MIAAttack(ABC):

@@ -1,4 +1,5 @@
-"""Loss attack (Yeom et al. 2018, "Privacy Risk in Machine Learning: Analyzing the Connection to Overfitting")."""
+"""Loss attack (Yeom et al. 2018, "Privacy Risk in Machine Learning: Analyzing the Connection to
+Overfitting")."""
 
 from __future__ import annotations
 

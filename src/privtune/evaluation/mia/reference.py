@@ -1,9 +1,9 @@
 """Reference-model attack: the fine-tuned model's loss calibrated by the base model's loss on the same tokens.
 
 Carlini et al. 2021 ("Extracting Training Data from Large Language Models", USENIX Security) compare against a
-reference model; Mireshghallah et al. 2022 ("Quantifying Privacy Risks of Masked Language Models Using Membership
-Inference Attacks") use the likelihood ratio. With the base model as reference, what the base already predicts well
-(common phrases, easy formats) stops looking like membership.
+reference model; Mireshghallah et al. 2022 ("Quantifying Privacy Risks of Masked Language Models Using
+Membership Inference Attacks") use the likelihood ratio. With the base model as reference, what the base
+already predicts well (common phrases, easy formats) stops looking like membership.
 """
 
 from __future__ import annotations

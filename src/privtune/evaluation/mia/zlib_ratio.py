@@ -9,8 +9,8 @@ from privtune.evaluation.mia.base import ATTACKS, MIAAttack, MIAView
 
 @ATTACKS.register("zlib")
 class ZlibAttack(MIAAttack):
-    """``score = −mean_nll / zlib_bytes(text)``: the model's log-perplexity relative to a model-free measure of
-    the text's entropy, so that texts that are simply repetitive or easy do not look like members."""
+    """``score = −mean_nll / zlib_bytes(text)``: the model's log-perplexity relative to a model-free measure
+    of the text's entropy, so that texts that are simply repetitive or easy do not look like members."""
 
     name = "zlib"
     reference = "Carlini et al. 2021"

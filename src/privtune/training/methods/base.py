@@ -49,6 +49,13 @@ class Method(ABC):
         """Method-specific facts for run.json (merged at the top level)."""
         return {}
 
+    def make_engine(self, model: nn.Module, *, cfg: Any, max_grad_norm: float) -> Any:
+        """The per-example gradient engine of a private method (``--dp-engine``); a method with its own DP update
+        (e.g. reparametrised gradient perturbation) overrides this."""
+        from privtune.training.dp import get_engine
+
+        return get_engine(cfg.dp_engine)(model, max_grad_norm=max_grad_norm)
+
     def save(self, model: nn.Module, out: Path) -> None:
         """Save in Hugging Face form (``save_pretrained``, safetensors)."""
         model.save_pretrained(out, safe_serialization=True)
