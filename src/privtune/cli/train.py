@@ -38,6 +38,10 @@ def train_cmd(
                                                      help="σ given directly (noise std / clipping norm)."),
     max_grad_norm: Optional[float] = typer.Option(None, "--max-grad-norm", help="Per-example clipping norm C."),
     accountant: Optional[str] = typer.Option(None, "--accountant", help="Certified accountant: pld (default), prv, rdp."),
+    noise_calibration: Optional[str] = typer.Option(
+        None, "--noise-calibration", help="certified (default): sigma whose certified ε meets --epsilon. "
+        "edgeworth-estimate: UNSAFE, research only (reproduces EW-Tune): sigma from an Edgeworth estimate alone; the "
+        "run's certified ε exceeds --epsilon and is reported as such."),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the data (default 3)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (overrides --epochs)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Logical (expected) batch size (default 16)."),
@@ -105,6 +109,11 @@ def train_cmd(
     if rec.get("epsilon_estimate") is not None:
         priv += f", estimate {rec['epsilon_estimate']:.3f} ({rec['epsilon_estimate_accountant']})"
     loss = rec.get("final_train_loss")
+    if rec.get("privacy_warning"):
+        console.print(f"[bold red]{rec['privacy_warning']}[/]", highlight=False)
+    elif rec.get("target_met") is False:
+        console.print(f"[bold red]certified ε {eps:.3f} exceeds the target {rec['target_epsilon']:g}[/]",
+                      highlight=False)
     console.print(f"[green]{rec['status']}[/] {result.run_dir}: {rec['method']} on {rec['model']}, "
                   f"{rec['steps']}/{rec['planned_steps']} steps, {priv}, train loss "
                   f"{loss if loss is None else round(loss, 4)}, {rec['wall_time_s']:.1f} s", highlight=False)

@@ -36,6 +36,7 @@ class TrainConfig:
     noise_multiplier: float | None = None
     max_grad_norm: float = 1.0
     accountant: str = "pld"
+    noise_calibration: str = "certified"  # or "edgeworth-estimate": EW-Tune's, research only (see docs/ewtune.md)
     secure_rng: bool = False
     dp_engine: str = "hooks"
     # schedule
@@ -79,6 +80,11 @@ class TrainConfig:
             raise ConfigError(fmt("--epsilon", "a positive finite number", self.epsilon))
         if not (0 < self.delta < 1):
             raise ConfigError(fmt("--delta", "in (0, 1)", self.delta))
+        from privtune.training.estimate_calibration import NOISE_CALIBRATIONS
+
+        if self.noise_calibration not in NOISE_CALIBRATIONS:
+            raise ConfigError(fmt("--noise-calibration", f"one of {', '.join(NOISE_CALIBRATIONS)}",
+                                  self.noise_calibration))
         if self.noise_multiplier is not None and not self.noise_multiplier > 0:
             raise ConfigError(fmt("--noise-multiplier", "positive", self.noise_multiplier))
         if not self.max_grad_norm > 0:

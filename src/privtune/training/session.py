@@ -76,9 +76,10 @@ def make_plan(cfg: TrainConfig, *, privacy: PrivacyPlan | None = None) -> Plan:
         plan.privacy = plan_privacy(epsilon=cfg.epsilon, delta=cfg.delta, noise_multiplier=cfg.noise_multiplier,
                                     max_grad_norm=cfg.max_grad_norm, sample_rate=plan.sample_rate, steps=steps,
                                     reserve=reserve, accountant=cfg.accountant, secure_rng=cfg.secure_rng,
-                                    dataset_size=n)
+                                    dataset_size=n, noise_calibration=cfg.noise_calibration)
         check_budget_feasible(plan.privacy, steps)
-    elif not method.private and (cfg.epsilon is not None or cfg.noise_multiplier is not None):
+    elif not method.private and (cfg.epsilon is not None or cfg.noise_multiplier is not None
+                                 or cfg.noise_calibration != "certified"):
         raise ConfigError(fmt("--method", "a DP method (dp-fft, dp-lora) when --epsilon or --noise-multiplier is "
                               "given", cfg.method, f"Use dp-{cfg.method} or drop the privacy options."))
     return plan
