@@ -310,3 +310,39 @@ def test_resume_is_exact(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], load_model("tiny:bert", task="classification", num_labels=2).model
                                .state_dict()[k]) for k in a if k.endswith("query.weight"))
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama", pytest.param("gemma", marks=pytest.mark.slow),
+                                  pytest.param("qwen2", marks=pytest.mark.slow)])
+def test_dp_rgp_on_causal_lms(tmp_path, arch):
+    """RGP sits in the trade-off study too: every block linear layer of a causal LM is reparametrized, the (often
+    tied) LM head and the embeddings stay frozen, and the run saves a plain causal LM."""
+    from _train_helpers import lm_dataset
+    from privtune.training.run import load_trained, train
+
+    data = lm_dataset(tmp_path / "cs", n_train=16, n_test=4)
+    rec = train(data=str(data), method="dp-rgp", model=f"tiny:{arch}", steps=2, batch_size=4, max_length=32,
+                epsilon=8.0, out=tmp_path / "run").record
+    assert rec["status"] == "completed" and rec["epsilon"] <= 8.0 and rec["test_loss"] > 0
+    assert rec["rgp"]["layers"] >= 8 and rec["rgp"]["full_params"] == []
+    assert rec["trainable_params"] == rec["rgp"]["carrier_params"]
+    run = load_trained(tmp_path / "run", device="cpu")
+    base = run.load_base()
+    ids = run.tokenizer(["SYS: How can I help?"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert (run.model(input_ids=ids).logits - base(input_ids=ids).logits).abs().max() > 0
+
+
+def test_cli_rank_error_is_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = classification_dataset(tmp_path / "cls")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "PRIVTUNE_PROGRESS": "0"}
+    p = subprocess.run([sys.executable, "-m", "privtune", "train", "--data", str(data), "--task", "classification",
+                        "--method", "dp-rgp", "--model", "tiny:bert", "--epsilon", "8", "--rank", "40", "--out",
+                        str(tmp_path / "run")], capture_output=True, text=True, env=env)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "--rank" in p.stderr and "at most 32" in p.stderr and not (tmp_path / "run").exists()
