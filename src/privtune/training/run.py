@@ -141,7 +141,7 @@ def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState) -
                                   physical_batch_size=plan.physical_batch_size, device=s.loaded.device,
                                   engine=s.engine, privacy=privacy, seed=plan.cfg.seed,
                                   checkpoint_every=plan.checkpoint_every, on_checkpoint=checkpoint, state=state,
-                                  progress=progress if progress_enabled() else None)
+                                  progress=progress if progress_enabled() else None, method=plan.method)
                 outcome = trainer.run()
             if latest_step(run_dir) != outcome.state.step:
                 checkpoint(outcome.state)
