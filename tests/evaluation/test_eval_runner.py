@@ -163,3 +163,14 @@ def test_partial_evaluations_merge_into_the_previous_file(tmp_path):
     other = {**new, "dataset": {"content_hash": "other"}}
     assert merge_previous(path, other) == other
     assert merge_previous(tmp_path / "missing.json", new) == new
+
+
+def test_summary_names_attacks_only(full, capsys):
+    from privtune.evaluation.evaluate import print_summary
+    from privtune.utils.progress import console
+
+    with console.capture() as cap:
+        print_summary(full)
+    text = cap.get()
+    assert "loss AUC" in text and "reference_sensitive AUC" in text and "definition" not in text
+    assert "exposure 13.29 of 13.29 bits" in text and "estimate" in text

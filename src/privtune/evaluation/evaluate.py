@@ -332,7 +332,7 @@ def print_summary(result: dict[str, Any]) -> None:
                       f"{', estimate' if e.get('estimate') else ''}; base {f(e.get('exposure_bits_base'))})")
     if m:
         aucs = [f"{k} AUC {f(v['auc'])}" for k, v in m.items()
-                if isinstance(v, dict) and "auc" in v and not k.endswith("sensitive")]
+                if k != "definition" and isinstance(v, dict) and "auc" in v]
         console.print("mia      " + ", ".join(aucs))
     if a:
         console.print(f"audit    {a['skipped']}" if "skipped" in a else

@@ -88,17 +88,23 @@ def _slots(records: Sequence[Record], rng: np.random.Generator, n: int) -> list[
     return pairs
 
 
-def _generate(model: Any, tokenizer: Any, prompts: list[list[int]], max_new: int, cfg: ExtractionConfig,
-              seed: int, description: str = "extraction") -> list[str]:
-    """Continuations (decoded, special tokens dropped) of left-padded prompt batches."""
+def _generate(model: Any, tokenizer: Any, prompts: list[list[int]], max_new: Sequence[int],
+              cfg: ExtractionConfig, seed: int, description: str = "extraction") -> list[list[str]]:
+    """Per prompt, its continuations (decoded, special tokens dropped) of up to ``max_new[i]`` tokens.
+
+    Prompts are batched by the length they need (left-padded), so short values do not pay for long ones.
+    """
     device = model_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    out: list[str] = []
+    reps = cfg.n_samples if cfg.decoding == "sample" else 1
+    order = np.argsort(np.asarray(max_new), kind="stable")
+    out: list[list[str]] = [[] for _ in prompts]
     was_training = model.training
     model.eval()
     try:
         for lo in track(range(0, len(prompts), cfg.batch_size), description):
-            chunk = prompts[lo:lo + cfg.batch_size]
+            idx = order[lo:lo + cfg.batch_size]
+            chunk = [prompts[i] for i in idx]
             T = max(len(p) for p in chunk)
             ids = torch.full((len(chunk), T), pad, dtype=torch.long)
             att = torch.zeros((len(chunk), T), dtype=torch.long)
@@ -113,8 +119,10 @@ def _generate(model: Any, tokenizer: Any, prompts: list[list[int]], max_new: int
                 kw.update(temperature=None, top_k=None, top_p=None)
             with torch.inference_mode():
                 gen = model.generate(input_ids=ids.to(device), attention_mask=att.to(device),
-                                     max_new_tokens=max_new, pad_token_id=pad, **kw)
-            out += tokenizer.batch_decode(gen[:, T:], skip_special_tokens=True)
+                                     max_new_tokens=int(max(max_new[i] for i in idx)), pad_token_id=pad, **kw)
+            texts = tokenizer.batch_decode(gen[:, T:], skip_special_tokens=True)
+            for j, i in enumerate(idx):  # generate() returns the samples of a prompt together
+                out[i] = texts[j * reps:(j + 1) * reps]
     finally:
         model.train(was_training)
     return out
@@ -143,19 +151,18 @@ def sampling_extraction(model: Any, base_model: Any, tokenizer: Any, train: Sequ
         prompts.append(ids[-cfg.max_prompt_tokens:])
         values.append(rec.text[span.start:span.end])
         labels.append(span.label)
-    longest = max(len(tokenizer(" " + v, add_special_tokens=False)["input_ids"]) for v in values)
-    max_new = longest + cfg.extra_new_tokens
+    max_new = [len(tokenizer(" " + v, add_special_tokens=False)["input_ids"]) + cfg.extra_new_tokens
+               for v in values]
     reps = cfg.n_samples if cfg.decoding == "sample" else 1
     result: dict[str, Any] = {"n_prompts": len(slots), "decoding": cfg.decoding,
-                              "generations_per_prompt": reps, "max_new_tokens": max_new}
+                              "generations_per_prompt": reps, "max_new_tokens": max(max_new)}
     hits_by_model = {}
     for tag, m in (("", model), ("_base", base_model)):
         gens = _generate(m, tokenizer, prompts, max_new, cfg, cfg.seed,
                          "extraction" + (" (base)" if tag else ""))
-        hits = np.array([any(values[i] in g for g in gens[i * reps:(i + 1) * reps])
-                         for i in range(len(slots))])
-        leaked = [bool(patterns.get(labels[i // reps]) and patterns[labels[i // reps]].search(g))
-                  for i, g in enumerate(gens)]
+        hits = np.array([any(values[i] in g for g in gens[i]) for i in range(len(slots))])
+        leaked = [bool(patterns.get(labels[i]) and patterns[labels[i]].search(g))
+                  for i in range(len(slots)) for g in gens[i]]
         hits_by_model[tag] = hits
         result[f"extracted{tag}"] = int(hits.sum())
         result[f"recall{tag}"] = float(hits.mean())
