@@ -96,7 +96,7 @@ def group_findings(g: Group) -> list[str]:
         s = f"At ε = {eps:g} ({cert}), {display(m)}'s sensitive-token gain on training data is {gd:.3f} nats/token"
         gr = ref.mean("gain_train") if ref is not None else None
         if gd <= 0:
-            s += " (no gain over the base model)"
+            s += ", no gain over the base model"
         if ref is not None and gr is not None:
             s += f", {100 * gd / gr:.0f}% of {_name(ref)}'s {gr:.3f}" if gr > 0 and gd > 0 else \
                 f" ({_name(ref)}: {gr:.3f})"
