@@ -28,6 +28,10 @@ LoRA ranks (adapter methods only), learning rates, epochs and seeds, plus option
     [eval]                        # options of `evaluate_run`
     only = ["privacy", "utility", "exposure", "mia"]
 
+    [variants.dp-rgp-ewtune]      # a named variant: a method plus its own options, listed in `methods` by name
+    method = "dp-rgp"
+    noise_calibration = "edgeworth-estimate"
+
 Every configuration gets a stable id, ``<readable slug>-<8 hex>``: the hash covers everything that determines the
 run (dataset spec, model, method, every training option), so a resumed sweep recognises finished runs and a changed
 option gives a new run instead of silently reusing an old one.
@@ -55,7 +59,7 @@ else:  # pragma: no cover
 #: Top-level keys of a study file.
 STUDY_KEYS = ("name", "description", "datasets", "models", "methods", "budgets", "lora_ranks", "learning_rates",
               "epochs", "seeds", "batch_size", "max_length", "delta", "accountant", "train", "method_options",
-              "eval")
+              "eval", "variants")
 #: Keys of a generated dataset (the options of `privtune data synth`).
 GENERATOR_KEYS = ("generator", "train", "test", "seed", "canary_repeats", "canary_digits", "audit_canaries")
 
@@ -100,6 +104,7 @@ class RunConfig:
     train_options: dict[str, Any]      # every other TrainConfig option (shared by the study)
     private: bool = False
     adapter: bool = False
+    base_method: str | None = None     # set when ``method`` names a variant: the registered method it runs
 
     def grid(self) -> dict[str, Any]:
         """The values that vary across the study (stored with every result row)."""
@@ -108,7 +113,8 @@ class RunConfig:
 
     def train_config(self, data_dir: str | Path) -> dict[str, Any]:
         """Keyword arguments for :class:`privtune.training.config.TrainConfig`."""
-        cfg = {**self.train_options, "data": str(data_dir), "model": self.model, "method": self.method,
+        cfg = {**self.train_options, "data": str(data_dir), "model": self.model,
+               "method": self.base_method or self.method,
                "epochs": self.epochs, "seed": self.seed}
         if self.epsilon is not None:
             cfg["epsilon"] = self.epsilon
@@ -119,7 +125,8 @@ class RunConfig:
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, **self.grid(), "train_options": dict(self.train_options)}
+        return {"run_id": self.run_id, **self.grid(), "train_options": dict(self.train_options),
+                **({"base_method": self.base_method} if self.base_method else {})}
 
 
 @dataclass
@@ -138,6 +145,7 @@ class Study:
     train: dict[str, Any]                           # batch_size, max_length, delta, accountant and [train]
     eval: dict[str, Any]
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)   # per method, over ``train``
+    variants: dict[str, validate.MethodVariant] = field(default_factory=dict)  # named variants listed in methods
     description: str = ""
     source: str = ""                                # the TOML text, stored with the results
     path: str | None = None
@@ -148,7 +156,7 @@ class Study:
         for ds in self.datasets.values():
             for model in self.models:
                 for method in self.methods:
-                    private, adapter = method_traits(method)
+                    private, adapter = method_traits(self.base_method(method))
                     for eps in (self.budgets if private else [None]):
                         for r in (self.lora_ranks if adapter else [None]):
                             for lr in self.learning_rates.get(method, [None]):
@@ -158,9 +166,22 @@ class Study:
                                                               private, adapter))
         return runs
 
+    def base_method(self, method: str) -> str:
+        """The registered method behind a name of ``methods`` (itself, or a variant's method)."""
+        return self.variants[method].method if method in self.variants else method
+
+    def options_of(self, method: str) -> dict[str, Any]:
+        """Training options of ``method``: shared ones, then the method's; for a variant, its method's, the
+        variant's ``[method_options]`` and its own (last wins)."""
+        if method not in self.variants:
+            return {**self.train, **self.method_options.get(method, {})}
+        var = self.variants[method]
+        return {**self.train, **self.method_options.get(var.method, {}), **self.method_options.get(method, {}),
+                **var.options}
+
     def _run(self, ds: DatasetSpec, model: str, method: str, eps: float | None, r: int | None, lr: float | None,
              ep: float, seed: int, private: bool, adapter: bool) -> RunConfig:
-        options = dict(sorted({**self.train, **self.method_options.get(method, {})}.items()))
+        options = dict(sorted(self.options_of(method).items()))
         if not private:
             options = {k: v for k, v in options.items() if k not in ("delta", "accountant")}
         ident = {"dataset": ds.identity(), "model": model, "method": method, "epsilon": eps, "lora_r": r, "lr": lr,
@@ -177,14 +198,16 @@ class Study:
         slug = re.sub(r"[^a-z0-9._-]+", "_", "-".join(parts).lower())
         return RunConfig(run_id=f"{slug}-{digest}", dataset=ds.name, model=model, method=method, epsilon=eps,
                          lora_r=r, lr=lr, epochs=ep, seed=seed, train_options=options, private=private,
-                         adapter=adapter)
+                         adapter=adapter, base_method=self.variants[method].method if method in self.variants
+                         else None)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description,
                 "datasets": {k: v.to_dict() for k, v in self.datasets.items()}, "models": self.models,
                 "methods": self.methods, "budgets": self.budgets, "lora_ranks": self.lora_ranks,
                 "learning_rates": self.learning_rates, "epochs": self.epochs, "seeds": self.seeds,
-                "train": self.train, "method_options": self.method_options, "eval": self.eval}
+                "train": self.train, "method_options": self.method_options, "eval": self.eval,
+                **({"variants": {k: v.to_dict() for k, v in self.variants.items()}} if self.variants else {})}
 
 
 def _num(x: float) -> str:
@@ -222,11 +245,14 @@ def parse_study(data: dict[str, Any], *, base_dir: str | Path = ".", where: str 
     datasets = _datasets(data.get("datasets"), c, Path(base_dir))
     models = c.str_list(data, "models", ["embedded"])
     methods = c.str_list(data, "methods", ["fft", "lora", "dp-fft", "dp-lora"])
+    train = validate.train_options(data, c)
+    variants = validate.variants(data.get("variants", {}), c, train)
+    names = known_methods() + list(variants)
     for m in methods:
-        if m not in known_methods():
-            raise c.fail("methods", f"a list of known methods ({', '.join(known_methods())})", m,
-                         did_you_mean(m, known_methods()))
-    traits = {m: method_traits(m) for m in methods}
+        if m not in names:
+            raise c.fail("methods", f"a list of known methods or variants ({', '.join(names)})", m,
+                         did_you_mean(m, names))
+    traits = {m: method_traits(variants[m].method if m in variants else m) for m in methods}
     budgets = c.number_list(data, "budgets", [], allow_empty=True)
     if any(p for p, _ in traits.values()) and not budgets:
         raise c.fail("budgets", "a non-empty list of ε when a DP method is in `methods`", budgets,
@@ -235,8 +261,10 @@ def parse_study(data: dict[str, Any], *, base_dir: str | Path = ".", where: str 
     learning_rates = validate.learning_rates(data.get("learning_rates"), c, methods)
     epochs = c.number_list(data, "epochs", [3.0])
     seeds = c.number_list(data, "seeds", [0], integer=True, positive=False)
-    train = validate.train_options(data, c)
     method_options = validate.method_options(data.get("method_options", {}), c, methods, train)
+    for name, var in variants.items():  # the variant's options over everything it inherits must be valid
+        validate.validate_train({**train, **method_options.get(var.method, {}), **method_options.get(name, {}),
+                                 **var.options, "method": var.method}, c)
     ev = data.get("eval", {})
     if not isinstance(ev, dict):
         raise c.fail("eval", "a table of evaluation options", ev)
@@ -246,7 +274,7 @@ def parse_study(data: dict[str, Any], *, base_dir: str | Path = ".", where: str 
         raise c.fail("description", "a string", desc)
     return Study(name=name, description=desc, datasets=datasets, models=models, methods=methods, budgets=budgets,
                  lora_ranks=lora_ranks, learning_rates=learning_rates, epochs=epochs, seeds=seeds, train=train,
-                 eval=dict(ev), method_options=method_options)
+                 eval=dict(ev), method_options=method_options, variants=variants)
 
 
 def _datasets(raw: Any, c: Checker, base_dir: Path) -> dict[str, DatasetSpec]:

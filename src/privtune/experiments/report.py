@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from privtune import __version__
-from privtune.experiments import plots, tables
+from privtune.experiments import classification, plots, tables
 from privtune.experiments.analysis import RunView, groups, views
 from privtune.experiments.findings import findings
 from privtune.experiments.tables import epsilon_short, f, secs
@@ -101,7 +101,7 @@ def build_report(rows: Sequence[Mapping[str, Any]], *, study: Mapping[str, Any] 
     figs = {k: f for k, f in (("privacy_utility", plots.privacy_utility(gs, col)),
                               ("versus_epsilon", plots.versus_epsilon(gs, col)),
                               ("cost", plots.cost(gs, col)), ("curves", plots.curves(vs, col))) if f}
-    found = findings(gs, vs)
+    found = classification.findings(vs) + findings(gs, vs)
     name = str(study.get("name") or "study")
     md = markdown_summary(name, vs, found)
     return Report(html=_html(name, study, vs, gs, found, figs), markdown=md, figures=figs)
@@ -121,6 +121,7 @@ def _html(name: str, study: Mapping[str, Any], vs: Sequence[RunView], gs: Any, f
           figs: Mapping[str, str]) -> str:
     n_ok = sum(v.ok for v in vs)
     n_failed = sum(v.status == "failed" for v in vs)
+    lm = not vs or not all(classification.is_classification(v) for v in vs)
     desc = html.escape(str(study.get("description") or ""))
     defs = _definitions(vs)
     parts = [
@@ -132,21 +133,12 @@ def _html(name: str, study: Mapping[str, Any], vs: Sequence[RunView], gs: Any, f
         f"Generated {time.strftime('%Y-%m-%d %H:%M')} by privtune {__version__}. NLLs are in nats per token.</p>",
         "<h2>Findings</h2>",
         "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in found) + "</ul>",
-        "<h2>Privacy vs utility</h2>",
-        "<p>Each point is a configuration (mean over seeds; bars: ± one standard deviation). Right means the "
-        "fine-tuned model finds the sensitive tokens of its own training records more likely than the base model "
-        "did (memorisation); down means better predictions of ordinary text it never saw. The base model sits at "
-        "zero gain. Configurations on the Pareto front (dashed) are those no other beats on both axes.</p>",
-        _fig(figs.get("privacy_utility"), "privacy vs utility", "Sensitive-token NLL gain on training data vs "
-             "non-sensitive test NLL; the star is the base model."),
-        "<h2>Runs</h2>",
-        "<p>NLLs of the fine-tuned model (the base model's in brackets). Gain = base − fine-tuned NLL on sensitive "
-        "tokens of training (train) or held-out (test) records; memorisation = gain train − gain test, the part "
-        "specific to the records trained on.</p>",
-        _table(tables.runs(vs), num_from=3), _failed(vs),
-        "<h2>Privacy and utility against ε</h2>",
-        _fig(figs.get("versus_epsilon"), "against epsilon", "DP methods at each budget; dashed lines are the "
-             "same methods without DP, the dotted line the base model."),
+        classification.html_section(vs, _table),
+    ]
+    if lm:  # classification runs are scored by accuracy above; the rest are language-model measures
+        parts += _lm_measures(vs, figs)
+    parts += [
+        _failed(vs),
         "<h2>Privacy accounting</h2>",
         "<p>Every ε is the spent budget of the run's own privacy ledger, computed by the named accountant for "
         "Poisson-sampled DP-SGD under add/remove-one neighbouring. <i>Certified</i> means an upper bound. "
@@ -154,21 +146,10 @@ def _html(name: str, study: Mapping[str, Any], vs: Sequence[RunView], gs: Any, f
         _table(tables.accounting(vs), empty="No DP run in this study."),
         "<h2>Cost</h2>", _fig(figs.get("cost"), "cost per method", "Mean per configuration."),
         _table(tables.cost(vs)),
-        "<h2>Canary exposure</h2>",
-        "<p>Exposure = log2(candidates) − log2(rank of the inserted canary among all candidate secrets) (Carlini et "
-        "al. 2019); the maximum means the canary ranked first. The base model's exposure is the chance level. "
-        "Extrapolated exposures are estimates.</p>",
-        _table(tables.exposure(vs, gs), empty="No exposure results (the data has no canary, or the stage was off)."),
-        "<h2>Membership inference</h2>",
-        "<p>Each cell: ROC AUC / true-positive rate at 1% false-positive rate. Members are training records, "
-        "non-members test records; 0.5 AUC is chance; with few non-members the TPR at 1% FPR is coarse.</p>",
-        "<h3>All tokens</h3>", _table(tables.mia(vs), empty="No membership-inference results."),
-        "<h3>Sensitive tokens only</h3>",
-        _table(tables.mia(vs, sensitive=True), empty="No results on sensitive tokens."),
-        "<h2>Extraction</h2>",
-        "<p>Sampling: share of training secrets the model generates from their record's prefix (base model and "
-        "excess over it beside). Reconstruction: how often the true secret scores best among distractors.</p>",
-        _table(tables.extraction(vs), empty="No extraction results."),
+    ]
+    if lm:
+        parts += _lm_attacks(vs, gs)
+    parts += [
         "<h2>Training curves</h2>", _fig(figs.get("curves"), "training curves", "Mean per-example loss of each "
                                          "optimizer step's batch (faint) and its running mean over a tenth of the "
                                          "run (bold)."),
@@ -184,12 +165,57 @@ def _html(name: str, study: Mapping[str, Any], vs: Sequence[RunView], gs: Any, f
     return "\n".join(parts)
 
 
+def _lm_measures(vs: Sequence[RunView], figs: Mapping[str, str]) -> list[str]:
+    """Privacy vs utility, the runs table and the ε plot: the language-model measures (eval.json)."""
+    return [
+        "<h2>Privacy vs utility</h2>",
+        "<p>Each point is a configuration (mean over seeds; bars: ± one standard deviation). Right means the "
+        "fine-tuned model finds the sensitive tokens of its own training records more likely than the base model "
+        "did (memorisation); down means better predictions of ordinary text it never saw. The base model sits at "
+        "zero gain. Configurations on the Pareto front (dashed) are those no other beats on both axes.</p>",
+        _fig(figs.get("privacy_utility"), "privacy vs utility", "Sensitive-token NLL gain on training data vs "
+             "non-sensitive test NLL; the star is the base model."),
+        "<h2>Runs</h2>",
+        "<p>NLLs of the fine-tuned model (the base model's in brackets). Gain = base − fine-tuned NLL on sensitive "
+        "tokens of training (train) or held-out (test) records; memorisation = gain train − gain test, the part "
+        "specific to the records trained on.</p>",
+        _table(tables.runs(vs), num_from=3),
+        "<h2>Privacy and utility against ε</h2>",
+        _fig(figs.get("versus_epsilon"), "against epsilon", "DP methods at each budget; dashed lines are the "
+             "same methods without DP, the dotted line the base model."),
+    ]
+
+
+def _lm_attacks(vs: Sequence[RunView], gs: Any) -> list[str]:
+    """Exposure, membership inference and extraction tables (language-model runs)."""
+    return [
+        "<h2>Canary exposure</h2>",
+        "<p>Exposure = log2(candidates) − log2(rank of the inserted canary among all candidate secrets) (Carlini et "
+        "al. 2019); the maximum means the canary ranked first. The base model's exposure is the chance level. "
+        "Extrapolated exposures are estimates.</p>",
+        _table(tables.exposure(vs, gs), empty="No exposure results (the data has no canary, or the stage was off)."),
+        "<h2>Membership inference</h2>",
+        "<p>Each cell: ROC AUC / true-positive rate at 1% false-positive rate. Members are training records, "
+        "non-members test records; 0.5 AUC is chance; with few non-members the TPR at 1% FPR is coarse.</p>",
+        "<h3>All tokens</h3>", _table(tables.mia(vs), empty="No membership-inference results."),
+        "<h3>Sensitive tokens only</h3>",
+        _table(tables.mia(vs, sensitive=True), empty="No results on sensitive tokens."),
+        "<h2>Extraction</h2>",
+        "<p>Sampling: share of training secrets the model generates from their record's prefix (base model and "
+        "excess over it beside). Reconstruction: how often the true secret scores best among distractors.</p>",
+        _table(tables.extraction(vs), empty="No extraction results."),
+    ]
+
+
 def markdown_summary(name: str, vs: Sequence[RunView], found: Sequence[str]) -> str:
     """The summary table (one line per run, then the base model) and the findings, as Markdown."""
-    lines = [f"# privtune report: {name}", "",
-             "| run | status | ε | gain train | gain test | test NLL | exposure | MIA AUC | wall s |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    for v in vs:
+    lines = [f"# privtune report: {name}", "", *classification.markdown(vs)]
+    lm = [v for v in vs if not classification.is_classification(v)]
+    if not lm and vs:
+        return "\n".join(lines + ["## Findings", "", *[f"- {s}" for s in found]]) + "\n"
+    lines += ["| run | status | ε | gain train | gain test | test NLL | exposure | MIA AUC | wall s |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for v in lm:
         mia = v.best_mia()
         lines.append(f"| {v.label} | {v.status} | {epsilon_short(v)} | {f(v.gain_train)} | {f(v.gain_test)} | "
                      f"{f(v.utility)} | {f(v.get('exposure.exposure_bits'), 1)} | "

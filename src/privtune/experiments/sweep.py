@@ -9,7 +9,8 @@ Layout of the study directory ``DIR``::
     DIR/results.csv           the same rows, rewritten after each sweep
 
 A configuration is *done* when its run finished (run.json ``status`` completed or budget_exhausted), ``eval.json``
-exists, and ``sweep.json`` records the same evaluation options. A resumed sweep skips done configurations, resumes
+exists (causal-LM runs; a classification run is scored by training: test accuracy and macro-F1 in run.json), and
+``sweep.json`` records the same evaluation options. A resumed sweep skips done configurations, resumes
 interrupted training from its last checkpoint (``privtune.training.run.resume``: the privacy ledger comes back with
 it), re-evaluates when only the evaluation is missing, and by default retries failed ones.
 
@@ -90,9 +91,16 @@ def run_state(run_dir: Path, eval_options: dict[str, Any]) -> str:
     if record.get("status") not in FINISHED:
         return "resume"
     marker = _read_json(run_dir / SWEEP_FILE)
-    if (run_dir / "eval.json").is_file() and marker is not None and marker.get("eval_options") == eval_options:
+    evaluated = (run_dir / "eval.json").is_file() or not needs_evaluation(record)
+    if evaluated and marker is not None and marker.get("eval_options") == eval_options:
         return "done"
     return "evaluate"
+
+
+def needs_evaluation(record: dict[str, Any]) -> bool:
+    """Causal-LM runs are evaluated (privtune.evaluation scores next-token predictions); classification runs are
+    scored by training itself (run.json ``test_accuracy``, ``macro_f1``)."""
+    return record.get("task", "lm") == "lm"
 
 
 def execute(cfg: dict[str, Any], run_dir: str, data_dir: str, eval_options: dict[str, Any]) -> dict[str, Any]:
@@ -118,7 +126,8 @@ def execute(cfg: dict[str, Any], run_dir: str, data_dir: str, eval_options: dict
             raise ConfigError(fmt("run status", "completed", result.status))
         stage = "eval"
         only, ecfg = eval_config(eval_options)
-        evaluate_run(path, data_dir, only=only, config=ecfg)
+        if needs_evaluation(_read_json(path / "run.json") or {}):
+            evaluate_run(path, data_dir, only=only, config=ecfg)
         atomic_write_json(path / SWEEP_FILE, {"run_id": cfg["run_id"], "grid": cfg["grid"],
                                               "eval_options": eval_options})
         return {"status": "completed", "stage": None, "error": None, "wall_s": time.perf_counter() - t0}

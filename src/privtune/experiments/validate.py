@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from privtune.errors import ConfigError, fmt
@@ -151,6 +153,38 @@ def method_options(raw: Any, c: Checker, methods: list[str], train: dict[str, An
         check_train_keys(opts, c, f"method_options.{m}.", shared=())
         validate_train({**train, **opts}, c)
         out[m] = dict(opts)
+    return out
+
+
+@dataclass(frozen=True)
+class MethodVariant:
+    """``[variants.<name>]``: a registered ``method`` run with its own training options, under its own name (in
+    run ids, result rows and the report), e.g. dp-rgp with EW-Tune's noise calibration beside plain dp-rgp."""
+
+    method: str
+    options: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, **self.options}
+
+
+def variants(raw: Any, c: Checker, train: dict[str, Any]) -> dict[str, MethodVariant]:
+    if not isinstance(raw, dict):
+        raise c.fail("variants", "a table of named variants", raw)
+    out = {}
+    for name, spec in raw.items():
+        key = f"variants.{name}"
+        if not re.fullmatch(r"[\w.-]+", name) or name in known_methods():
+            raise c.fail(key, "named with letters, digits, '.', '_' or '-', and not like a registered method", name)
+        if not isinstance(spec, dict) or not isinstance(spec.get("method"), str):
+            raise c.fail(key, "a table with `method` (a registered method) and training options", spec,
+                         'E.g. method = "dp-rgp" and noise_calibration = "edgeworth-estimate".')
+        if spec["method"] not in known_methods():
+            raise c.fail(f"{key}.method", f"a registered method ({', '.join(known_methods())})", spec["method"],
+                         did_you_mean(spec["method"], known_methods()))
+        opts = {k: v for k, v in spec.items() if k != "method"}
+        check_train_keys(opts, c, f"{key}.", shared=())
+        out[name] = MethodVariant(spec["method"], opts)
     return out
 
 

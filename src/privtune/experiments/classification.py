@@ -1,0 +1,127 @@
+"""The report's classification section: accuracy, macro-F1 and the privacy each run certifies — and, for a run whose
+noise was calibrated on an estimate (EW-Tune's Edgeworth calibration), how far the claimed ε is from the certified
+one.
+
+Definitions: *test accuracy* is the share of test records whose arg-max class is the label; *macro-F1* the
+unweighted mean over classes of 2TP/(2TP + FP + FN) (both from run.json). *Certified ε* is the run's own ledger
+under a certified accountant (an upper bound). *Claimed ε* is an estimate accountant's value for the same ledger —
+for ``--noise-calibration edgeworth-estimate`` the EW-Tune accountant's, i.e. what EW-Tune would report — always
+shown beside the certified value and labelled *estimate*. *Gap* = certified − claimed.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from privtune.experiments.analysis import RunView
+from privtune.experiments.tables import Table, f, secs
+
+
+def is_classification(v: RunView) -> bool:
+    return v.row.get("run.task") == "classification"
+
+
+def _estimate_calibrated(v: RunView) -> bool:
+    return v.row.get("run.noise_calibration") == "edgeworth-estimate"
+
+
+def _certified(v: RunView) -> str:
+    if not v.private:
+        return "∞ (no DP)"
+    eps = v.get("run.epsilon")
+    if eps is None:
+        return "–"
+    met = v.row.get("run.target_met")
+    flag = " — above target" if met in (0, False) else ""
+    return f"{eps:.2f} ({v.row.get('run.certified_by') or v.row.get('run.accountant') or '?'}{flag})"
+
+
+def _claimed(v: RunView) -> tuple[str, str]:
+    """(claimed ε text, gap text): only for runs that carry an estimate."""
+    est, eps = v.get("run.epsilon_estimate"), v.get("run.epsilon")
+    if est is None or eps is None:
+        return "–", "–"
+    gap = eps - est
+    rel = f" ({100 * gap / est:+.0f}%)" if est > 0 else ""
+    return f"{est:.2f} (estimate)", f"{gap:+.2f}{rel}"
+
+
+def _sigma(v: RunView) -> str:
+    s = v.get("run.noise_multiplier")
+    if s is None:
+        return "–"
+    cert = v.get("run.certified_noise_multiplier")
+    return f"{s:.3f} (certified calibration {cert:.3f})" if cert is not None and _estimate_calibrated(v) else f"{s:.3f}"
+
+
+def table(vs: Sequence[RunView]) -> Table:
+    head = ["run", "status", "test accuracy", "macro-F1", "test loss", "target ε", "certified ε", "claimed ε",
+            "certified − claimed", "σ", "steps", "wall time (s)"]
+    rows = []
+    for v in vs:
+        if not is_classification(v):
+            continue
+        claimed, gap = _claimed(v)
+        rows.append([v.label, v.status if v.status != "failed" else f"failed at {v.row.get('stage')}",
+                     f(v.get("run.test_accuracy")), f(v.get("run.macro_f1")), f(v.get("run.test_loss")),
+                     f(v.epsilon_target, 2) if v.private else "–", _certified(v), claimed, gap, _sigma(v),
+                     f(v.get("run.steps"), 0), secs(v.get("run.wall_time_s"))])
+    return head, rows
+
+
+def findings(vs: Sequence[RunView]) -> list[str]:
+    """Sentences on what estimate calibration buys and what it costs, each stating its figures."""
+    runs = [v for v in vs if is_classification(v) and v.ok]
+    out: list[str] = []
+    for v in runs:
+        if not _estimate_calibrated(v):
+            continue
+        eps, est, s = v.get("run.epsilon"), v.get("run.epsilon_estimate"), v.get("run.noise_multiplier")
+        cert_s = v.get("run.certified_noise_multiplier")
+        if eps is None or est is None or s is None:
+            continue
+        text = (f"{v.label} calibrated its noise on an Edgeworth estimate (EW-Tune): it claims ε = {est:.2f} "
+                f"(estimate) but its certified ε is {eps:.2f}, {eps - est:+.2f} ({100 * (eps - est) / est:+.0f}%)")
+        if cert_s:
+            text += (f"; it used σ = {s:.3f} where a certified calibration uses {cert_s:.3f} "
+                     f"({100 * (1 - s / cert_s):.0f}% less noise)")
+        base = v.row.get("run.method")
+        twin = next((w for w in runs if w is not v and w.row.get("run.method") == base
+                     and not _estimate_calibrated(w) and w.epsilon_target == v.epsilon_target), None)
+        acc, acc_twin = v.get("run.test_accuracy"), twin.get("run.test_accuracy") if twin else None
+        if acc is not None and acc_twin is not None:
+            text += (f"; test accuracy {acc:.3f} vs {acc_twin:.3f} for {twin.label} at a certified ε of "
+                     f"{twin.get('run.epsilon') or 0:.2f}")
+        out.append(text + ".")
+    dp = [(v.get("run.test_accuracy"), v) for v in runs if v.private and not _estimate_calibrated(v)]
+    dp = [(a, v) for a, v in dp if a is not None]
+    if len(dp) > 1:
+        items = ", ".join(f"{v.label} {a:.3f}" for a, v in sorted(dp, key=lambda t: -t[0]))
+        out.append(f"Test accuracy of the runs with a certified calibration: {items}.")
+    plain = [(v.get("run.test_accuracy"), v) for v in runs if not v.private and v.get("run.test_accuracy") is not None]
+    if plain:
+        out.append("Without DP: " + ", ".join(f"{v.label} {a:.3f}" for a, v in plain) + ".")
+    return out
+
+
+def html_section(vs: Sequence[RunView], render_table) -> str:
+    """The section's HTML; ``render_table`` is the report's table renderer."""
+    if not any(is_classification(v) for v in vs):
+        return ""
+    return ("<h2>Classification</h2>"
+            "<p>Test accuracy and macro-F1 from each run's test split. <i>Certified ε</i> is an upper bound for the "
+            "run's own privacy ledger. <i>Claimed ε</i> is an estimate accountant's value for the same ledger (for "
+            "runs calibrated on the Edgeworth estimate, what EW-Tune reports); it is not a guarantee, and the gap "
+            "says how far the claim falls short of what is certified.</p>"
+            + render_table(table(vs), num_from=2))
+
+
+def markdown(vs: Sequence[RunView]) -> list[str]:
+    head, rows = table(vs)
+    if not rows:
+        return []
+    lines = ["## Classification", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", "certified ε: upper bound for the run's ledger; claimed ε: an estimate (EW-Tune's Edgeworth "
+              "accountant for estimate-calibrated runs), never a guarantee.", ""]
+    return lines
