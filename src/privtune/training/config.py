@@ -36,7 +36,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     accountant: str = "pld"
     secure_rng: bool = False
-    dp_engine: str = "hooks"
+    dp_engine: str = "bk"                 # per-example gradient engine (docs/performance.md)
     # schedule
     epochs: float | None = 3.0
     steps: int | None = None

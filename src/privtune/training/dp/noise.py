@@ -42,3 +42,16 @@ def noise_generator(seed: int, draw: int) -> torch.Generator:
     """The generator for mechanism invocation ``draw`` (the ledger index): fresh noise for every invocation."""
     ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 3, int(draw)])
     return torch.Generator().manual_seed(int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
+
+
+def add_noise_(tensors: list[torch.Tensor], std: float, *, generator: torch.Generator | None = None,
+               secure: bool = False) -> None:
+    """Add independent ``N(0, std^2)`` noise to every coordinate of ``tensors``, in place (no summed copy)."""
+    if std == 0:
+        return
+    for t in tensors:
+        if secure:
+            t.add_(gaussian_like(t, std, secure=True))
+        else:
+            noise = torch.randn(t.shape, generator=generator, dtype=torch.float32, device="cpu")
+            t.add_(noise.to(device=t.device, dtype=t.dtype), alpha=std)
