@@ -176,9 +176,11 @@ class _Bench:
 
 
 def _order(pairs: tuple[tuple[str, str], ...], r: int) -> list[str]:
-    """Round ``r``'s order: pairs rotate, and within a pair the DP method goes first on odd rounds."""
-    ps = list(pairs[r % len(pairs):]) + list(pairs[:r % len(pairs)])
-    return [m for b, d in ps for m in ((d, b) if r % 2 else (b, d))]
+    """Round ``r``'s order: pairs rotate every round, and within each pair the DP method goes first in every other
+    cycle of rotations (two pairs: four distinct orders in four rounds)."""
+    k = len(pairs)
+    ps = list(pairs[r % k:]) + list(pairs[:r % k])
+    return [m for b, d in ps for m in ((d, b) if (r // k) % 2 else (b, d))]
 
 
 def build(cfg: BenchConfig, tmp: Path, progress: Callable[[str], None] | None = None) -> dict[str, _Bench]:
