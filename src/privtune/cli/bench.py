@@ -62,7 +62,7 @@ def bench_cmd(
         return
     env = d["environment"]
     console.print(f"{model}: batch {batch} x {seq} tokens, {rounds} rounds after {warmup} warm-up, "
-                  f"{env['threads']} threads on {env['device']}, load {env['loadavg_before'][0]:.1f} -> "
+                  f"threads {env['threads']} on {env['device']}, load {env['loadavg_before'][0]:.1f} -> "
                   f"{env['loadavg_after'][0]:.1f}", highlight=False)
     for name, m in d["methods"].items():
         mem = "-" if m["peak_memory_mb"] is None else f"{m['peak_memory_mb']:.1f} MiB"

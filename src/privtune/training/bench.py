@@ -23,14 +23,16 @@ start. Memory outside torch's allocator (interpreter, libraries) is the same for
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import sys
 import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -143,6 +145,21 @@ def resident_bytes(*modules_and_optimizers: Any) -> int:
     return total
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """The profiler's native library logs start/stop lines to file descriptor 2: silence them (and only them:
+    exceptions still propagate)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def transient_peak_bytes(fn: Callable[[], Any], device: torch.device) -> int:
     """Peak of tensor memory allocated during ``fn()`` above its start (see the module docstring)."""
     if device.type == "cuda":
@@ -154,7 +171,7 @@ def transient_peak_bytes(fn: Callable[[], Any], device: torch.device) -> int:
         return int(torch.cuda.max_memory_allocated(device) - start)
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
                     if e.name() == "[memory]" and str(e.device_type()).endswith("CPU"))

@@ -117,10 +117,14 @@ def _contract(out: torch.Tensor, kind: str, payload: Any, coef: torch.Tensor) ->
     c = coef.to(out.dtype)
     if kind == "ps":       # per-example gradients (B, *shape)
         out.view(-1).addmv_(payload.reshape(payload.shape[0], -1).t().to(out.dtype), c)
-    elif kind == "ag":     # linear weight: (c * g)^T a over the micro-batch
+    elif kind == "ag":     # linear weight: (c * g)^T a = g^T (c * a) over the micro-batch; scale the narrower
         a, g = payload
-        out.addmm_((g * c.view(-1, 1, 1)).reshape(-1, g.shape[-1]).t().to(out.dtype),
-                   a.reshape(-1, a.shape[-1]).to(out.dtype))
+        c3 = c.view(-1, 1, 1)
+        if a.shape[-1] < g.shape[-1]:
+            a, g = a.to(out.dtype) * c3, g.to(out.dtype)
+        else:
+            a, g = a.to(out.dtype), g.to(out.dtype) * c3
+        out.addmm_(g.reshape(-1, g.shape[-1]).t(), a.reshape(-1, a.shape[-1]))
     elif kind == "rows":   # embedding: rows of per-example gradients at their token ids
         idx, rows, example = payload
         out.index_add_(0, idx, (rows * c[example].unsqueeze(1)).to(out.dtype))

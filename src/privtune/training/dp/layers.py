@@ -47,8 +47,8 @@ def choose(T: int, d: int, p: int, strategy: str = "auto") -> str:
 
 
 def per_example_products(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """``G_i = g_i^T a_i`` for every example: (B, p, d)."""
-    return torch.bmm(g.transpose(1, 2), a)
+    """``G_i = g_i^T a_i`` for every example: (B, p, d), in float32 (activations may be bf16 under autocast)."""
+    return torch.bmm(g.transpose(1, 2).float(), a.float())
 
 
 def per_example_sqnorm_of_products(a: torch.Tensor, g: torch.Tensor, *, ghost: bool) -> torch.Tensor:
@@ -59,7 +59,7 @@ def per_example_sqnorm_of_products(a: torch.Tensor, g: torch.Tensor, *, ghost: b
     step = max(1, CHUNK_ELEMENTS // max(1, per))
     out = []
     for i in range(0, B, step):
-        ai, gi = a[i:i + step], g[i:i + step]
+        ai, gi = a[i:i + step].float(), g[i:i + step].float()
         if ghost:
             out.append((torch.bmm(ai, ai.transpose(1, 2)) * torch.bmm(gi, gi.transpose(1, 2))).sum((1, 2)))
         else:
@@ -72,7 +72,7 @@ def _as_btd(x: torch.Tensor, B: int, what: str) -> torch.Tensor:
         raise TrainingError(f"per-example gradients must have one row per example ({B}). Found an input of shape "
                             f"{tuple(x.shape)} at {what}: a layer sees an input shared by the whole batch (e.g. "
                             "position ids built once per batch). Freeze that layer or use dp-lora.")
-    return x.reshape(B, -1, x.shape[-1]).float()
+    return x.reshape(B, -1, x.shape[-1])
 
 
 class Rule:
@@ -141,7 +141,7 @@ class LinearRule(Rule):
         else:
             eng.use(w, "ag", (a, gg), sq=per_example_sqnorm_of_products(a, gg, ghost=how == "ghost"))
         if self.bias is not None:
-            eng.use(self.bias, "ps", gg.sum(1))
+            eng.use(self.bias, "ps", gg.float().sum(1))
 
 
 # -- embeddings ---------------------------------------------------------------------------------------------------
@@ -239,8 +239,8 @@ class LayerNormRule(CaptureRule):
     def backward(self, x: torch.Tensor, g: torch.Tensor) -> None:
         m, eng = self.module, self.engine
         B = eng.batch_size
-        xhat = F.layer_norm(_as_btd(x, B, self.name), m.normalized_shape, None, None, m.eps)
-        gg = _as_btd(g, B, self.name)
+        xhat = F.layer_norm(_as_btd(x, B, self.name).float(), m.normalized_shape, None, None, m.eps)
+        gg = _as_btd(g, B, self.name).float()
         if m.weight is not None and m.weight.requires_grad:
             eng.use(m.weight, "ps", (gg * xhat).sum(1))
         if m.bias is not None and m.bias.requires_grad:
