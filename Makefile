@@ -16,11 +16,9 @@ $(BIN)/privtune: pyproject.toml
 
 setup: $(BIN)/privtune
 
-# Until `privtune demo` lands: the data pipeline end to end (idempotent: same data again is a no-op).
+# The whole pipeline on the embedded model, offline (see README); re-running reuses the finished study in demo/.
 demo: setup
-	$(BIN)/privtune data synth customersim --out demo/data --seed 0
-	$(BIN)/privtune data stats demo/data
-	$(BIN)/privtune data tag-eval demo/data --tagger regex --split test
+	$(BIN)/privtune demo --out demo
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow and not browser" -n 2 $(PYTEST_ARGS)

@@ -81,9 +81,11 @@ def import_(
                                                   help="Share of SRC put in test when --test is not given "
                                                        "(default 0.1; 0 keeps everything in train)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the train/test split."),
-    text_column: str = typer.Option("text", "--text-column", help="CSV: the column holding the text."),
+    text_column: str = typer.Option("text", "--text-column", help="CSV/TSV: the column holding the text "
+                                    "(comma-separated columns, e.g. a sentence pair, are joined by a newline)."),
     label_column: Optional[str] = typer.Option(None, "--label-column",
-                                               help="CSV: a class label column (a classification dataset)."),
+                                               help="The class label column (CSV/TSV) or key (JSONL): a "
+                                                    "classification dataset."),
     tagger: list[str] = typer.Option([], "--tagger", "-t",
                                      help=f"Span tagger, repeatable (union): {', '.join(TAGGERS.names())}; "
                                           "values:FILE[:LABEL] for known values (CSV columns are labels)."),

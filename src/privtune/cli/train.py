@@ -26,9 +26,11 @@ def _engines() -> str:
 
 def train_cmd(
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset directory (train.jsonl, test.jsonl, dataset.json)."),
-    method: Optional[str] = typer.Option(None, "--method", help="fft, lora, dp-fft or dp-lora (default lora)."),
-    model: Optional[str] = typer.Option(None, "--model", help="embedded (default), embedded:SIZE, tiny:ARCH, a "
-                                        "local directory or a Hugging Face id in the local cache."),
+    method: Optional[str] = typer.Option(None, "--method", help="fft, lora, dp-fft, dp-lora, rgp or dp-rgp "
+                                         "(default lora)."),
+    model: Optional[str] = typer.Option(None, "--model", help="embedded (default), embedded:SIZE, tiny:ARCH, "
+                                        "minilm[:LAYERS], a local directory or a Hugging Face id in the local "
+                                        "cache."),
     out: Optional[Path] = typer.Option(None, "--out", help="New run directory."),
     task: Optional[str] = typer.Option(None, "--task", help="lm (default) or classification."),
     epsilon: Optional[float] = typer.Option(None, "--epsilon", help="DP target ε (certified); calibrates the noise."),
@@ -37,6 +39,10 @@ def train_cmd(
                                                      help="σ given directly (noise std / clipping norm)."),
     max_grad_norm: Optional[float] = typer.Option(None, "--max-grad-norm", help="Per-example clipping norm C."),
     accountant: Optional[str] = typer.Option(None, "--accountant", help="Certified accountant: pld (default), prv, rdp."),
+    noise_calibration: Optional[str] = typer.Option(
+        None, "--noise-calibration", help="certified (default): sigma whose certified ε meets --epsilon. "
+        "edgeworth-estimate: UNSAFE, research only (reproduces EW-Tune): sigma from an Edgeworth estimate alone; the "
+        "run's certified ε exceeds --epsilon and is reported as such."),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the data (default 3)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (overrides --epochs)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Logical (expected) batch size (default 16)."),
@@ -51,6 +57,11 @@ def train_cmd(
     lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout"),
     lora_targets: Optional[str] = typer.Option(None, "--lora-targets", help="Comma-separated module names "
                                                "(default: every linear layer of attention and MLP blocks)."),
+    rgp_rank: Optional[int] = typer.Option(None, "--rank", help="RGP gradient-carrier rank (default 1)."),
+    rgp_power_iters: Optional[int] = typer.Option(None, "--power-iters",
+                                                  help="RGP power iterations per step (default 1)."),
+    rgp_carriers: Optional[str] = typer.Option(None, "--rgp-carriers", help="RGP carriers from the historical "
+                                               "update (history, default) or the weight itself (weight)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     secure_rng: Optional[bool] = typer.Option(None, "--secure-rng/--no-secure-rng",
                                               help="Sampling and noise from the OS CSPRNG (not reproducible)."),
@@ -68,7 +79,8 @@ def train_cmd(
                                         "added once; as torchrun --nproc_per_node N -m privtune train)."),
     as_json: bool = typer.Option(False, "--json", help="Print run.json."),
 ) -> None:
-    """Fine-tune with fft, lora, dp-fft or dp-lora; writes model, ledger, checkpoints and run.json to --out."""
+    """Fine-tune with fft, lora, dp-fft, dp-lora, rgp or dp-rgp; writes model, ledger, checkpoints and run.json to
+    --out."""
     opts = dict(locals())
     from privtune.errors import ConfigError, fmt
     from privtune.training.config import TrainConfig
@@ -104,6 +116,11 @@ def train_cmd(
     if rec.get("epsilon_estimate") is not None:
         priv += f", estimate {rec['epsilon_estimate']:.3f} ({rec['epsilon_estimate_accountant']})"
     loss = rec.get("final_train_loss")
+    if rec.get("privacy_warning"):
+        console.print(f"[bold red]{rec['privacy_warning']}[/]", highlight=False)
+    elif rec.get("target_met") is False:
+        console.print(f"[bold red]certified ε {eps:.3f} exceeds the target {rec['target_epsilon']:g}[/]",
+                      highlight=False)
     console.print(f"[green]{rec['status']}[/] {result.run_dir}: {rec['method']} on {rec['model']}, "
                   f"{rec['steps']}/{rec['planned_steps']} steps, {priv}, train loss "
                   f"{loss if loss is None else round(loss, 4)}, {rec['wall_time_s']:.1f} s", highlight=False)

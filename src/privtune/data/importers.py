@@ -5,9 +5,15 @@ Sources (the format is chosen from the path):
 - a **JSONL** file (``.jsonl``/``.json``): one record per line, ``{"text": ...}`` at least; ``id``, ``spans``,
   ``meta``, ``label`` are kept (spans already present survive tagging unchanged); a missing id becomes
   ``<file stem>-<line>``;
-- a **CSV** file (``.csv``/``.tsv``): one record per row, text from ``text_column`` (default ``text``), an optional
-  ``label_column`` for classification, an optional ``id`` column; other columns are ignored (they may hold PII);
+- a **CSV** file (``.csv``/``.tsv``): one record per row, text from ``text_column`` (default ``text``; several
+  comma-separated columns, e.g. a GLUE sentence pair ``question,sentence``, are joined with a newline), an optional
+  ``label_column`` for classification, an optional ``id`` column; other columns are ignored (they may hold PII).
+  ``.tsv`` files are read without quoting, as tab-separated files are defined (GLUE's files rely on it: a field may
+  start with ``"``);
 - a **folder of .txt files**: one document per file (e.g. one dialog), id = the path below the folder.
+
+Classification (``label_column`` given): every record needs a label (JSONL: the key ``label_column``), all integers
+or all strings, and the data must hold at least two classes.
 
 ``test`` names a second source for ``test.jsonl``; otherwise ``test_fraction`` of the records (default 0.1; 0 keeps
 all in train) go to test, chosen with ``seed``. Taggers add sensitive spans. Any bad input raises a one-line
@@ -56,7 +62,7 @@ def source_format(src: Path) -> str:
                           str(src), "Rename the file after its format."))
 
 
-def read_jsonl_source(path: Path) -> list[Record]:
+def read_jsonl_source(path: Path, *, label_column: str | None = None) -> list[Record]:
     records = []
     for lineno, line in enumerate(_decode(path).splitlines(), start=1):
         if not line.strip():
@@ -68,16 +74,20 @@ def read_jsonl_source(path: Path) -> list[Record]:
             raise DataError(f"{where}malformed JSON ({e.msg} at column {e.colno}). Fix or remove the line.") from None
         if isinstance(obj, dict) and (isinstance(obj.get("id"), int) or not obj.get("id")):
             obj = {**obj, "id": str(obj["id"]) if isinstance(obj.get("id"), int) else f"{path.stem}-{lineno:06d}"}
+        if isinstance(obj, dict) and label_column is not None:
+            obj = _label_from(obj, label_column, where)
         records.append(Record.from_dict(obj, where))
     return records
 
 
 def read_csv_source(path: Path, *, text_column: str = "text", label_column: str | None = None) -> list[Record]:
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.reader(io.StringIO(_decode(path), newline=""), delimiter=delimiter)
+    tsv = path.suffix.lower() == ".tsv"
+    reader = csv.reader(io.StringIO(_decode(path), newline=""), delimiter="\t" if tsv else ",",
+                        quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+    text_columns = [c.strip() for c in text_column.split(",") if c.strip()]
     try:
         header = next(reader, [])
-        for opt, col in (("--text-column", text_column), ("--label-column", label_column)):
+        for opt, col in [*(("--text-column", c) for c in text_columns), ("--label-column", label_column)]:
             if col is not None and col not in header:
                 raise DataError(f"{path}:1: `{opt}` must name a column of the CSV. Found {col!r}; columns are "
                                 f"{header}. Pass {opt} with one of them.")
@@ -96,7 +106,8 @@ def read_csv_source(path: Path, *, text_column: str = "text", label_column: str 
                 label = values[label_column].strip()
                 if not label:
                     raise DataError(f"{where}`{label_column}` must not be empty in a classification dataset.")
-            rec = Record(id=rid, text=values[text_column], meta={"source_line": reader.line_num}, label=label)
+            text = "\n".join(values[c] for c in text_columns)
+            rec = Record(id=rid, text=text, meta={"source_line": reader.line_num}, label=label)
             rec.validate(where)
             records.append(rec)
     except csv.Error as e:
@@ -120,7 +131,7 @@ def read_source(src: str | Path, *, text_column: str = "text", label_column: str
     src = Path(src)
     fmt_ = source_format(src)
     if fmt_ == "jsonl":
-        records = read_jsonl_source(src)
+        records = read_jsonl_source(src, label_column=label_column)
     elif fmt_ == "csv":
         records = read_csv_source(src, text_column=text_column, label_column=label_column)
     else:
@@ -135,7 +146,35 @@ def read_source(src: str | Path, *, text_column: str = "text", label_column: str
         seen.add(r.id)
     if label_column is not None:
         _coerce_labels(records)
+        kinds = {type(r.label) for r in records}
+        if len(kinds) > 1:
+            raise DataError(f"{src}: `{label_column}` labels must be all integers or all strings. Found both "
+                            f"(e.g. {next(r.label for r in records if isinstance(r.label, int))!r} and "
+                            f"{next(r.label for r in records if isinstance(r.label, str))!r}). Make them one kind.")
     return records
+
+
+def _label_from(obj: dict[str, Any], label_column: str, where: str) -> dict[str, Any]:
+    """A JSONL object with its ``label_column`` value moved to ``label`` (which must then be the only label key)."""
+    if obj.get(label_column) is None:
+        raise DataError(f"{where}`{label_column}` must be present on every record of a classification dataset. "
+                        f"Found keys {sorted(obj)}. Add the label, or pass --label-column with the key that holds "
+                        "it.")
+    if label_column != "label":
+        if "label" in obj:
+            raise DataError(f"{where}`label` and `{label_column}` must not both be present when --label-column is "
+                            f"`{label_column}`. Found both. Remove one.")
+        obj = {k: v for k, v in obj.items() if k != label_column} | {"label": obj[label_column]}
+    return obj
+
+
+def check_classes(records: Sequence[Record], *, label_column: str, where: str) -> list[Any]:
+    """The class set of a classification dataset: at least two classes, or a one-line DataError."""
+    classes = sorted({r.label for r in records}, key=str)
+    if len(classes) < 2:
+        raise DataError(f"{where}: `{label_column}` must hold at least two classes for classification. Found only "
+                        f"{classes}. Add records of another class.")
+    return classes
 
 
 def _coerce_labels(records: Sequence[Record]) -> None:
@@ -180,9 +219,11 @@ def import_dataset(src: str | Path, *, out: str | Path, test: str | Path | None 
     if tagger is not None:
         splits = {k: tag_records(v, tagger, description=f"tagging {k}") for k, v in splits.items()}
     labelled = label_column is not None
+    classes = check_classes([r for v in splits.values() for r in v], label_column=label_column,
+                            where=str(src)) if labelled else None
     info = DatasetInfo(
         name=name or Path(out).name, source=str(src), seed=seed, task="classification" if labelled else "lm",
-        class_labels=sorted({r.label for v in splits.values() for r in v}, key=str) if labelled else None,
+        class_labels=classes,
         params={"format": source_format(Path(src)), "test_source": str(test) if test is not None else None,
                 "test_fraction": None if test is not None else (DEFAULT_TEST_FRACTION if test_fraction is None
                                                                else test_fraction),

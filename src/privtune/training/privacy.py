@@ -7,7 +7,9 @@ fewer invocations than were executed. A step executed again after a resume is a 
 noise, see :mod:`privtune.training.sampling`) and is counted again.
 
 The *budget guard* allows a step only if the certified epsilon of the ledger extended by that step stays within the
-target (:func:`privtune.accounting.max_steps`, computed once per session and counted down).
+target (:func:`privtune.accounting.max_steps`, computed once per session and counted down). The research-only
+``edgeworth-estimate`` calibration cannot meet its target; its guard enforces the certified epsilon its noise costs
+over the planned steps plus the reserve, stated in run.json up front (:mod:`.estimate_calibration`).
 
 Noise from a target: sigma is the smallest noise whose certified epsilon after ``steps + reserve`` steps meets the
 target (:func:`privtune.accounting.calibrate_noise`). The *reserve* (default: the checkpoint interval) is budget kept
@@ -40,6 +42,14 @@ class PrivacyPlan:
     calibrated_steps: int | None   # planned steps + reserve
     reserve_steps: int
     secure_rng: bool
+    noise_calibration: str = "certified"   # or "edgeworth-estimate" (research only, :mod:`.estimate_calibration`)
+    guard_epsilon: float | None = None     # the guard's certified limit when it is not the target (estimate mode)
+    estimate: dict[str, Any] | None = None  # estimate mode: sigma_EW, the certified sigma, claimed/certified epsilon
+
+    @property
+    def budget_epsilon(self) -> float | None:
+        """The certified epsilon the budget guard enforces: the target, or (estimate mode) ``guard_epsilon``."""
+        return self.guard_epsilon if self.guard_epsilon is not None else self.target_epsilon
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -51,7 +61,7 @@ class PrivacyPlan:
 
 def plan_privacy(*, epsilon: float | None, delta: float, noise_multiplier: float | None, max_grad_norm: float,
                  sample_rate: float, steps: int, reserve: int, accountant: str, secure_rng: bool,
-                 dataset_size: int | None = None) -> PrivacyPlan:
+                 dataset_size: int | None = None, noise_calibration: str = "certified") -> PrivacyPlan:
     """Decide sigma: given directly, or calibrated (certified) to ``epsilon`` over ``steps + reserve`` steps.
 
     An estimate accountant (Edgeworth) may steer the calibration; the accounting module then returns the noise whose
@@ -61,6 +71,19 @@ def plan_privacy(*, epsilon: float | None, delta: float, noise_multiplier: float
 
     if accountant not in ACCOUNTANTS:
         ACCOUNTANTS.get(accountant)
+    if noise_calibration == "edgeworth-estimate":
+        if noise_multiplier is not None or epsilon is None:
+            raise ConfigError(fmt("--noise-calibration edgeworth-estimate", "used with --epsilon and without "
+                                  "--noise-multiplier (it chooses sigma from the target)", noise_multiplier))
+        from privtune.training.estimate_calibration import calibrate_edgeworth_estimate
+
+        est = calibrate_edgeworth_estimate(epsilon=epsilon, delta=delta, sample_rate=sample_rate, steps=steps,
+                                           reserve=reserve)
+        return PrivacyPlan(noise_multiplier=est.noise_multiplier, sample_rate=sample_rate, delta=delta,
+                           max_grad_norm=max_grad_norm, accountant=accountant, target_epsilon=epsilon,
+                           calibrated=True, calibrated_steps=steps, reserve_steps=reserve, secure_rng=secure_rng,
+                           noise_calibration=noise_calibration, guard_epsilon=est.guard_epsilon,
+                           estimate=est.to_dict())
     if noise_multiplier is None:
         if epsilon is None:
             raise ConfigError(fmt("--epsilon", "given for a DP method (or give --noise-multiplier)", None))
@@ -101,12 +124,12 @@ class PrivacyState:
         return cls(plan, run_dir, ledger, persist=persist)
 
     def _compute_allowed(self) -> int | None:
-        if self.plan.target_epsilon is None:
+        if self.plan.budget_epsilon is None:
             return None
         from privtune.accounting import max_steps
 
         return int(max_steps(ledger=self.ledger, noise_multiplier=self.plan.noise_multiplier,
-                             sample_rate=self.plan.sample_rate, target_epsilon=self.plan.target_epsilon,
+                             sample_rate=self.plan.sample_rate, target_epsilon=self.plan.budget_epsilon,
                              delta=self.plan.delta, accountant=self.plan.accountant))
 
     @property
@@ -150,12 +173,12 @@ def certified(result: Any) -> float:
 
 def check_budget_feasible(plan: PrivacyPlan, planned: int) -> None:
     """With sigma given directly, refuse a target that cannot allow even one step."""
-    if plan.target_epsilon is None:
+    if plan.budget_epsilon is None:
         return
     from privtune.accounting import Ledger, max_steps
 
     n = max_steps(ledger=Ledger(), noise_multiplier=plan.noise_multiplier, sample_rate=plan.sample_rate,
-                  target_epsilon=plan.target_epsilon, delta=plan.delta, accountant=plan.accountant)
+                  target_epsilon=plan.budget_epsilon, delta=plan.delta, accountant=plan.accountant)
     if n < 1:
         raise BudgetError(fmt("--epsilon", f"large enough for one step at sigma {plan.noise_multiplier:g}",
                               plan.target_epsilon, "Raise --epsilon or --noise-multiplier."))

@@ -18,6 +18,7 @@ from rich.progress import TextColumn
 
 from privtune import __version__
 from privtune.models.loading import count_params
+from privtune.training import estimate_calibration
 from privtune.training.evaluate import evaluate_split
 from privtune.training.privacy import certified
 from privtune.training.trainer import snapshot_losses
@@ -73,6 +74,7 @@ def initial_record(plan: Any, s: Any) -> dict[str, Any]:
         "tokens": 0, "tokens_per_s": None, "final_train_loss": None, "train_loss_curve": [],
         "test_loss": None, "n_test": None, "config": cfg.to_dict(), "model_dir": "model",
         "ledger_file": "ledger.json" if p else None,
+        **plan.method.record_fields(s.model), **estimate_calibration.plan_fields(p),
     }
 
 
@@ -99,6 +101,7 @@ def final_fields(s: Any, outcome: Any, privacy: Any, wall: float) -> dict[str, A
                    clip_fraction=st.clip_clipped / st.clip_n if st.clip_n else None)
         if eps is not None and not eps.certified:  # an estimate is shown beside the certified bound, labelled
             out.update(epsilon_estimate=eps.epsilon, epsilon_estimate_accountant=eps.accountant)
+        out.update(estimate_calibration.final_fields(privacy.plan, privacy.ledger, out["epsilon"] if eps else None))
     if s.test is not None and len(s.test):
         labels = s.plan.labels
         out.update(evaluate_split(s.model, s.test, task=s.plan.cfg.task, device=s.loaded.device,

@@ -173,7 +173,8 @@ def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, d
                                   physical_batch_size=plan.physical_batch_size, device=s.loaded.device,
                                   engine=s.engine, privacy=privacy, seed=plan.cfg.seed,
                                   checkpoint_every=plan.checkpoint_every, on_checkpoint=checkpoint, state=state,
-                                  progress=progress if progress_enabled() and main else None, dist=dist)
+                                  progress=progress if progress_enabled() and main else None, method=plan.method,
+                                  dist=dist)
                 outcome = trainer.run()
             if main and latest_step(run_dir) != outcome.state.step:
                 checkpoint(outcome.state)

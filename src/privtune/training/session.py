@@ -19,7 +19,7 @@ from privtune.models.loading import LoadedModel, load_model
 from privtune.training.config import TrainConfig
 from privtune.training.data import Encoded, class_labels, encode
 from privtune.training.dp import get_engine
-from privtune.training.dp.engine import DPEngine, unique_trainable
+from privtune.training.dp.engine import DPEngine
 from privtune.training.methods import Method, get_method
 from privtune.training.privacy import PrivacyPlan, check_budget_feasible, plan_privacy
 from privtune.training.sampling import PoissonSampler, ShuffleSampler, planned_steps
@@ -76,9 +76,10 @@ def make_plan(cfg: TrainConfig, *, privacy: PrivacyPlan | None = None) -> Plan:
         plan.privacy = plan_privacy(epsilon=cfg.epsilon, delta=cfg.delta, noise_multiplier=cfg.noise_multiplier,
                                     max_grad_norm=cfg.max_grad_norm, sample_rate=plan.sample_rate, steps=steps,
                                     reserve=reserve, accountant=cfg.accountant, secure_rng=cfg.secure_rng,
-                                    dataset_size=n)
+                                    dataset_size=n, noise_calibration=cfg.noise_calibration)
         check_budget_feasible(plan.privacy, steps)
-    elif not method.private and (cfg.epsilon is not None or cfg.noise_multiplier is not None):
+    elif not method.private and (cfg.epsilon is not None or cfg.noise_multiplier is not None
+                                 or cfg.noise_calibration != "certified"):
         raise ConfigError(fmt("--method", "a DP method (dp-fft, dp-lora) when --epsilon or --noise-multiplier is "
                               "given", cfg.method, f"Use dp-{cfg.method} or drop the privacy options."))
     return plan
@@ -132,7 +133,7 @@ def build_session(plan: Plan, loaded: LoadedModel | None = None) -> Session:
         engine = plan.method.make_engine(model, cfg=cfg, max_grad_norm=plan.privacy.max_grad_norm)
     else:
         sampler = ShuffleSampler(n=plan.n_train, batch_size=cfg.batch_size, seed=cfg.seed)
-    optimizer = torch.optim.AdamW(unique_trainable(model), lr=plan.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(plan.method.optimizer_params(model), lr=plan.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, plan.steps))
     return Session(plan=plan, loaded=loaded, model=model, data=data, test=test, sampler=sampler, engine=engine,
                    optimizer=optimizer, scheduler=scheduler)

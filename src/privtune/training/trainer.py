@@ -74,7 +74,8 @@ class Trainer:
                  scheduler: Any, planned_steps: int, physical_batch_size: int, device: torch.device,
                  engine: DPEngine | None = None, privacy: PrivacyState | None = None, seed: int = 0,
                  checkpoint_every: int = 0, on_checkpoint: Callable[[TrainState], None] | None = None,
-                 state: TrainState | None = None, progress: Any = None, dist: Dist = SINGLE):
+                 state: TrainState | None = None, progress: Any = None, method: Any = None,
+                 dist: Dist = SINGLE):
         if (engine is None) != (privacy is None):
             raise TrainingError("`engine` and `privacy` must be given together (DP) or not at all.")
         self.model, self.task, self.data, self.sampler = model, task, data, sampler
@@ -84,8 +85,11 @@ class Trainer:
         self.checkpoint_every, self.on_checkpoint = checkpoint_every, on_checkpoint
         self.state = state or TrainState()
         self.progress = progress
+        self.method = method  # optional Method: its before_step/before_update hooks run every step (RGP)
         self.dist = dist  # data-parallel group (privtune.training.distributed); one process by default
         self.params = engine.params if engine is not None else unique_trainable(model)
+        # what the optimizer updates: the differentiated parameters, or (RGP) the tensors their gradients map to
+        self.updated = [p for g in optimizer.param_groups for p in g["params"]]
 
     # -- one step -------------------------------------------------------------------------------------------------
     def _forward_module(self) -> nn.Module:
@@ -95,6 +99,8 @@ class Trainer:
         draw = self.privacy.begin_step() if self.privacy is not None else t
         idx = self.dist.same_batch(self.sampler.batch(t, draw=draw), len(self.data))
         self.model.train()
+        if self.method is not None:
+            self.method.before_step(self.model, step=t)
         loss_sum, n_tok, bad = 0.0, 0, 0.0
         for micro in split_micro(self.dist.shard(idx), self.physical):
             batch = self.data.collate(micro, self.device)
@@ -128,7 +134,9 @@ class Trainer:
             loss_sum, n_tok, bad, stats = self._reduce_scalars(loss_sum, n_tok, bad, stats)
             if bad:
                 self._nonfinite_loss(bad, t)
-        grad_sq = sum(float(p.grad.float().pow(2).sum()) for p in self.params if p.grad is not None)
+        if self.method is not None:
+            self.method.before_update(self.model)
+        grad_sq = sum(float(p.grad.float().pow(2).sum()) for p in self.updated if p.grad is not None)
         if not math.isfinite(grad_sq):
             raise TrainingError(f"`gradient` must be finite. Found a non-finite gradient norm at step {t}. "
                                 "Lower --lr; the last good checkpoint is kept and the run can be resumed.")
@@ -166,21 +174,24 @@ class Trainer:
 
     # -- guards ---------------------------------------------------------------------------------------------------
     def _check_wiring(self) -> None:
-        """The optimizer must update exactly the model's trainable parameters (not stale copies)."""
+        """The optimizer must update exactly the method's tensors (by default the model's trainable parameters, not
+        stale copies)."""
         model_ids = {id(p) for p in unique_trainable(self.model)}
-        opt_ids = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        opt_ids = {id(p) for p in self.updated}
+        expected_ids = ({id(p) for p in self.method.optimizer_params(self.model)} if self.method is not None
+                        else model_ids)
         if self.engine is not None and {id(p) for p in self.engine.params} != model_ids:
             raise TrainingError("the DP engine must be attached to the model being trained. Found it bound to other "
                                 "parameters (stale hooks). Apply LoRA first, then attach the engine, then build the "
                                 "optimizer.")
-        if opt_ids != model_ids:
-            raise TrainingError(f"the optimizer must update the model's {len(model_ids)} trainable tensors. Found it "
-                                f"holding {len(opt_ids)} tensors of which {len(opt_ids & model_ids)} are the model's "
-                                "(built before the model was wrapped?). Build the optimizer last.")
+        if opt_ids != expected_ids:
+            raise TrainingError(f"the optimizer must update the model's {len(expected_ids)} trainable tensors. Found "
+                                f"it holding {len(opt_ids)} tensors of which {len(opt_ids & expected_ids)} are the "
+                                "model's (built before the model was wrapped?). Build the optimizer last.")
 
     def _check_first_step(self, before: list[torch.Tensor], stats: ClipStats | None, batch_size: int) -> None:
         """After the first optimizer step: trainable parameters moved; DP: every example got a clipped gradient."""
-        moved = any(not torch.equal(b, p.detach()) for b, p in zip(before, self.params))
+        moved = any(not torch.equal(b, p.detach()) for b, p in zip(before, self.updated))
         if not moved:
             raise TrainingError("trainable parameters must change after the first optimizer step. Found them "
                                 "unchanged: the update does not reach the model (optimizer or DP hooks bound to "
@@ -206,7 +217,7 @@ class Trainer:
         while st.step < self.planned_steps:
             t = st.step + 1
             check = not st.guard_checked
-            before = [p.detach().clone() for p in self.params] if check else []
+            before = [p.detach().clone() for p in self.updated] if check else []
             t0 = time.perf_counter()
             try:
                 loss, stats, n_tok, n_ex = self.step(t)

@@ -67,6 +67,12 @@ def generate(name: str, *, n_train: int | None = None, n_test: int | None = None
         raise ConfigError(fmt("n_train", "a positive integer", n_train))
     if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 0:
         raise ConfigError(fmt("n_test", "a non-negative integer", n_test))
+    if gen.task == "classification":  # canary records carry no class label: a classifier cannot train on them
+        if canary is not None or (canary_repeats or 0) > 0 or audit_canaries:
+            raise ConfigError(fmt("canary_repeats", f"0 for the classification generator `{name}`",
+                                  canary_repeats if canary_repeats else "a canary",
+                                  "Canary records have no class label; drop the canary options."))
+        canary_repeats = 0
     if pool == "public":
         if canary is not None or (canary_repeats or 0) > 0 or audit_canaries:
             raise ConfigError(fmt("pool", "'private' when canaries are requested", pool,

@@ -30,6 +30,25 @@ class Method(ABC):
     def prepare(self, model: nn.Module, *, cfg: Any, task: str) -> nn.Module:
         """Return the model to train, with ``requires_grad`` set on exactly the parameters that train."""
 
+    # -- extension points for methods that differentiate other tensors than they update (RGP) --------------------
+    def optimizer_params(self, model: nn.Module) -> list[nn.Parameter]:
+        """The tensors the optimizer updates. Default: the trainable ones (those the DP engine differentiates)."""
+        from privtune.training.dp.engine import unique_trainable
+
+        return unique_trainable(model)
+
+    def before_step(self, model: nn.Module, *, step: int) -> None:
+        """Called once per optimizer step ``step`` (1-based), before the first forward pass of its batch."""
+
+    def before_update(self, model: nn.Module) -> None:
+        """Called once per step when the trainable parameters hold their final gradients (DP: clipped, noised,
+        averaged), before the optimizer steps: a method whose optimizer updates other tensors sets their ``.grad``
+        here."""
+
+    def record_fields(self, model: nn.Module) -> dict[str, Any]:
+        """Method-specific facts for run.json (merged at the top level)."""
+        return {}
+
     def make_engine(self, model: nn.Module, *, cfg: Any, max_grad_norm: float) -> Any:
         """The per-example gradient engine of a private method (``--dp-engine``); a method with its own DP update
         (e.g. reparametrised gradient perturbation) overrides this."""

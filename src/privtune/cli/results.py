@@ -1,0 +1,37 @@
+"""`privtune results`: export a study's results (CSV, Parquet) or print its summary table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from privtune.utils.progress import console
+
+
+def results_cmd(
+    study_dir: Path = typer.Argument(..., help="Study directory (holds results.sqlite)."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Write every column of every run to this CSV file."),
+    parquet: Optional[Path] = typer.Option(None, "--parquet", help="Write them to this Parquet file (needs the "
+                                           "`parquet` extra: pip install 'privtune[parquet]')."),
+) -> None:
+    """Export the results store, or without --csv/--parquet print the summary table."""
+    if csv is None and parquet is None:
+        from privtune.cli.report import print_markdown
+        from privtune.experiments.analysis import views
+        from privtune.experiments.report import markdown_summary
+        from privtune.experiments.store import open_store
+
+        with open_store(study_dir) as store:
+            rows, name = store.rows(), store.study().get("name", "study")
+        print_markdown(markdown_summary(name, views(rows), []).split("\n## Findings")[0] + "\n")
+        return
+    from privtune.experiments.store import export_results
+
+    for p in export_results(study_dir, csv=csv, parquet=parquet):
+        console.print(f"[green]wrote[/] {p}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("results")(results_cmd)

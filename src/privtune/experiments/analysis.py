@@ -1,0 +1,250 @@
+"""From result rows to what the report shows: one view per run, seed-averaged variants, Pareto fronts, findings.
+
+Definitions (all NLLs in nats per token, averaged over the tokens of the named kind):
+
+- *sensitive-token gain on training data* (the privacy axis): ``G = NLL_base(sensitive train tokens) −
+  NLL_tuned(sensitive train tokens)``; ``G > 0`` means the fine-tuned model finds the secrets of its own training
+  records more likely than the base model did. The same on held-out test records, ``G_test``, measures what was
+  learnt about sensitive tokens in general (formats); ``G − G_test`` is the part specific to training records.
+- *utility*: ``NLL_tuned(non-sensitive test tokens)``, lower is better.
+- *Pareto front*: runs for which no other run (or the base model) has a lower-or-equal gain and a lower-or-equal
+  test NLL with at least one strictly lower (both axes are minimised).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+#: Grid columns a variant is keyed by (everything but the seed).
+VARIANT_KEYS = ("dataset", "model", "method", "epsilon", "lora_r", "lr", "epochs")
+
+
+def num(row: Mapping[str, Any], key: str) -> float | None:
+    """``row[key]`` as a finite float, or ``None``."""
+    v = row.get(key)
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+@dataclass
+class RunView:
+    """One result row, interpreted (``row`` keeps every raw column for generic tables)."""
+
+    row: dict[str, Any]
+    run_id: str
+    status: str
+    dataset: str
+    model: str
+    method: str
+    epsilon_target: float | None
+    private: bool
+    adapter: bool
+    seed: int | None
+    label: str = ""
+
+    def get(self, key: str) -> float | None:
+        return num(self.row, key)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def gain_train(self) -> float | None:
+        return _diff(self.get("privacy.sensitive_train_nll_base"), self.get("privacy.sensitive_train_nll"))
+
+    @property
+    def gain_test(self) -> float | None:
+        return _diff(self.get("privacy.sensitive_test_nll_base"), self.get("privacy.sensitive_test_nll"))
+
+    @property
+    def utility(self) -> float | None:
+        return self.get("utility.nonsensitive_test_nll")
+
+    @property
+    def mia_attacks(self) -> list[str]:
+        return sorted({k.split(".")[1] for k in self.row if k.startswith("mia.") and k.endswith(".auc")
+                       and k.count(".") == 2 and num(self.row, k) is not None})
+
+    def best_mia(self) -> tuple[str, float] | None:
+        """The attack with the highest AUC and that AUC."""
+        scored = [(a, self.get(f"mia.{a}.auc")) for a in self.mia_attacks]
+        scored = [(a, v) for a, v in scored if v is not None]
+        return max(scored, key=lambda t: t[1]) if scored else None
+
+    def curve(self) -> list[tuple[float, float]]:
+        raw = self.row.get("run.train_loss_curve")
+        try:
+            pts = json.loads(raw) if isinstance(raw, str) else (raw or [])
+        except json.JSONDecodeError:
+            return []
+        return [(float(p[0]), float(p[1])) for p in pts if len(p) >= 2 and p[1] is not None]
+
+
+def views(rows: Iterable[Mapping[str, Any]]) -> list[RunView]:
+    """Interpret store rows; labels name only what varies (method, ε, and rank/lr/epochs/seed when they vary)."""
+    out = []
+    for r in rows:
+        method = str(r.get("grid.method") or r.get("run.method") or "?")
+        eps = num(r, "grid.epsilon")
+        private = bool(r.get("run.private")) if r.get("run.private") is not None else eps is not None
+        adapter = bool(r.get("run.adapter")) if r.get("run.adapter") is not None else "lora" in method
+        seed = r.get("grid.seed")
+        out.append(RunView(row=dict(r), run_id=str(r["run_id"]), status=str(r.get("status")),
+                           dataset=str(r.get("grid.dataset") or r.get("run.dataset_name") or "data"),
+                           model=str(r.get("grid.model") or r.get("run.model") or "model"), method=method,
+                           epsilon_target=eps, private=private, adapter=adapter,
+                           seed=int(seed) if seed is not None else None))
+    varying = _varying(out, ("dataset", "model", "lora_r", "lr", "epochs", "seed"))
+    for v in out:
+        v.label = run_label(v.row, varying)
+    return out
+
+
+def _varying(vs: Sequence[RunView], keys: Sequence[str]) -> set[str]:
+    """Grid keys with more than one value set in the study (``None``, the method's default or n/a, not counted)."""
+    return {k for k in keys if len({v.row.get(f"grid.{k}") for v in vs} - {None}) > 1}
+
+
+def run_label(row: Mapping[str, Any], varying: set[str], *, with_seed: bool = True) -> str:
+    parts = []
+    if "dataset" in varying:
+        parts.append(str(row.get("grid.dataset")))
+    if "model" in varying:
+        parts.append(str(row.get("grid.model")))
+    parts.append(str(row.get("grid.method") or row.get("run.method")))
+    if row.get("grid.epsilon") is not None:
+        parts.append(f"ε={_g(row['grid.epsilon'])}")
+    for k, short in (("lora_r", "r"), ("lr", "lr"), ("epochs", "ep")):
+        if k in varying and row.get(f"grid.{k}") is not None:
+            parts.append(f"{short}={_g(row[f'grid.{k}'])}")
+    if with_seed and "seed" in varying:
+        parts.append(f"seed {row.get('grid.seed')}")
+    return " ".join(parts)
+
+
+def _g(x: Any) -> str:
+    return f"{float(x):g}" if isinstance(x, (int, float)) else str(x)
+
+
+@dataclass
+class Variant:
+    """The runs of one configuration that differ only by seed (completed runs only)."""
+
+    key: tuple
+    label: str
+    runs: list[RunView] = field(default_factory=list)
+
+    @property
+    def first(self) -> RunView:
+        return self.runs[0]
+
+    @property
+    def method(self) -> str:
+        return self.first.method
+
+    @property
+    def epsilon(self) -> float | None:
+        return self.first.epsilon_target
+
+    def values(self, attr: str) -> list[float]:
+        vals = [getattr(r, attr) if not attr.startswith(("run.", "privacy.", "utility.", "exposure.", "mia.",
+                                                         "extraction.", "audit."))
+                else r.get(attr) for r in self.runs]
+        return [float(v) for v in vals if v is not None]
+
+    def mean(self, attr: str) -> float | None:
+        vals = self.values(attr)
+        return statistics.fmean(vals) if vals else None
+
+    def std(self, attr: str) -> float | None:
+        vals = self.values(attr)
+        return statistics.stdev(vals) if len(vals) > 1 else None
+
+
+def variants(vs: Sequence[RunView]) -> list[Variant]:
+    """Completed runs grouped by everything but the seed, in first-seen order."""
+    varying = _varying(vs, ("dataset", "model", "lora_r", "lr", "epochs"))
+    groups: dict[tuple, Variant] = {}
+    for v in vs:
+        if not v.ok:
+            continue
+        key = tuple(v.row.get(f"grid.{k}") for k in VARIANT_KEYS)
+        if key not in groups:
+            groups[key] = Variant(key=key, label=run_label(v.row, varying, with_seed=False))
+        groups[key].runs.append(v)
+    return list(groups.values())
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
+    """``True`` for the points no other point dominates (both coordinates minimised).
+
+    ``a`` dominates ``b`` when ``a <= b`` in both coordinates and ``a < b`` in at least one; equal points are all on
+    the front.
+    """
+    flags = []
+    for i, (x, y) in enumerate(points):
+        dominated = any((x2 <= x and y2 <= y) and (x2 < x or y2 < y) for j, (x2, y2) in enumerate(points) if j != i)
+        flags.append(not dominated)
+    return flags
+
+
+@dataclass
+class Group:
+    """Variants sharing a dataset and a base model (only those are comparable), with the base model's point."""
+
+    dataset: str
+    model: str
+    variants: list[Variant]
+    base_train_nll: float | None
+    base_utility: float | None
+
+    @property
+    def title(self) -> str:
+        return f"{self.dataset} · {self.model}"
+
+    def points(self) -> list[tuple[str, float, float, Variant | None]]:
+        """``(label, gain, utility, variant)`` for the base model (gain 0) and every variant with both figures."""
+        pts: list[tuple[str, float, float, Variant | None]] = []
+        if self.base_utility is not None:
+            pts.append(("base model", 0.0, self.base_utility, None))
+        for v in self.variants:
+            g, u = v.mean("gain_train"), v.mean("utility")
+            if g is not None and u is not None:
+                pts.append((v.label, g, u, v))
+        return pts
+
+    def front(self) -> list[str]:
+        pts = self.points()
+        flags = pareto_front([(g, u) for _, g, u, _ in pts])
+        return [p[0] for p, f in zip(pts, flags) if f]
+
+
+def groups(vs: Sequence[RunView]) -> list[Group]:
+    out: dict[tuple[str, str], list[Variant]] = {}
+    for var in variants(vs):
+        out.setdefault((var.first.dataset, var.first.model), []).append(var)
+    result = []
+    for (ds, model), vars_ in out.items():
+        runs = [r for v in vars_ for r in v.runs]
+        result.append(Group(ds, model, vars_, _median(r.get("privacy.sensitive_train_nll_base") for r in runs),
+                            _median(r.get("utility.nonsensitive_test_nll_base") for r in runs)))
+    return result
+
+
+def _median(vals: Iterable[float | None]) -> float | None:
+    xs = [v for v in vals if v is not None]
+    return statistics.median(xs) if xs else None

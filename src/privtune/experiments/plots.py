@@ -1,0 +1,209 @@
+"""The report's figures (matplotlib, Agg backend), returned as base64 PNG for embedding in one HTML file.
+
+Readability rules: every axis labelled with its unit, legends outside the axes (they never cover data), no text
+annotations placed on data (variants are told apart by colour = method and marker = ε), one colour per method
+across all figures.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any, Sequence
+
+from privtune.experiments.analysis import Group, RunView, Variant
+from privtune.experiments.findings import display
+
+NLL = "nats/token"
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
+BASE_STYLE = {"marker": "*", "color": "black", "s": 220, "zorder": 5}
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.grid": True, "grid.alpha": 0.3,
+                         "figure.dpi": 100, "savefig.dpi": 110})
+    return plt
+
+
+def colours(methods: Sequence[str]) -> dict[str, Any]:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    return {m: cmap(i % 10) for i, m in enumerate(dict.fromkeys(methods))}
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    _plt().close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _eps_markers(gs: Sequence[Group]) -> dict[float | None, str]:
+    eps = sorted({v.epsilon for g in gs for v in g.variants if v.epsilon is not None})
+    return {None: "o", **{e: MARKERS[(i + 1) % len(MARKERS)] for i, e in enumerate(eps)}}
+
+
+def _legend_outside(ax: Any, **kw: Any) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                  fontsize=9, frameon=False, **kw)
+
+
+def privacy_utility(gs: Sequence[Group], col: dict[str, Any]) -> str | None:
+    """One panel per dataset/model: gain (x) vs non-sensitive test NLL (y), base star, Pareto front line."""
+    gs = [g for g in gs if len(g.points()) > 0]
+    if not gs:
+        return None
+    plt = _plt()
+    markers = _eps_markers(gs)
+    fig, axes = plt.subplots(len(gs), 1, figsize=(8.5, 4.6 * len(gs)), squeeze=False)
+    for ax, g in zip(axes[:, 0], gs):
+        pts = g.points()
+        front = set(g.front())
+        fx = sorted((gx, u) for lab, gx, u, _ in pts if lab in front)
+        if len(fx) > 1:
+            ax.plot([p[0] for p in fx], [p[1] for p in fx], "--", color="0.45", lw=1.2, zorder=1,
+                    label="Pareto front")
+        for lab, gx, u, var in pts:
+            if var is None:
+                ax.scatter([gx], [u], label="base model", **BASE_STYLE)
+                continue
+            gxs, us = var.std("gain_train"), var.std("utility")
+            ax.errorbar([gx], [u], xerr=gxs, yerr=us, fmt=markers.get(var.epsilon, "o"), ms=9,
+                        color=col[var.method], mec="black" if lab in front else col[var.method], mew=1.4,
+                        label=lab, zorder=3, capsize=3)
+        ax.axvline(0.0, color="0.7", lw=0.8, zorder=0)
+        ax.set_xlabel(f"Sensitive-token NLL gain on training data ({NLL}; base − fine-tuned, higher = more "
+                      "memorised)")
+        ax.set_ylabel(f"Non-sensitive test NLL ({NLL}; lower = better)")
+        ax.set_title(f"Privacy vs utility — {g.title}" if len(gs) > 1 else "Privacy vs utility")
+        ax.margins(x=0.12, y=0.15)
+        _legend_outside(ax, title="black edge: on the front")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def versus_epsilon(gs: Sequence[Group], col: dict[str, Any]) -> str | None:
+    """Gain and utility against ε for DP methods; non-DP methods as dashed lines, the base model dotted."""
+    gs = [g for g in gs if any(v.epsilon is not None and v.first.private for v in g.variants)]
+    if not gs:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(len(gs), 2, figsize=(11, 4.2 * len(gs)), squeeze=False)
+    for row, g in zip(axes, gs):
+        all_eps = sorted({v.epsilon for v in g.variants if v.first.private and v.epsilon is not None})
+        for ax, attr, base, ylabel in (
+                (row[0], "gain_train", 0.0, f"Sensitive-token NLL gain, train ({NLL})"),
+                (row[1], "utility", g.base_utility, f"Non-sensitive test NLL ({NLL})")):
+            dp: dict[str, list[Variant]] = {}
+            for v in g.variants:
+                if v.first.private and v.epsilon is not None:
+                    dp.setdefault(v.label.split(" ε=")[0], []).append(v)
+            for name, vs in dp.items():
+                vs = sorted(vs, key=lambda v: v.epsilon)
+                xs = [v.epsilon for v in vs]
+                ys = [v.mean(attr) for v in vs]
+                err = [v.std(attr) or 0.0 for v in vs]
+                ok = [(x, y, e) for x, y, e in zip(xs, ys, err) if y is not None]
+                if ok:
+                    ax.errorbar([o[0] for o in ok], [o[1] for o in ok], yerr=[o[2] for o in ok], marker="o",
+                                color=col[vs[0].method], label=f"{name} (DP)", capsize=3)
+            for v in g.variants:
+                if not v.first.private and v.mean(attr) is not None:
+                    ax.axhline(v.mean(attr), ls="--", color=col[v.method], lw=1.3, label=f"{v.label} (no DP)")
+            if base is not None:
+                ax.axhline(base, ls=":", color="black", lw=1.3, label="base model")
+            ax.set_xscale("log")
+            ax.set_xticks(all_eps)
+            ax.set_xticklabels([f"{e:g}" for e in all_eps])
+            ax.minorticks_off()
+            ax.set_xlabel("ε (certified, at the run's δ)")
+            ax.set_ylabel(ylabel)
+            ax.margins(x=0.15)
+        row[0].set_title("Memorisation against ε" + (f" — {g.title}" if len(gs) > 1 else ""))
+        row[1].set_title("Utility against ε" + (f" — {g.title}" if len(gs) > 1 else ""))
+        _legend_outside(row[1])
+    fig.tight_layout()
+    return _png(fig)
+
+
+COST = (("run.wall_time_s", "Wall time (s)"), ("run.peak_memory_mb", "Peak memory (MB)"),
+        ("run.tokens_per_s", "Throughput (tokens/s)"), ("run.trainable_params", "Trainable parameters"))
+
+
+def cost(gs: Sequence[Group], col: dict[str, Any]) -> str | None:
+    """Mean cost per variant: wall time, peak memory, throughput and trainable parameters (log scale)."""
+    vs = [v for g in gs for v in g.variants]
+    if not vs:
+        return None
+    plt = _plt()
+    labels = [(f"{v.label}" if len(gs) == 1 else f"{v.label} · {v.first.dataset}") for v in vs]
+    fig, axes = plt.subplots(1, 4, figsize=(13, 0.45 * len(vs) + 1.8), sharey=True)
+    for ax, (key, title) in zip(axes, COST):
+        vals = [v.mean(key) or 0.0 for v in vs]
+        bars = ax.barh(range(len(vs)), vals, color=[col[v.method] for v in vs])
+        fmt = "{:,.0f}" if key != "run.tokens_per_s" else "{:,.0f}"
+        ax.bar_label(bars, labels=[fmt.format(x) if x else "n/a" for x in vals], padding=3, fontsize=8)
+        if key == "run.trainable_params" and any(vals):
+            ax.set_xscale("log")
+            ax.set_xlim(min(x for x in vals if x > 0) / 3, max(vals) * 30)
+        else:
+            ax.set_xlim(0, (max(vals) or 1) * 1.45)
+        ax.set_title(title)
+        ax.set_xlabel(title.split("(")[-1].rstrip(")") if "(" in title else "count (log scale)")
+        ax.grid(axis="y", visible=False)
+    axes[0].set_yticks(range(len(vs)))
+    axes[0].set_yticklabels(labels)
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _smooth(ys: Sequence[float]) -> list[float]:
+    """Trailing mean over about a tenth of the run (at least 3 steps): the trend through per-batch noise."""
+    w = max(3, len(ys) // 10)
+    out, acc = [], 0.0
+    for i, y in enumerate(ys):
+        acc += y
+        if i >= w:
+            acc -= ys[i - w]
+        out.append(acc / min(i + 1, w))
+    return out
+
+
+def curves(vs: Sequence[RunView], col: dict[str, Any]) -> str | None:
+    """Training loss against step, one panel per method: each step's batch (faint) and a running mean (bold)."""
+    runs = [v for v in vs if v.ok and v.curve()]
+    if not runs:
+        return None
+    plt = _plt()
+    methods = list(dict.fromkeys(v.method for v in runs))
+    n = len(methods)
+    ncol = min(n, 2)
+    nrow = (n + ncol - 1) // ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(6.2 * ncol, 3.6 * nrow), squeeze=False, sharey=True)
+    styles = ["-", "--", "-.", ":"]
+    for ax, m in zip(axes.flat, methods):
+        mine = [v for v in runs if v.method == m]
+        for i, v in enumerate(mine):
+            pts = v.curve()
+            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+            ax.plot(xs, ys, "-", color=col[m], alpha=0.25, lw=1.0)   # per step: batch-to-batch noise
+            ax.plot(xs, _smooth(ys), styles[i % 4], color=col[m], lw=1.8, label=v.label)
+        ax.set_title(display(m))
+        ax.set_xlabel("Optimizer step")
+        ax.set_ylabel(f"Training loss ({NLL})")
+        ax.yaxis.set_tick_params(labelleft=True)   # shared scale, labels on every panel
+        if len(mine) > 1:
+            ax.legend(fontsize=8, frameon=True, framealpha=0.85, loc="upper right")
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return _png(fig)

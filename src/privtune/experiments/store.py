@@ -1,0 +1,217 @@
+"""The results store of a study: ``DIR/results.sqlite``, one row per run, every figure in its own column.
+
+Columns (names are quoted identifiers; dots are part of the name):
+
+- sweep bookkeeping, unprefixed: ``run_id`` (primary key), ``status`` (``pending``, ``running``, ``completed``,
+  ``failed``), ``stage`` (``data``, ``train`` or ``eval``: where a failed run stopped), ``error``, ``run_dir``
+  (relative to the study directory), ``updated`` (ISO time), ``seq`` (position in the study's expansion: rows
+  come back in the study's order);
+- the grid point: ``grid.dataset``, ``grid.model``, ``grid.method``, ``grid.epsilon``, ``grid.lora_r``, ``grid.lr``,
+  ``grid.epochs``, ``grid.seed`` (present even when training failed before writing run.json);
+- every field of ``run.json`` under ``run.`` (nested objects flattened: ``run.lora.r``, ``run.config.lr``);
+- every field of ``eval.json`` under its section: ``privacy.sensitive_train_nll``, ``mia.loss.auc``; top-level
+  scalars of eval.json under ``eval.``.
+
+Lists (loss curves, per-example values) are stored as JSON text. New keys in later rows add columns
+(``ALTER TABLE ... ADD COLUMN``), so the schema follows run.json and eval.json as they evolve. The study itself
+(its TOML text and the parsed configuration) is kept in the ``study`` table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from privtune.errors import ConfigError, MissingDependencyError, fmt
+
+STORE_FILE = "results.sqlite"
+CSV_FILE = "results.csv"
+TABLE = "runs"
+#: Sweep columns, in the order they come first in exports.
+SWEEP_COLUMNS = ("run_id", "status", "stage", "error", "run_dir", "updated", "seq")
+GRID_COLUMNS = ("grid.dataset", "grid.model", "grid.method", "grid.epsilon", "grid.lora_r", "grid.lr",
+                "grid.epochs", "grid.seed")
+#: eval.json sections (contract); any other object with a ``definition`` is a section too.
+SECTIONS = ("privacy", "utility", "exposure", "mia", "extraction", "audit")
+_RESERVED = ("run", "grid", "eval", *SWEEP_COLUMNS)
+
+
+def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "c": [1, 2]}`` → ``{"a.b": 1, "c": "[1, 2]"}`` (lists as JSON text, bools as 0/1)."""
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            if v:
+                out.update(flatten(v, f"{key}."))
+            else:
+                out[key] = None
+        elif isinstance(v, (list, tuple)):
+            out[key] = json.dumps(v, default=str)
+        elif isinstance(v, bool):
+            out[key] = int(v)
+        elif v is None or isinstance(v, (int, float, str)):
+            out[key] = v
+        elif hasattr(v, "item"):          # numpy scalar
+            out[key] = v.item()
+        else:
+            out[key] = str(v)
+    return out
+
+
+def make_row(*, run_id: str, status: str, grid: Mapping[str, Any], run_dir: str | None = None,
+             stage: str | None = None, error: str | None = None, run_json: Mapping[str, Any] | None = None,
+             eval_json: Mapping[str, Any] | None = None, seq: int | None = None) -> dict[str, Any]:
+    """One flat row from the sweep state, the grid point, run.json and eval.json (see the module docstring)."""
+    row: dict[str, Any] = {"run_id": run_id, "status": status, "stage": stage, "error": error, "run_dir": run_dir,
+                           "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seq": seq}
+    row.update(flatten(grid, "grid."))
+    if run_json:
+        row.update(flatten(run_json, "run."))
+    if eval_json:
+        for k, v in eval_json.items():
+            if isinstance(v, Mapping) and k not in _RESERVED and (k in SECTIONS or "definition" in v):
+                row.update(flatten(v, f"{k}."))
+            else:
+                row.update(flatten({k: v}, "eval."))
+    return row
+
+
+class ResultStore:
+    """``DIR/results.sqlite`` (see the module docstring). Only the sweep's main process writes to it."""
+
+    def __init__(self, study_dir: str | Path, *, create: bool = True):
+        self.dir = Path(study_dir)
+        self.path = self.dir / STORE_FILE
+        if not create and not self.path.is_file():
+            raise ConfigError(fmt("DIR", "a study directory with results.sqlite (from `privtune sweep`)",
+                                  str(study_dir)))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._con = sqlite3.connect(self.path, timeout=30)
+        self._con.execute("PRAGMA journal_mode=WAL")   # a crash mid-write leaves the last committed state
+        cols = ", ".join(f'"{c}"' for c in SWEEP_COLUMNS[1:])
+        with self._con:
+            self._con.execute(f'CREATE TABLE IF NOT EXISTS {TABLE} ("run_id" TEXT PRIMARY KEY, {cols})')
+            self._con.execute("CREATE TABLE IF NOT EXISTS study (key TEXT PRIMARY KEY, value TEXT)")
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> "ResultStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- schema ------------------------------------------------------------------------------------------------
+    def columns(self) -> list[str]:
+        return [r[1] for r in self._con.execute(f"PRAGMA table_info({TABLE})")]
+
+    def _ensure_columns(self, names: list[str]) -> None:
+        have = set(self.columns())
+        for n in names:
+            if n not in have:
+                self._con.execute(f'ALTER TABLE {TABLE} ADD COLUMN "{_ident(n)}"')
+                have.add(n)
+
+    # -- rows --------------------------------------------------------------------------------------------------
+    def upsert(self, row: Mapping[str, Any]) -> None:
+        """Insert or replace the row of ``row["run_id"]``; columns not in ``row`` become NULL."""
+        names = list(row)
+        with self._con:
+            self._ensure_columns(names)
+            cols = ", ".join(f'"{_ident(n)}"' for n in names)
+            marks = ", ".join("?" for _ in names)
+            self._con.execute(f"INSERT OR REPLACE INTO {TABLE} ({cols}) VALUES ({marks})", [row[n] for n in names])
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        cur = self._con.execute(f'SELECT * FROM {TABLE} WHERE "run_id" = ?', (run_id,))
+        r = cur.fetchone()
+        return dict(zip([d[0] for d in cur.description], r)) if r else None
+
+    def rows(self) -> list[dict[str, Any]]:
+        cur = self._con.execute(f'SELECT * FROM {TABLE} ORDER BY "seq" IS NULL, "seq", rowid')
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def delete_missing(self, keep: set[str]) -> None:
+        """Drop rows of runs no longer in the study (a study file edited between sweeps)."""
+        with self._con:
+            for (rid,) in self._con.execute(f'SELECT "run_id" FROM {TABLE}').fetchall():
+                if rid not in keep:
+                    self._con.execute(f'DELETE FROM {TABLE} WHERE "run_id" = ?', (rid,))
+
+    # -- study ---------------------------------------------------------------------------------------------------
+    def put_study(self, values: Mapping[str, Any]) -> None:
+        with self._con:
+            for k, v in values.items():
+                self._con.execute("INSERT OR REPLACE INTO study (key, value) VALUES (?, ?)",
+                                  (k, v if isinstance(v, str) else json.dumps(v, default=str)))
+
+    def study(self) -> dict[str, str]:
+        return dict(self._con.execute("SELECT key, value FROM study").fetchall())
+
+    # -- export --------------------------------------------------------------------------------------------------
+    def dataframe(self) -> Any:
+        """The rows as a pandas DataFrame, bookkeeping and grid columns first."""
+        import pandas as pd
+
+        df = pd.DataFrame(self.rows(), columns=self.columns())
+        first = [c for c in (*SWEEP_COLUMNS, *GRID_COLUMNS) if c in df.columns]
+        return df[first + [c for c in df.columns if c not in first]]
+
+    def export_csv(self, out: str | Path) -> Path:
+        from privtune.utils.fsio import atomic_write_text
+
+        out = Path(out)
+        atomic_write_text(out, self.dataframe().to_csv(index=False))
+        return out
+
+    def export_parquet(self, out: str | Path) -> Path:
+        try:
+            import pyarrow  # noqa: F401  (only its presence matters)
+        except ImportError:
+            raise MissingDependencyError(fmt("--parquet", "used with pyarrow installed", "pyarrow missing",
+                                             "Install it with `pip install 'privtune[parquet]'`, or use --csv.")) \
+                from None
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        try:
+            self.dataframe().to_parquet(tmp, index=False)
+            tmp.replace(out)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return out
+
+
+def _ident(name: str) -> str:
+    return name.replace('"', '""')
+
+
+@contextlib.contextmanager
+def open_store(study_dir: str | Path, *, create: bool = False) -> Iterator[ResultStore]:
+    store = ResultStore(study_dir, create=create)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def export_results(study_dir: str | Path, *, csv: str | Path | None = None,
+                   parquet: str | Path | None = None) -> list[Path]:
+    """Write the study's rows to CSV and/or Parquet (``privtune results``)."""
+    if csv is None and parquet is None:
+        raise ConfigError(fmt("--csv/--parquet", "given (at least one)", None))
+    out = []
+    with open_store(study_dir) as store:
+        if parquet is not None:
+            out.append(store.export_parquet(parquet))   # first: a missing pyarrow fails before anything is written
+        if csv is not None:
+            out.append(store.export_csv(csv))
+    return out

@@ -1,0 +1,140 @@
+"""The report's tables as ``(header, rows)`` of display strings, built from run views.
+
+Only numbers, configuration values and privtune's own labels go in: string fields of eval.json (redacted examples,
+notes) are never copied, so no record text can reach a table. Exposure computed by extrapolation and empirical audit
+bounds are labelled *estimate*; an audit bound is only shown beside the certified ε.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from privtune.experiments.analysis import Group, RunView
+
+Table = tuple[list[str], list[list[str]]]
+
+
+def f(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:,.{digits}f}"
+
+
+def secs(x: float | None) -> str:
+    return "–" if x is None else (f"{x:.1f}" if x < 10 else f"{x:,.0f}")
+
+
+def epsilon_text(v: RunView) -> str:
+    """``8.00 (certified, pld, δ = 1e-05)``; an estimate is never shown without saying so."""
+    if not v.private:
+        return "no DP (ε = ∞)"
+    eps, acc, delta = v.get("run.epsilon"), v.row.get("run.accountant") or "?", v.get("run.delta")
+    d = f", δ = {delta:g}" if delta is not None else ""
+    if eps is None:
+        t = v.epsilon_target
+        return f"target {t:g} (run unfinished)" if t is not None else "–"
+    if v.row.get("run.epsilon_certified") in (0, False):
+        return f"{eps:.2f} (estimate, {acc}{d}; no certified value recorded)"
+    return f"{eps:.2f} (certified, {acc}{d})"
+
+
+def epsilon_short(v: RunView) -> str:
+    """Compact ε for wide tables: ``8.00 (certified, pld)``, ``∞ (no DP)``."""
+    if not v.private:
+        return "∞ (no DP)"
+    eps = v.get("run.epsilon")
+    if eps is None:
+        return "–"
+    kind = "estimate" if v.row.get("run.epsilon_certified") in (0, False) else "certified"
+    return f"{eps:.2f} ({kind}, {v.row.get('run.accountant') or '?'})"
+
+
+def runs(vs: Sequence[RunView]) -> Table:
+    head = ["run", "status", "ε", "sens. train NLL (base)", "gain train", "gain test", "memorisation",
+            "non-sens. test NLL (base)", "wall time (s)"]
+    rows = []
+    for v in vs:
+        status = v.status if v.status != "failed" else f"failed at {v.row.get('stage')}"
+        mem = v.get("privacy.memorization_nats")
+        if mem is None and v.gain_train is not None and v.gain_test is not None:
+            mem = v.gain_train - v.gain_test
+        rows.append([v.label, status, epsilon_short(v),
+                     _pair(v.get("privacy.sensitive_train_nll"), v.get("privacy.sensitive_train_nll_base")),
+                     f(v.gain_train), f(v.gain_test), f(mem),
+                     _pair(v.utility, v.get("utility.nonsensitive_test_nll_base")), secs(v.get("run.wall_time_s"))])
+    return head, rows
+
+
+def _pair(a: float | None, b: float | None) -> str:
+    return f"{f(a)} ({f(b)})" if b is not None else f(a)
+
+
+def accounting(vs: Sequence[RunView]) -> Table:
+    head = ["run", "target ε", "ε spent", "σ", "q", "steps", "sampling", "empirical audit (estimate)"]
+    rows = []
+    for v in vs:
+        if not v.private:
+            continue
+        lb, conf = v.get("audit.epsilon_lower_bound"), v.get("audit.confidence")
+        audit = f"ε ≥ {lb:.2f} at {conf:.0%} confidence (lower bound)" if lb is not None and conf is not None \
+            else ("skipped" if v.row.get("audit.skipped") else "–")
+        rows.append([v.label, f(v.epsilon_target, 2), epsilon_text(v), f(v.get("run.noise_multiplier"), 3),
+                     f(v.get("run.sample_rate"), 4), f(v.get("run.steps"), 0), str(v.row.get("run.sampling") or "–"),
+                     audit])
+    return head, rows
+
+
+def cost(vs: Sequence[RunView]) -> Table:
+    head = ["run", "wall time (s)", "peak memory (MB)", "memory measure", "tokens/s", "trainable params",
+            "total params"]
+    rows = [[v.label, secs(v.get("run.wall_time_s")), f(v.get("run.peak_memory_mb"), 0),
+             str(v.row.get("run.peak_memory_kind") or "–"), f(v.get("run.tokens_per_s"), 0),
+             f(v.get("run.trainable_params"), 0), f(v.get("run.total_params"), 0)] for v in vs if v.ok]
+    return head, rows
+
+
+def exposure(vs: Sequence[RunView], gs: Sequence[Group]) -> Table:
+    head = ["run", "exposure (bits)", "base model (bits)", "max (bits)", "rank", "candidates", "computed",
+            "canary copies"]
+    rows = []
+    for v in vs:
+        if not v.ok or v.get("exposure.exposure_bits") is None:
+            continue
+        est = v.row.get("exposure.estimate") in (1, True)
+        how = f"{v.row.get('exposure.method') or '–'}{' (estimate)' if est else ''}"
+        rows.append([v.label, f(v.get("exposure.exposure_bits"), 2), f(v.get("exposure.exposure_bits_base"), 2),
+                     f(v.get("exposure.max_exposure_bits"), 2), f(v.get("exposure.rank"), 0),
+                     f(v.get("exposure.n_candidates"), 0), how, f(v.get("exposure.repeats"), 0)])
+    return head, rows
+
+
+def mia(vs: Sequence[RunView], *, sensitive: bool = False) -> Table:
+    """One column per attack, ``AUC / TPR at 1% FPR``: on all tokens, or (``sensitive``) on sensitive tokens only."""
+    ok = [v for v in vs if v.ok]
+    attacks = sorted({a for v in ok for a in v.mia_attacks if a.endswith("_sensitive") == sensitive})
+    head = ["run", "members / non-members", *[a.removesuffix("_sensitive") for a in attacks]]
+    rows = []
+    for v in ok:
+        mine = [a for a in v.mia_attacks if a in attacks]
+        if not mine:
+            continue
+        n = (v.get(f"mia.{mine[0]}.n_members"), v.get(f"mia.{mine[0]}.n_nonmembers"))
+        cells = [f"{f(v.get(f'mia.{a}.auc'))} / {f(v.get(f'mia.{a}.tpr_at_1pct_fpr'))}" for a in attacks]
+        rows.append([v.label, f"{f(n[0], 0)} / {f(n[1], 0)}", *cells])
+    return head, rows
+
+
+EXTRACTION = (("sampling.recall", "sampling recall"), ("sampling.recall_base", "base"),
+              ("sampling.excess_recall", "excess"), ("sampling.precision", "precision"),
+              ("reconstruction.top1_accuracy", "reconstruction top-1"), ("reconstruction.top1_accuracy_base", "base"),
+              ("reconstruction.chance", "chance"), ("reconstruction.mean_rank", "mean rank"))
+
+
+def extraction(vs: Sequence[RunView]) -> Table:
+    ok = [v for v in vs if v.ok]
+    keys = [(k, name) for k, name in EXTRACTION if any(v.get(f"extraction.{k}") is not None for v in ok)]
+    if not keys:  # another extraction layout: its top-level numbers
+        found = sorted({k.split(".", 1)[1] for v in ok for k, x in v.row.items() if k.startswith("extraction.")
+                        and isinstance(x, (int, float)) and "per_label" not in k and "definition" not in k})
+        keys = [(k, k) for k in found[:10]]
+    rows = [[v.label, *[f(v.get(f"extraction.{k}")) for k, _ in keys]] for v in ok
+            if any(v.get(f"extraction.{k}") is not None for k, _ in keys)]
+    return ["run", *[n for _, n in keys]], rows

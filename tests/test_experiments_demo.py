@@ -1,0 +1,34 @@
+import json
+
+import pytest
+
+from privtune.experiments.demo import SCALES, run_demo, study_text
+
+
+def test_demo_study_is_valid_and_runs_the_four_methods(tmp_path):
+    from privtune.experiments.config import parse_study
+    from privtune.experiments.demo import tomllib
+
+    study = parse_study(tomllib.loads(study_text(SCALES["default"])), base_dir=tmp_path, where="demo")
+    runs = study.expand()
+    assert [(r.method, r.epsilon) for r in runs] == [("fft", None), ("lora", None), ("dp-fft", 8.0),
+                                                     ("dp-lora", 8.0)]
+    assert study.datasets["customersim"].options["canary_digits"] == SCALES["default"].canary_digits
+
+
+@pytest.mark.slow
+def test_tiny_demo_end_to_end_and_rerun_reuses_it(tmp_path):
+    out = tmp_path / "demo"
+    res = run_demo(out=out, scale="tiny")
+    assert [o.status for o in res.sweep.outcomes] == ["completed"] * 4
+    assert res.report.is_file() and (out / "report.md").is_file() and (out / "results.csv").is_file()
+    md = res.markdown
+    for label in ("| fft |", "| lora |", "| dp-fft ε=8 |", "| dp-lora ε=8 |", "| base model |"):
+        assert label in md
+    # the canary secret never reaches the report
+    secret = json.loads((out / "data" / "customersim" / "dataset.json").read_text())["canary"]["secret"]
+    assert len(secret) == SCALES["tiny"].canary_digits
+    assert f"My ID is {secret}" not in res.report.read_text()
+    again = run_demo(out=out, scale="tiny")
+    assert [o.status for o in again.sweep.outcomes] == ["skipped"] * 4
+    assert json.loads((out / "demo.json").read_text())["timings_s"]["base_model_built"] is False
