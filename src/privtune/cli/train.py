@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -64,7 +65,8 @@ def train_cmd(
     seed: Optional[int] = typer.Option(None, "--seed"),
     secure_rng: Optional[bool] = typer.Option(None, "--secure-rng/--no-secure-rng",
                                               help="Sampling and noise from the OS CSPRNG (not reproducible)."),
-    dp_engine: Optional[str] = typer.Option(None, "--dp-engine", help="Per-example gradient engine (default hooks)."),
+    dp_engine: Optional[str] = typer.Option(None, "--dp-engine", help="Per-example gradient engine (default bk: "
+                                            "one backward pass, see docs/performance.md)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
     resume_reserve: Optional[int] = typer.Option(None, "--resume-reserve",
                                                  help="DP: steps of budget kept for re-execution after a crash."),
@@ -73,6 +75,8 @@ def train_cmd(
                                                   help="Let transformers download a hub model."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with these options ([train] table)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help="Train in N local processes (data parallel, noise "
+                                        "added once; as torchrun --nproc_per_node N -m privtune train)."),
     as_json: bool = typer.Option(False, "--json", help="Print run.json."),
 ) -> None:
     """Fine-tune with fft, lora, dp-fft, dp-lora, rgp or dp-rgp; writes model, ledger, checkpoints and run.json to
@@ -83,12 +87,13 @@ def train_cmd(
     from privtune.training.run import resume as resume_run
     from privtune.training.run import train
 
-    given = {k: v for k, v in opts.items() if k not in ("config", "resume", "as_json", "out") and v is not None}
+    given = {k: v for k, v in opts.items()
+             if k not in ("config", "resume", "as_json", "out", "nproc") and v is not None}
     if resume is not None:
         if given or config is not None or out is not None:
             raise ConfigError(fmt("--resume", "used alone (the run keeps its own configuration)",
                                   sorted(given) + (["--config"] if config else []) + (["--out"] if out else [])))
-        result = resume_run(resume)
+        result = resume_run(resume, nproc=nproc)
     else:
         if out is None:
             raise ConfigError(fmt("--out", "given", None, "Name a new run directory."))
@@ -98,8 +103,10 @@ def train_cmd(
         if "data" in given:
             given["data"] = str(given["data"])
         cfg = TrainConfig.from_dict({**base, **given})
-        result = train(cfg, out=out)
+        result = train(cfg, out=out, nproc=nproc)
     rec = result.record
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun: rank 0 reports
+        return
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return

@@ -38,7 +38,7 @@ class TrainConfig:
     accountant: str = "pld"
     noise_calibration: str = "certified"  # or "edgeworth-estimate": EW-Tune's, research only (see docs/ewtune.md)
     secure_rng: bool = False
-    dp_engine: str = "hooks"
+    dp_engine: str = "bk"                 # per-example gradient engine (docs/performance.md)
     # schedule
     epochs: float | None = 3.0
     steps: int | None = None

@@ -105,22 +105,23 @@ class BudgetExhausted(Exception):
 class PrivacyState:
     """The ledger of a run, persisted write-ahead, and the budget guard."""
 
-    def __init__(self, plan: PrivacyPlan, run_dir: Path, ledger: Any | None = None):
+    def __init__(self, plan: PrivacyPlan, run_dir: Path, ledger: Any | None = None, *, persist: bool = True):
         from privtune.accounting import Ledger
 
         self.plan = plan
+        self.persist = persist  # False on the ranks > 0 of a multi-process run: rank 0 writes the one ledger
         self.path = Path(run_dir) / LEDGER_FILE
         self.ledger = ledger if ledger is not None else Ledger()
         self._allowed = self._compute_allowed()
 
     @classmethod
-    def load(cls, plan: PrivacyPlan, run_dir: Path) -> "PrivacyState":
+    def load(cls, plan: PrivacyPlan, run_dir: Path, *, persist: bool = True) -> "PrivacyState":
         from privtune.accounting import Ledger
         import json
 
         path = Path(run_dir) / LEDGER_FILE
         ledger = Ledger.from_dict(json.loads(path.read_text("utf-8"))["ledger"]) if path.is_file() else None
-        return cls(plan, run_dir, ledger)
+        return cls(plan, run_dir, ledger, persist=persist)
 
     def _compute_allowed(self) -> int | None:
         if self.plan.budget_epsilon is None:
@@ -151,6 +152,8 @@ class PrivacyState:
         return self.ledger.steps
 
     def save(self) -> None:
+        if not self.persist:
+            return
         atomic_write_json(self.path, {"ledger": self.ledger.to_dict(), "delta": self.plan.delta,
                                       "accountant": self.plan.accountant})
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from privtune.errors import ConfigError, PrivtuneError, fmt
 from privtune.training.checkpoint import (clean_partial, latest_step, list_checkpoints, load_checkpoint,
                                          save_checkpoint, set_rng_state)
 from privtune.training.config import TrainConfig
+from privtune.training.distributed import SINGLE, Dist, from_env, launch
 from privtune.training.privacy import PrivacyPlan, PrivacyState
 from privtune.training.session import Session, build_session, make_plan
 from privtune.training.trainer import Trainer, TrainState
@@ -55,33 +57,52 @@ def read_record(run_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text("utf-8"))
 
 
-def train(config: TrainConfig | None = None, *, out: str | Path, **overrides: Any) -> RunResult:
-    """Train per ``config`` (or keyword overrides) into the new run directory ``out``."""
+def train(config: TrainConfig | None = None, *, out: str | Path, nproc: int | None = None,
+          **overrides: Any) -> RunResult:
+    """Train per ``config`` (or keyword overrides) into the new run directory ``out``.
+
+    ``nproc``: train in that many local processes (:mod:`privtune.training.distributed`); under ``torchrun`` the
+    processes are already there and ``nproc`` is not needed.
+    """
     cfg = TrainConfig.from_dict({**(config.to_dict() if config else {}), **overrides})
     out = ensure_fresh_dir(out, what="--out")
     plan = make_plan(cfg)                      # bad input fails here, before anything is written
+    if nproc is not None and nproc != 1 and not _under_torchrun():
+        launch(nproc=nproc, out=out, config=cfg.to_dict())
+        return RunResult(out, read_record(out))
+    dist = from_env()
     session = build_session(plan)
+    dist.broadcast_module(session.model)
     record = rec_mod.initial_record(plan, session)
-    with atomic_dir(out, overwrite=True) as tmp:   # the run directory appears whole, already marked running
-        atomic_write_json(tmp / RUN_FILE, record)
-    return _run(out, session, record, TrainState())
+    record["processes"] = dist.world
+    if dist.main:
+        with atomic_dir(out, overwrite=True) as tmp:   # the run directory appears whole, already marked running
+            atomic_write_json(tmp / RUN_FILE, record)
+    dist.barrier()
+    return _run(out, session, record, TrainState(), dist)
 
 
-def resume(run_dir: str | Path) -> RunResult:
+def resume(run_dir: str | Path, *, nproc: int | None = None) -> RunResult:
     """Continue a run that was killed, failed or interrupted; a finished run is returned as it is."""
     run_dir = Path(run_dir)
     record = read_record(run_dir)
     if record["status"] in FINISHED:
         return RunResult(run_dir, record)
+    if nproc is not None and nproc != 1 and not _under_torchrun():
+        launch(nproc=nproc, resume=run_dir)
+        return RunResult(run_dir, read_record(run_dir))
     cfg = TrainConfig.from_dict(record["config"])
     privacy = PrivacyPlan.from_dict(record["privacy_plan"]) if record.get("privacy_plan") else None
     plan = make_plan(cfg, privacy=privacy)
     if plan.dataset.info.content_hash != record.get("dataset_hash"):
         raise ConfigError(fmt("--data", "the dataset the run started with", cfg.data,
                               "Its content hash changed; restore the original data to resume."))
+    dist = from_env()
     session = build_session(plan)
-    with _lock(run_dir):
-        clean_partial(run_dir)
+    with _lock(run_dir) if dist.main else contextlib.nullcontext():
+        if dist.main:
+            clean_partial(run_dir)
+        dist.barrier()  # every rank reads the checkpoint after rank 0 cleaned partial writes
         state = TrainState()
         ckpts = list_checkpoints(run_dir)
         if ckpts:
@@ -93,7 +114,12 @@ def resume(run_dir: str | Path) -> RunResult:
             state = TrainState.from_dict(saved["train_state"])
             record["wall_time_s"] = saved["wall_time_s"]  # time of work that survived; lost work is not counted
         record["resumes"] = record.get("resumes", 0) + 1
-    return _run(run_dir, session, record, state)
+        record["processes"] = dist.world
+    return _run(run_dir, session, record, state, dist)
+
+
+def _under_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 @contextlib.contextmanager
@@ -116,18 +142,24 @@ def _lock(run_dir: Path) -> Iterator[None]:
         f.close()
 
 
-def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState) -> RunResult:
+def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, dist: Dist = SINGLE) -> RunResult:
+    """Train (every rank); rank 0 alone writes run.json, the ledger, checkpoints and the model."""
     plan = s.plan
+    main = dist.main
     t_start = time.perf_counter()
     wall_before = record.get("wall_time_s") or 0.0
     if s.loaded.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(s.loaded.device)
-    with _lock(run_dir):
-        privacy = PrivacyState.load(plan.privacy, run_dir) if plan.privacy is not None else None
+    with _lock(run_dir) if main else contextlib.nullcontext():
+        privacy = PrivacyState.load(plan.privacy, run_dir, persist=main) if plan.privacy is not None else None
         record.update(status="running", error=None)
-        atomic_write_json(run_dir / RUN_FILE, record)
+        if main:
+            atomic_write_json(run_dir / RUN_FILE, record)
+        dist.barrier()  # every rank has read the ledger before rank 0 records the next step
 
         def checkpoint(st: TrainState) -> None:
+            if not main:
+                return
             saved = {"train_state": st.to_dict(),
                      "ledger": privacy.ledger.to_dict() if privacy is not None else None,
                      "wall_time_s": wall_before + time.perf_counter() - t_start}
@@ -141,24 +173,32 @@ def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState) -
                                   physical_batch_size=plan.physical_batch_size, device=s.loaded.device,
                                   engine=s.engine, privacy=privacy, seed=plan.cfg.seed,
                                   checkpoint_every=plan.checkpoint_every, on_checkpoint=checkpoint, state=state,
-                                  progress=progress if progress_enabled() else None, method=plan.method)
+                                  progress=progress if progress_enabled() and main else None, method=plan.method,
+                                  dist=dist)
                 outcome = trainer.run()
-            if latest_step(run_dir) != outcome.state.step:
+            if main and latest_step(run_dir) != outcome.state.step:
                 checkpoint(outcome.state)
             if s.engine is not None:
                 s.engine.close()
-            _save_model(run_dir, s, record)
-            record.update(rec_mod.final_fields(s, outcome, privacy, wall_before + time.perf_counter() - t_start))
+            if main:
+                _save_model(run_dir, s, record)
+                record.update(rec_mod.final_fields(s, outcome, privacy, wall_before + time.perf_counter() - t_start))
         except PrivtuneError as e:
-            _fail(run_dir, record, "failed", str(e), wall_before + time.perf_counter() - t_start)
+            if main:
+                _fail(run_dir, record, "failed", str(e), wall_before + time.perf_counter() - t_start)
             raise
         except KeyboardInterrupt:
-            _fail(run_dir, record, "interrupted", "interrupted by the user", wall_before + time.perf_counter() - t_start)
+            if main:
+                _fail(run_dir, record, "interrupted", "interrupted by the user",
+                      wall_before + time.perf_counter() - t_start)
             raise
         except Exception as e:
-            _fail(run_dir, record, "failed", f"{type(e).__name__}: {e}", wall_before + time.perf_counter() - t_start)
+            if main:
+                _fail(run_dir, record, "failed", f"{type(e).__name__}: {e}", wall_before + time.perf_counter() - t_start)
             raise
-        atomic_write_json(run_dir / RUN_FILE, record)
+        if main:
+            atomic_write_json(run_dir / RUN_FILE, record)
+    dist.barrier()  # the run directory is complete before any rank returns
     return RunResult(run_dir, record)
 
 

@@ -27,7 +27,8 @@ from privtune.errors import TrainingError
 from privtune.models.loading import autocast
 from privtune.training.data import Encoded
 from privtune.training.dp.engine import ClipStats, DPEngine, unique_trainable
-from privtune.training.dp.noise import gaussian_like, noise_generator
+from privtune.training.distributed import SINGLE, Dist
+from privtune.training.dp.noise import add_noise_, noise_generator
 from privtune.training.losses import per_example_loss
 from privtune.training.privacy import BudgetExhausted, PrivacyState, certified
 from privtune.training.sampling import split_micro
@@ -73,7 +74,8 @@ class Trainer:
                  scheduler: Any, planned_steps: int, physical_batch_size: int, device: torch.device,
                  engine: DPEngine | None = None, privacy: PrivacyState | None = None, seed: int = 0,
                  checkpoint_every: int = 0, on_checkpoint: Callable[[TrainState], None] | None = None,
-                 state: TrainState | None = None, progress: Any = None, method: Any = None):
+                 state: TrainState | None = None, progress: Any = None, method: Any = None,
+                 dist: Dist = SINGLE):
         if (engine is None) != (privacy is None):
             raise TrainingError("`engine` and `privacy` must be given together (DP) or not at all.")
         self.model, self.task, self.data, self.sampler = model, task, data, sampler
@@ -84,6 +86,7 @@ class Trainer:
         self.state = state or TrainState()
         self.progress = progress
         self.method = method  # optional Method: its before_step/before_update hooks run every step (RGP)
+        self.dist = dist  # data-parallel group (privtune.training.distributed); one process by default
         self.params = engine.params if engine is not None else unique_trainable(model)
         # what the optimizer updates: the differentiated parameters, or (RGP) the tensors their gradients map to
         self.updated = [p for g in optimizer.param_groups for p in g["params"]]
@@ -94,19 +97,20 @@ class Trainer:
 
     def step(self, t: int) -> tuple[float | None, ClipStats | None, int, int]:
         draw = self.privacy.begin_step() if self.privacy is not None else t
-        idx = self.sampler.batch(t, draw=draw)
+        idx = self.dist.same_batch(self.sampler.batch(t, draw=draw), len(self.data))
         self.model.train()
         if self.method is not None:
             self.method.before_step(self.model, step=t)
-        loss_sum, n_tok = 0.0, 0
-        for micro in split_micro(idx, self.physical):
+        loss_sum, n_tok, bad = 0.0, 0, 0.0
+        for micro in split_micro(self.dist.shard(idx), self.physical):
             batch = self.data.collate(micro, self.device)
             with autocast(self.device):
                 losses = per_example_loss(self._forward_module(), batch, task=self.task)
             if not bool(torch.isfinite(losses).all()):
-                raise TrainingError(f"`loss` must be finite. Found {float(losses.detach().sum())!r} at step {t}. "
-                                    "Lower --lr (or check the data); the last good checkpoint is kept and the run "
-                                    "can be resumed with `privtune train --resume`.")
+                bad = float(losses.detach().sum())
+                if self.dist.world == 1:
+                    self._nonfinite_loss(bad, t)
+                break  # other ranks learn of it from the all-reduce below and stop with this one
             if self.engine is not None:
                 self.engine.accumulate(losses)
             else:
@@ -117,11 +121,19 @@ class Trainer:
         if self.engine is not None:
             sums, stats = self.engine.take_sum()
             plan = self.privacy.plan
-            std = plan.noise_multiplier * plan.max_grad_norm
-            gen = None if plan.secure_rng else noise_generator(self.seed, draw)
+            if self.dist.main:  # the noise enters once: on rank 0's share, before the all-reduce
+                gen = None if plan.secure_rng else noise_generator(self.seed, draw)
+                add_noise_(sums, plan.noise_multiplier * plan.max_grad_norm, generator=gen, secure=plan.secure_rng)
+            self.dist.all_reduce(sums)
             expected = self.sampler.expected_batch_size
             for p, s in zip(self.params, sums):
-                p.grad = (s + gaussian_like(s, std, generator=gen, secure=plan.secure_rng)) / expected
+                p.grad = s.div_(expected)
+        elif self.dist.world > 1:
+            self.dist.all_reduce([self._grad(p) for p in self.params])
+        if self.dist.world > 1:
+            loss_sum, n_tok, bad, stats = self._reduce_scalars(loss_sum, n_tok, bad, stats)
+            if bad:
+                self._nonfinite_loss(bad, t)
         if self.method is not None:
             self.method.before_update(self.model)
         grad_sq = sum(float(p.grad.float().pow(2).sum()) for p in self.updated if p.grad is not None)
@@ -133,6 +145,32 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss = loss_sum / len(idx) if len(idx) else None
         return loss, stats, n_tok, len(idx)
+
+    @staticmethod
+    def _nonfinite_loss(value: float, t: int) -> None:
+        raise TrainingError(f"`loss` must be finite. Found {value!r} at step {t}. Lower --lr (or check the data); "
+                            "the last good checkpoint is kept and the run can be resumed with "
+                            "`privtune train --resume`.")
+
+    @staticmethod
+    def _grad(p: nn.Parameter) -> torch.Tensor:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        return p.grad
+
+    def _reduce_scalars(self, loss_sum: float, n_tok: int, bad: float,
+                        stats: ClipStats | None) -> tuple[float, int, float, ClipStats | None]:
+        """Sum the step's figures over ranks (clip statistics: counts and sums added, maxima maximised)."""
+        st = stats or ClipStats()
+        sums = torch.tensor([loss_sum, n_tok, float(bad != 0), st.n, st.n_clipped, st.norm_sum], dtype=torch.float64)
+        maxima = torch.tensor([st.norm_max, st.clipped_norm_max], dtype=torch.float64)
+        self.dist.all_reduce([sums])
+        self.dist.all_reduce([maxima], op="max")
+        if stats is not None:
+            stats = ClipStats(n=int(sums[3]), n_clipped=int(sums[4]), norm_sum=float(sums[5]),
+                              norm_max=float(maxima[0]), clipped_norm_max=float(maxima[1]))
+        bad = bad or (float("nan") if sums[2] else 0.0)  # another rank's loss was not finite
+        return float(sums[0]), int(sums[1]), bad, stats
 
     # -- guards ---------------------------------------------------------------------------------------------------
     def _check_wiring(self) -> None:

@@ -10,5 +10,6 @@ from privtune.training.dp.engine import ENGINES, ClipStats, DPEngine, get_engine
 # Register the built-in engines.
 from privtune.training.dp import hooks as _hooks  # noqa: F401,E402
 from privtune.training.dp import ghost as _ghost  # noqa: F401,E402
+from privtune.training.dp import bk as _bk  # noqa: F401,E402
 
 __all__ = ["ENGINES", "ClipStats", "DPEngine", "get_engine"]

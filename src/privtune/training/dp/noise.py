@@ -42,3 +42,26 @@ def noise_generator(seed: int, draw: int) -> torch.Generator:
     """The generator for mechanism invocation ``draw`` (the ledger index): fresh noise for every invocation."""
     ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 3, int(draw)])
     return torch.Generator().manual_seed(int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
+
+
+def add_noise_(tensors: list[torch.Tensor], std: float, *, generator: torch.Generator | None = None,
+               secure: bool = False) -> None:
+    """Add independent ``N(0, std^2)`` noise to every coordinate of ``tensors``, in place (no summed copy).
+
+    On CPU the draws are those of :func:`gaussian_like` with the same generator. On an accelerator the noise is
+    drawn there, by a device generator seeded from ``generator`` (reproducible, no host-to-device copy).
+    """
+    if std == 0:
+        return
+    device_gen: dict[torch.device, torch.Generator] = {}
+    for t in tensors:
+        if secure:
+            t.add_(gaussian_like(t, std, secure=True))
+        elif t.device.type == "cpu":
+            t.add_(torch.randn(t.shape, generator=generator, dtype=torch.float32), alpha=std)
+        else:
+            if t.device not in device_gen:
+                seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+                device_gen[t.device] = torch.Generator(device=t.device).manual_seed(seed)
+            noise = torch.randn(t.shape, generator=device_gen[t.device], dtype=torch.float32, device=t.device)
+            t.add_(noise.to(t.dtype), alpha=std)

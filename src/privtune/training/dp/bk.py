@@ -1,0 +1,132 @@
+"""``bk``: book-keeping DP-SGD in one backward pass (Bu, Wang, Zha and Karypis 2023), with per-layer ghost norms.
+
+One backward pass of ``sum_i L_i`` runs through layers whose forward privtune replaces by autograd functions that
+compute the input gradient only; each layer, as its output gradient ``g`` arrives, adds its share of every
+example's squared gradient norm (by the cheaper of a ghost norm or per-example instantiation, chosen per layer from
+its shapes: :mod:`privtune.training.dp.layers`) and keeps what the clipped sum needs (the per-example gradients, or
+the layer input ``a`` and ``g``). After the pass the clipping coefficients ``c_i = min(1, C / (||g_i|| + eps))`` are
+known and the clipped sum ``sum_i c_i g_i`` is formed directly: for a linear weight one matrix product
+``(c * g)^T a`` over the micro-batch, the product autograd would have formed without clipping. Frozen layers
+(LoRA's base) get no per-example work at all.
+
+Cost: the non-private step plus the norms (``T^2 (d + p)`` per example for a ghost layer, nothing extra for a kept
+one); memory: the output gradients of the ghost layers are kept to the end of the backward pass. A parameter used
+more than once in a forward pass (tied embedding and LM head, a module called twice) has its per-example gradients
+instantiated after the pass from what each use kept, and summed, so the norm is the norm of the total. Outside
+:meth:`accumulate` (a user's own backward pass) the patched layers behave as plain ones.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from privtune.errors import TrainingError
+from privtune.training.dp.engine import ENGINES, EPS, DPEngine, quiet_backward_hooks
+from privtune.training.dp.layers import STRATEGIES, Rule, make_rule, to_per_example
+from privtune.training.dp.samplers import check_private_trainable
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+_STALE = ("The DP hooks are bound to other modules than the ones being trained: attach the DP engine after "
+          "wrapping the model (LoRA) and build the optimizer last.")
+
+
+@ENGINES.register("bk")
+class BookKeepingEngine(DPEngine):
+    name = "bk"
+
+    def __init__(self, model: nn.Module, *, max_grad_norm: float, strategy: str = "auto"):
+        super().__init__(model, max_grad_norm=max_grad_norm)
+        if strategy not in STRATEGIES:
+            raise TrainingError(f"`strategy` must be one of {', '.join(STRATEGIES)}. Found {strategy!r}.")
+        check_private_trainable(model)
+        self.strategy = strategy
+        self._index = {id(p): i for i, p in enumerate(self.params)}
+        self._names = {id(p): n for n, p in model.named_parameters()}
+        self.rules: list[Rule] = []
+        for name, mod in model.named_modules():
+            if any(p.requires_grad for p in mod.parameters(recurse=False)):
+                rule = make_rule(self, mod, name)
+                rule.attach()
+                self.rules.append(rule)
+        self.batch_size = 0
+        self.collecting = False  # True only inside accumulate's backward pass: the rules hand their work here
+        self._uses = {}
+
+    # -- called by the layer rules ----------------------------------------------------------------------------------
+    def use(self, p: nn.Parameter, kind: str, payload: Any, *, sq: torch.Tensor | None = None) -> None:
+        """One use of ``p`` in the forward pass: its per-example gradients in the form ``kind`` (``ps``: a tensor
+        ``(B, *p.shape)``; ``ag``: a linear layer's ``(a, g)``; ``rows``: embedding rows) and, unless ``ps``, their
+        per-example squared norms ``sq``."""
+        i = self._index.get(id(p))
+        if i is None:
+            raise TrainingError(_STALE)
+        self._uses.setdefault(i, []).append((kind, payload, sq))
+
+    # -- the DPEngine interface -----------------------------------------------------------------------------------
+    def accumulate(self, loss_per_example: torch.Tensor) -> None:
+        if [id(p) for p in self.params] != list(self._index):
+            raise TrainingError(_STALE)
+        self.batch_size = n = int(loss_per_example.shape[0])
+        self._uses: dict[int, list[tuple[str, Any, torch.Tensor | None]]] = {}
+        self.collecting = True
+        try:
+            with quiet_backward_hooks():
+                loss_per_example.sum().backward()
+            self.collecting = False
+            missing = [self._names.get(id(p), "?") for i, p in enumerate(self.params) if i not in self._uses]
+            if missing:
+                raise TrainingError(f"per-example gradients must exist for every trainable parameter. Found none for "
+                                    f"{len(missing)} of {len(self.params)} (e.g. {missing[0]}). {_STALE}")
+            sq = torch.zeros(n, dtype=torch.float32, device=loss_per_example.device)
+            work: list[tuple[int, str, Any]] = []
+            for i, uses in self._uses.items():
+                if len(uses) > 1:  # a parameter used more than once: the norm of the summed per-example gradients
+                    shape = self.params[i].shape
+                    ps = sum(to_per_example(kind, payload, n, shape) for kind, payload, _ in uses)
+                    uses = [("ps", ps, None)]
+                kind, payload, s = uses[0]
+                sq += payload.reshape(n, -1).square().sum(1) if s is None else s
+                work.append((i, kind, payload))
+            self._uses = {}
+            norms = sq.sqrt()
+            coef = (self.max_grad_norm / (norms + EPS)).clamp(max=1.0)
+            if self._sum is None:
+                self._sum = [torch.zeros_like(p) for p in self.params]
+            for i, kind, payload in work:
+                _contract(self._sum[i], kind, payload, coef)
+            self.stats.add(norms, coef, self.max_grad_norm)
+        finally:
+            self.collecting = False
+            self._uses = {}
+            for p in self.params:  # layers with their own autograd (LayerNorm, ...) also accumulated .grad
+                p.grad = None
+
+    def close(self) -> None:
+        for rule in self.rules:
+            rule.detach()
+        self.rules = []
+
+
+def _contract(out: torch.Tensor, kind: str, payload: Any, coef: torch.Tensor) -> None:
+    """Add ``sum_i c_i g_i`` of one use of a parameter to ``out`` (in place)."""
+    c = coef.to(out.dtype)
+    if kind == "ps":       # per-example gradients (B, *shape)
+        out.view(-1).addmv_(payload.reshape(payload.shape[0], -1).t().to(out.dtype), c)
+    elif kind == "ag":     # linear weight: (c * g)^T a = g^T (c * a) over the micro-batch; scale the narrower
+        a, g = payload
+        c3 = c.view(-1, 1, 1)
+        if a.shape[-1] < g.shape[-1]:
+            a, g = a.to(out.dtype) * c3, g.to(out.dtype)
+        else:
+            a, g = a.to(out.dtype), g.to(out.dtype) * c3
+        out.addmm_(g.reshape(-1, g.shape[-1]).t(), a.reshape(-1, a.shape[-1]))
+    elif kind == "rows":   # embedding: rows of per-example gradients at their token ids
+        idx, rows, example = payload
+        out.index_add_(0, idx, (rows * c[example].unsqueeze(1)).to(out.dtype))
+    else:  # pragma: no cover - internal
+        raise AssertionError(kind)

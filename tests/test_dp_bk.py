@@ -1,0 +1,172 @@
+"""The book-keeping engine (``bk``): every per-layer strategy against the brute-force reference, and its edges."""
+
+import pytest
+import torch
+from torch import nn
+
+from privtune.errors import TrainingError
+from privtune.models.loading import load_model
+from privtune.models.tiny import LM_ARCHS
+from privtune.training.config import TrainConfig
+from privtune.training.dp import get_engine
+from privtune.training.dp import layers as layers_mod
+from privtune.training.dp.engine import EPS, unique_trainable
+from privtune.training.dp.layers import choose
+from privtune.training.losses import per_example_loss
+from privtune.training.methods import get_method
+from test_dp_engines import _reference, _setup
+
+
+def _engine_sum(model, batch, C, *, strategy="auto", splits=((0, 3), (3, 4))):
+    eng = get_engine("bk")(model, max_grad_norm=C, strategy=strategy)
+    try:
+        for a, b in splits:
+            eng.accumulate(per_example_loss(eng.module, {k: v[a:b] for k, v in batch.items()}, task="lm"))
+        return eng.take_sum()
+    finally:
+        eng.close()
+
+
+@pytest.mark.parametrize("strategy", ["keep", "ghost", "inst"])
+@pytest.mark.parametrize("method", ["dp-fft", "dp-lora"])
+@pytest.mark.parametrize("arch", LM_ARCHS)
+def test_every_strategy_matches_reference(arch, method, strategy):
+    model, batch = _setup(arch, method)
+    ref, ref_norms = _reference(model, batch, 0.5)
+    got, stats = _engine_sum(model, batch, 0.5, strategy=strategy)
+    assert stats.n == 4 and stats.n_clipped == int((ref_norms > 0.5).sum())
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=2e-6)
+
+
+def test_chunked_per_example_products_match(monkeypatch):
+    monkeypatch.setattr(layers_mod, "CHUNK_ELEMENTS", 50)  # one example per chunk
+    model, batch = _setup("gpt_neox", "dp-fft")
+    ref, _ = _reference(model, batch, 0.5)
+    for strategy in ("ghost", "inst"):
+        got, _ = _engine_sum(model, batch, 0.5, strategy=strategy)
+        for g, r in zip(got, ref):
+            torch.testing.assert_close(g, r, rtol=1e-4, atol=2e-6)
+
+
+def test_padding_token_rows_get_no_gradient():
+    """Llama's embedding has a padding index: its row must get no gradient, as autograd gives it none."""
+    model, batch = _setup("llama", "dp-fft")
+    pad = model.get_input_embeddings().padding_idx
+    assert pad is not None
+    batch["input_ids"][0, 2] = pad
+    batch["input_ids"][2, 5] = pad
+    ref, _ = _reference(model, batch, 0.5)
+    got, _ = _engine_sum(model, batch, 0.5)
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=2e-6)
+
+
+@pytest.mark.parametrize("method", ["dp-fft", "dp-lora"])
+def test_classifier_matches_reference(method):
+    """BERT classifier: 2-D inputs (pooler, head), position and token-type embeddings, LayerNorm, peft's head copy."""
+    torch.manual_seed(0)
+    lm = load_model("tiny:bert", task="classification", num_labels=2, device="cpu")
+    model = get_method(method).prepare(lm.model, cfg=TrainConfig(lora_r=2), task="classification")
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    ids = torch.randint(5, 500, (3, 7))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 1])}
+    params = unique_trainable(model)
+    ref = [torch.zeros_like(p) for p in params]
+    for i in range(3):
+        one = {k: v[i:i + 1] for k, v in batch.items()}
+        grads = torch.autograd.grad(per_example_loss(model, one, task="classification").sum(), params)
+        norm = float(torch.sqrt(sum((g ** 2).sum() for g in grads)))
+        for r, g in zip(ref, grads):
+            r.add_(g * min(1.0, 0.1 / (norm + EPS)))
+    eng = get_engine("bk")(model, max_grad_norm=0.1)
+    eng.accumulate(per_example_loss(model, batch, task="classification"))
+    got, stats = eng.take_sum()
+    eng.close()
+    assert stats.n == 3
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+
+
+class _Shared(nn.Module):
+    """A linear layer applied twice, an embedding, and a custom layer (handled by the generic vmap rule)."""
+
+    class Scale(nn.Module):
+        def __init__(self, d):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(d))
+
+        def forward(self, x):
+            return torch.tanh(x) * (1 + self.w)
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(11, 6)
+        self.lin = nn.Linear(6, 6)
+        self.scale = self.Scale(6)
+        self.head = nn.Linear(6, 3, bias=False)
+
+    def forward(self, ids):
+        h = self.emb(ids)
+        h = self.lin(torch.relu(self.lin(h)))
+        return self.head(self.scale(h)).logsumexp(-1).mean(-1)  # one loss per example
+
+
+def test_module_used_twice_and_generic_layer_match_reference():
+    torch.manual_seed(1)
+    model = _Shared()
+    ids = torch.randint(0, 11, (5, 4))
+    params = unique_trainable(model)
+    ref = [torch.zeros_like(p) for p in params]
+    for i in range(5):
+        grads = torch.autograd.grad(model(ids[i:i + 1]).sum(), params)
+        norm = float(torch.sqrt(sum((g ** 2).sum() for g in grads)))
+        for r, g in zip(ref, grads):
+            r.add_(g * min(1.0, 0.3 / (norm + EPS)))
+    for strategy in ("auto", "ghost"):
+        eng = get_engine("bk")(model, max_grad_norm=0.3, strategy=strategy)
+        eng.accumulate(model(ids))
+        got, stats = eng.take_sum()
+        eng.close()
+        assert stats.n == 5
+        for g, r in zip(got, ref):
+            torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+
+
+def test_lora_has_no_per_example_work_on_frozen_layers_and_close_restores():
+    model, batch = _setup("qwen2", "dp-lora")
+    before = per_example_loss(model, batch, task="lm").detach()
+    eng = get_engine("bk")(model, max_grad_norm=1.0)
+    assert eng.rules and all("lora_" in r.name for r in eng.rules)
+    with torch.no_grad():  # evaluation passes through untouched
+        torch.testing.assert_close(per_example_loss(model, batch, task="lm"), before)
+    eng.accumulate(per_example_loss(model, batch, task="lm"))
+    assert all(p.grad is None for p in model.parameters())  # autograd formed no weight gradient
+    eng.close()
+    assert not any("forward" in m.__dict__ for m in model.modules())
+    torch.testing.assert_close(per_example_loss(model, batch, task="lm").detach(), before)
+
+
+def test_engine_attached_before_wrapping_is_refused():
+    torch.manual_seed(0)
+    base = load_model("tiny:llama", device="cpu").model
+    stale = get_engine("bk")(base, max_grad_norm=1.0)
+    model = get_method("dp-lora").prepare(base, cfg=TrainConfig(lora_r=2), task="lm")
+    stale.params = unique_trainable(model)
+    ids = torch.randint(3, 500, (2, 6))
+    with pytest.raises(TrainingError, match="bound to other modules"):
+        stale.accumulate(per_example_loss(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
+                                          task="lm"))
+    stale.close()
+
+
+def test_choice_follows_costs():
+    # LoRA factors and narrow layers: instantiate and keep; wide layers on short sequences: ghost norms
+    assert choose(128, 256, 8) == "keep" and choose(128, 8, 768) == "keep"
+    assert choose(128, 256, 1024) == "ghost" and choose(2048, 256, 1024) == "keep"
+    assert choose(128, 256, 1024, "inst") == "inst"
+    with pytest.raises(TrainingError, match="strategy"):
+        get_engine("bk")(nn.Linear(2, 2), max_grad_norm=1.0, strategy="fast")
