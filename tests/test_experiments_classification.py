@@ -50,7 +50,8 @@ def test_findings_compare_each_estimate_configuration_with_its_certified_twin_ov
     text = "\n".join(findings(views(_rows())))
     assert "claims ε = 8.00 (estimate) but its certified ε is 10.14, +2.14 (+27%); it used σ = 0.636 where a " \
            "certified calibration uses 0.704 (10% less noise); test accuracy 0.725 ± 0.035 (mean ± sd, 2 seeds) " \
-           "vs 0.760 ± 0.028 (mean ± sd, 2 seeds) for dp-rgp ε=8 at a certified ε of 8.00." in text
+           "vs 0.760 ± 0.028 (mean ± sd, 2 seeds) for dp-rgp ε=8 at a certified ε of 8.00 (difference paired by " \
+           "seed: +0.010, -0.080)." in text
     assert text.count("calibrated its noise on an Edgeworth estimate") == 1   # one sentence per configuration
     assert "Without DP: rgp 0.890." in text
 

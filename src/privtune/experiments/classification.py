@@ -85,6 +85,16 @@ def _twin(var: Variant, vars_: Sequence[Variant]) -> Variant | None:
     return max(cands, key=lambda w: sum(w.first.row.get(k) == first.row.get(k) for k in same), default=None)
 
 
+def _paired(a: Variant, b: Variant) -> list[float]:
+    """Test accuracy of ``a`` minus ``b`` for every seed both ran, in seed order."""
+    def by_seed(var: Variant) -> dict:
+        return {v.row.get("grid.seed"): v.get("run.test_accuracy") for v in var.runs
+                if v.get("run.test_accuracy") is not None}
+
+    x, y = by_seed(a), by_seed(b)
+    return [x[k] - y[k] for k in sorted(set(x) & set(y), key=str)]
+
+
 def _accuracy(var: Variant) -> str:
     """Test accuracy of a configuration: the value, or mean ± sd over its seeds."""
     vals = var.values("run.test_accuracy")
@@ -116,6 +126,9 @@ def findings(vs: Sequence[RunView]) -> list[str]:
         if twin is not None and var.values("run.test_accuracy") and twin.values("run.test_accuracy"):
             text += (f"; test accuracy {_accuracy(var)} vs {_accuracy(twin)} for {twin.label} at a certified ε of "
                      f"{twin.mean('run.epsilon') or 0:.2f}")
+            diffs = _paired(var, twin)
+            if len(diffs) > 1:
+                text += f" (difference paired by seed: {', '.join(f'{d:+.3f}' for d in diffs)})"
         out.append(text + ".")
     dp = [w for w in vars_ if w.first.private and not _estimate_calibrated(w.first) and w.values("run.test_accuracy")]
     if len(dp) > 1:
