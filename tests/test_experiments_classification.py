@@ -61,3 +61,4 @@ def test_classification_only_report_has_no_language_model_sections():
     assert rep.markdown.startswith("# privtune report: ewtune") and "## Classification" in rep.markdown
     assert "nats per token" not in rep.html and "Canary exposure" not in rep.html
     assert "estimate: σ calibrated on an Edgeworth estimate" in rep.html   # the accounting table says so too
+    assert "versus_epsilon" not in rep.figures and "privacy_utility" not in rep.figures   # language-model plots

@@ -199,7 +199,8 @@ def curves(vs: Sequence[RunView], col: dict[str, Any]) -> str | None:
             ax.plot(xs, _smooth(ys), styles[i % 4], color=col[m], lw=1.8, label=v.label)
         ax.set_title(display(m))
         ax.set_xlabel("Optimizer step")
-        ax.set_ylabel(f"Training loss ({NLL})")
+        cls = all(v.row.get("run.task") == "classification" for v in mine)  # cross-entropy per example
+        ax.set_ylabel(f"Training loss ({'nats/example' if cls else NLL})")
         ax.yaxis.set_tick_params(labelleft=True)   # shared scale, labels on every panel
         if len(mine) > 1:
             ax.legend(fontsize=8, frameon=True, framealpha=0.85, loc="upper right")

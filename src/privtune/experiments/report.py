@@ -98,8 +98,9 @@ def build_report(rows: Sequence[Mapping[str, Any]], *, study: Mapping[str, Any] 
     vs = views(rows)
     gs = groups(vs)
     col = plots.colours([v.method for v in vs])
-    figs = {k: f for k, f in (("privacy_utility", plots.privacy_utility(gs, col)),
-                              ("versus_epsilon", plots.versus_epsilon(gs, col)),
+    lm = not vs or not all(classification.is_classification(v) for v in vs)
+    figs = {k: f for k, f in (("privacy_utility", plots.privacy_utility(gs, col) if lm else None),
+                              ("versus_epsilon", plots.versus_epsilon(gs, col) if lm else None),
                               ("cost", plots.cost(gs, col)), ("curves", plots.curves(vs, col))) if f}
     found = classification.findings(vs) + findings(gs, vs)
     name = str(study.get("name") or "study")
