@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from privtune.errors import ConfigError, fmt
+from privtune.errors import ConfigError, DataError, fmt
 
 
 def _umask() -> int:
@@ -106,3 +106,15 @@ def sha256_files(paths: list[Path]) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def read_text_utf8(path: Path) -> str:
+    """A user's text file as UTF-8 (a byte-order mark is dropped); bytes that are not UTF-8 are a one-line error
+    with the line and offset where they start."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: bytes at offset {e.start} are not UTF-8. "
+                        "Re-encode the file as UTF-8 (e.g. iconv -t UTF-8).") from None
