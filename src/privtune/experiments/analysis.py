@@ -126,8 +126,9 @@ def run_label(row: Mapping[str, Any], varying: set[str], *, with_seed: bool = Tr
     if "model" in varying:
         parts.append(str(row.get("grid.model")))
     parts.append(str(row.get("grid.method") or row.get("run.method")))
-    if row.get("grid.epsilon") is not None:
-        parts.append(f"ε={_g(row['grid.epsilon'])}")
+    if row.get("grid.epsilon") is not None:  # the target; a noise calibrated on an estimate only estimates it
+        est = row.get("run.noise_calibration") == "edgeworth-estimate"
+        parts.append(f"ε={_g(row['grid.epsilon'])}{' (estimate)' if est else ''}")
     for k, short in (("lora_r", "r"), ("lr", "lr"), ("epochs", "ep")):
         if k in varying and row.get(f"grid.{k}") is not None:
             parts.append(f"{short}={_g(row[f'grid.{k}'])}")

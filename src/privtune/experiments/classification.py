@@ -36,6 +36,12 @@ def _certified(v: RunView) -> str:
     return f"{eps:.2f} ({v.row.get('run.certified_by') or v.row.get('run.accountant') or '?'}{flag})"
 
 
+def _target(v: RunView) -> str:
+    if not v.private or v.epsilon_target is None:
+        return "–"
+    return f"{v.epsilon_target:.2f}{' (estimate)' if _estimate_calibrated(v) else ''}"
+
+
 def _claimed(v: RunView) -> tuple[str, str]:
     """(claimed ε text, gap text): only for runs that carry an estimate."""
     est, eps = v.get("run.epsilon_estimate"), v.get("run.epsilon")
@@ -64,9 +70,18 @@ def table(vs: Sequence[RunView]) -> Table:
         claimed, gap = _claimed(v)
         rows.append([v.label, v.status if v.status != "failed" else f"failed at {v.row.get('stage')}",
                      f(v.get("run.test_accuracy")), f(v.get("run.macro_f1")), f(v.get("run.test_loss")),
-                     f(v.epsilon_target, 2) if v.private else "–", _certified(v), claimed, gap, _sigma(v),
+                     _target(v), _certified(v), claimed, gap, _sigma(v),
                      f(v.get("run.steps"), 0), secs(v.get("run.wall_time_s"))])
     return head, rows
+
+
+def _twin(v: RunView, runs: Sequence[RunView]) -> RunView | None:
+    """The certified-calibration run of the same method, budget and data — same model, lr, epochs and seed when
+    there is one."""
+    cands = [w for w in runs if w is not v and w.row.get("run.method") == v.row.get("run.method")
+             and not _estimate_calibrated(w) and w.epsilon_target == v.epsilon_target]
+    same = ("grid.dataset", "grid.model", "grid.lr", "grid.epochs", "grid.seed")
+    return max(cands, key=lambda w: sum(w.row.get(k) == v.row.get(k) for k in same), default=None)
 
 
 def findings(vs: Sequence[RunView]) -> list[str]:
@@ -85,9 +100,7 @@ def findings(vs: Sequence[RunView]) -> list[str]:
         if cert_s:
             text += (f"; it used σ = {s:.3f} where a certified calibration uses {cert_s:.3f} "
                      f"({100 * (1 - s / cert_s):.0f}% less noise)")
-        base = v.row.get("run.method")
-        twin = next((w for w in runs if w is not v and w.row.get("run.method") == base
-                     and not _estimate_calibrated(w) and w.epsilon_target == v.epsilon_target), None)
+        twin = _twin(v, runs)
         acc, acc_twin = v.get("run.test_accuracy"), twin.get("run.test_accuracy") if twin else None
         if acc is not None and acc_twin is not None:
             text += (f"; test accuracy {acc:.3f} vs {acc_twin:.3f} for {twin.label} at a certified ε of "

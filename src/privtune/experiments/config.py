@@ -262,8 +262,8 @@ def parse_study(data: dict[str, Any], *, base_dir: str | Path = ".", where: str 
     epochs = c.number_list(data, "epochs", [3.0])
     seeds = c.number_list(data, "seeds", [0], integer=True, positive=False)
     method_options = validate.method_options(data.get("method_options", {}), c, methods, train)
-    for name, var in variants.items():  # the variant's options over everything it inherits must be valid
-        validate.validate_train({**train, **method_options.get(var.method, {}), **method_options.get(name, {}),
+    for vname, var in variants.items():  # the variant's options over everything it inherits must be valid
+        validate.validate_train({**train, **method_options.get(var.method, {}), **method_options.get(vname, {}),
                                  **var.options, "method": var.method}, c)
     ev = data.get("eval", {})
     if not isinstance(ev, dict):

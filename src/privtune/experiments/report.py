@@ -130,7 +130,8 @@ def _html(name: str, study: Mapping[str, Any], vs: Sequence[RunView], gs: Any, f
         "<body>",
         f"<h1>privtune report: {html.escape(name)}</h1>",
         f"<p class='meta'>{desc + '<br>' if desc else ''}{len(vs)} runs: {n_ok} completed, {n_failed} failed. "
-        f"Generated {time.strftime('%Y-%m-%d %H:%M')} by privtune {__version__}. NLLs are in nats per token.</p>",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M')} by privtune {__version__}."
+        f"{' NLLs are in nats per token.' if lm else ''}</p>",
         "<h2>Findings</h2>",
         "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in found) + "</ul>",
         classification.html_section(vs, _table),

@@ -76,7 +76,10 @@ def accounting(vs: Sequence[RunView]) -> Table:
         lb, conf = v.get("audit.epsilon_lower_bound"), v.get("audit.confidence")
         audit = f"ε ≥ {lb:.2f} at {conf:.0%} confidence (lower bound)" if lb is not None and conf is not None \
             else ("skipped" if v.row.get("audit.skipped") else "–")
-        rows.append([v.label, f(v.epsilon_target, 2), epsilon_text(v), f(v.get("run.noise_multiplier"), 3),
+        target = f(v.epsilon_target, 2)
+        if v.row.get("run.noise_calibration") == "edgeworth-estimate" and v.epsilon_target is not None:
+            target += " (estimate: σ calibrated on an Edgeworth estimate)"
+        rows.append([v.label, target, epsilon_text(v), f(v.get("run.noise_multiplier"), 3),
                      f(v.get("run.sample_rate"), 4), f(v.get("run.steps"), 0), str(v.row.get("run.sampling") or "–"),
                      audit])
     return head, rows

@@ -11,7 +11,9 @@ A *model spec* is one of:
 - a Hugging Face hub id (``EleutherAI/pythia-70m``), loaded from the local Hugging Face cache. privtune does not
   download at run time unless asked (``allow_download=True``, CLI ``--allow-download``).
 
-Causal LMs load with ``AutoModelForCausalLM``, classifiers with ``AutoModelForSequenceClassification``.
+Causal LMs load with ``AutoModelForCausalLM``, classifiers with ``AutoModelForSequenceClassification``; a classifier
+built on an encoder trained for mean pooling (a sentence-transformers export such as ``minilm``) reads the mean of
+its token states (:mod:`privtune.models.pooling`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 
 from privtune.errors import ConfigError, ModelLoadError, fmt
+from privtune.models.pooling import apply_pooling, declared_pooling
 
 TASKS = ("lm", "classification")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -152,7 +155,10 @@ def load_model(spec: str, *, task: str = "lm", num_labels: int | None = None, de
             raise ConfigError(fmt("num_labels", "given for classification", None))
         kwargs["num_labels"] = num_labels
     auto = AutoModelForSequenceClassification if task == "classification" else AutoModelForCausalLM
-    with _load_errors(spec, allow_download):
+    # a classifier's head is new by design (and a model saved with mean pooling has no pooler weights):
+    # transformers' per-load report of those missing weights is noise
+    quiet = task == "classification"
+    with _load_errors(spec, allow_download), (_hf_errors_only() if quiet else contextlib.nullcontext()):
         try:
             model = auto.from_pretrained(source, **kwargs)
         except ValueError as e:
@@ -163,6 +169,8 @@ def load_model(spec: str, *, task: str = "lm", num_labels: int | None = None, de
                                          + (" or --task lm." if task == "classification" else "."))) from None
             raise
     notes = _ensure_pad_token(model, tok)
+    if task == "classification" and apply_pooling(model, declared_pooling(source, model.config)):
+        notes.append("the classifier reads the mean of the token states (the encoder's own pooling)")
     tok.padding_side = "right"
     model.to(dev)
     return LoadedModel(model=model, tokenizer=tok, spec=spec, source=source, task=task, device=dev,
@@ -202,6 +210,18 @@ def _load_errors(spec: str, allow_download: bool) -> Iterator[None]:
         raise ModelLoadError(fmt("--model", "a model available offline", spec,
                                  f"{why[0].upper()}{why[1:]}: download it first (`huggingface-cli download {spec}` on a "
                                  "machine with network), pass a local directory, or use --allow-download.")) from None
+
+
+@contextlib.contextmanager
+def _hf_errors_only() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def quiet_transformers() -> None:

