@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python scripts/ewtune_table.py [--doc docs/accounting.md] [--json]
 
-Settings of Wang et al. (2022), "EW-Tune": batch B = 2000, 20 epochs, target ε = 8, δ = 1e-5, Poisson rate
+Settings of Behnia et al. (2022), "EW-Tune": batch B = 2000, 20 epochs, target ε = 8, δ = 1e-5, Poisson rate
 q = B/N and 20·⌊N/B⌋ steps (the paper's step count; it reproduces the 660 and 1040 steps of the shared
 reference table). For each task: the σ at which the first-order Edgeworth *estimate* equals 8 — with the
 paper's single (remove) ordering and with privtune's default, the worse of both orderings — the certified

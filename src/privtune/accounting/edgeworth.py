@@ -1,4 +1,5 @@
-"""Edgeworth accountant (an *estimate*, never certified): the EW-Tune accountant (Wang et al. 2022, "EW-Tune:
+"""Edgeworth accountant (an *estimate*, never certified): the Edgeworth accountant of Wang et al. 2022 ("Analytical
+composition of differential privacy via the Edgeworth accountant") as EW-Tune uses it (Behnia et al. 2022, "EW-Tune:
 a framework for privately fine-tuning large language models with differential privacy"), made robust and
 extended to orders 1–3 and both neighbouring orderings.
 

@@ -40,7 +40,7 @@ PRV_MAX_GRID_POINTS = 2 ** 23   # beyond this eps_error is raised (and reported)
 RDP_ORDERS: tuple[float, ...] = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(11, 64))
                                       + [128, 256, 512, 1024])
 
-EDGEWORTH_DEFAULT_ORDER = 1   # the EW-Tune accountant (Wang et al. 2022); orders 2 and 3 on request
+EDGEWORTH_DEFAULT_ORDER = 1   # EW-Tune's accountant (Behnia et al. 2022); orders 2 and 3 on request
 EDGEWORTH_MAX_QUADRATURE_POINTS = 2 ** 21   # trapezoid points; reached only for σ < ~0.0015
 EDGEWORTH_ROOT_XTOL = 1e-10
 

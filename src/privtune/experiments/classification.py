@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from privtune.experiments.analysis import RunView
+from privtune.experiments.analysis import RunView, Variant, variants
 from privtune.experiments.tables import Table, f, secs
 
 
@@ -75,45 +75,56 @@ def table(vs: Sequence[RunView]) -> Table:
     return head, rows
 
 
-def _twin(v: RunView, runs: Sequence[RunView]) -> RunView | None:
-    """The certified-calibration run of the same method, budget and data — same model, lr, epochs and seed when
-    there is one."""
-    cands = [w for w in runs if w is not v and w.row.get("run.method") == v.row.get("run.method")
-             and not _estimate_calibrated(w) and w.epsilon_target == v.epsilon_target]
-    same = ("grid.dataset", "grid.model", "grid.lr", "grid.epochs", "grid.seed")
-    return max(cands, key=lambda w: sum(w.row.get(k) == v.row.get(k) for k in same), default=None)
+def _twin(var: Variant, vars_: Sequence[Variant]) -> Variant | None:
+    """The certified-calibration configuration of the same method and budget — same data, model, rank, lr and
+    epochs when there is one."""
+    first = var.first
+    cands = [w for w in vars_ if w is not var and w.first.row.get("run.method") == first.row.get("run.method")
+             and not _estimate_calibrated(w.first) and w.epsilon == var.epsilon]
+    same = ("grid.dataset", "grid.model", "grid.lora_r", "grid.lr", "grid.epochs")
+    return max(cands, key=lambda w: sum(w.first.row.get(k) == first.row.get(k) for k in same), default=None)
+
+
+def _accuracy(var: Variant) -> str:
+    """Test accuracy of a configuration: the value, or mean ± sd over its seeds."""
+    vals = var.values("run.test_accuracy")
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return f"{vals[0]:.3f}"
+    return f"{var.mean('run.test_accuracy'):.3f} ± {var.std('run.test_accuracy'):.3f} (mean ± sd, {len(vals)} seeds)"
 
 
 def findings(vs: Sequence[RunView]) -> list[str]:
-    """Sentences on what estimate calibration buys and what it costs, each stating its figures."""
-    runs = [v for v in vs if is_classification(v) and v.ok]
+    """Sentences on what estimate calibration buys and what it costs, each stating its figures (one per
+    configuration; accuracies are means over seeds)."""
+    vars_ = variants([v for v in vs if is_classification(v)])
     out: list[str] = []
-    for v in runs:
-        if not _estimate_calibrated(v):
+    for var in vars_:
+        if not _estimate_calibrated(var.first):
             continue
-        eps, est, s = v.get("run.epsilon"), v.get("run.epsilon_estimate"), v.get("run.noise_multiplier")
-        cert_s = v.get("run.certified_noise_multiplier")
+        eps, est = var.mean("run.epsilon"), var.mean("run.epsilon_estimate")
+        s, cert_s = var.mean("run.noise_multiplier"), var.mean("run.certified_noise_multiplier")
         if eps is None or est is None or s is None:
             continue
-        text = (f"{v.label} calibrated its noise on an Edgeworth estimate (EW-Tune): it claims ε = {est:.2f} "
+        text = (f"{var.label} calibrated its noise on an Edgeworth estimate (EW-Tune): it claims ε = {est:.2f} "
                 f"(estimate) but its certified ε is {eps:.2f}, {eps - est:+.2f} ({100 * (eps - est) / est:+.0f}%)")
         if cert_s:
             text += (f"; it used σ = {s:.3f} where a certified calibration uses {cert_s:.3f} "
                      f"({100 * (1 - s / cert_s):.0f}% less noise)")
-        twin = _twin(v, runs)
-        acc, acc_twin = v.get("run.test_accuracy"), twin.get("run.test_accuracy") if twin else None
-        if acc is not None and acc_twin is not None:
-            text += (f"; test accuracy {acc:.3f} vs {acc_twin:.3f} for {twin.label} at a certified ε of "
-                     f"{twin.get('run.epsilon') or 0:.2f}")
+        twin = _twin(var, vars_)
+        if twin is not None and var.values("run.test_accuracy") and twin.values("run.test_accuracy"):
+            text += (f"; test accuracy {_accuracy(var)} vs {_accuracy(twin)} for {twin.label} at a certified ε of "
+                     f"{twin.mean('run.epsilon') or 0:.2f}")
         out.append(text + ".")
-    dp = [(v.get("run.test_accuracy"), v) for v in runs if v.private and not _estimate_calibrated(v)]
-    dp = [(a, v) for a, v in dp if a is not None]
+    dp = [w for w in vars_ if w.first.private and not _estimate_calibrated(w.first) and w.values("run.test_accuracy")]
     if len(dp) > 1:
-        items = ", ".join(f"{v.label} {a:.3f}" for a, v in sorted(dp, key=lambda t: -t[0]))
-        out.append(f"Test accuracy of the runs with a certified calibration: {items}.")
-    plain = [(v.get("run.test_accuracy"), v) for v in runs if not v.private and v.get("run.test_accuracy") is not None]
+        dp.sort(key=lambda w: -(w.mean("run.test_accuracy") or 0))
+        out.append("Test accuracy of the runs with a certified calibration: "
+                   + ", ".join(f"{w.label} {_accuracy(w)}" for w in dp) + ".")
+    plain = [w for w in vars_ if not w.first.private and w.values("run.test_accuracy")]
     if plain:
-        out.append("Without DP: " + ", ".join(f"{v.label} {a:.3f}" for a, v in plain) + ".")
+        out.append("Without DP: " + ", ".join(f"{w.label} {_accuracy(w)}" for w in plain) + ".")
     return out
 
 
