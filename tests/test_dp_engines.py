@@ -30,13 +30,13 @@ def _setup(arch, method, seed=0):
     return model, {"input_ids": ids, "attention_mask": mask}
 
 
-def _reference(model, batch, C):
+def _reference(model, batch, C, task="lm"):
     params = unique_trainable(model)
     total = [torch.zeros_like(p) for p in params]
     norms = []
     for i in range(batch["input_ids"].shape[0]):
         one = {k: v[i:i + 1] for k, v in batch.items()}
-        grads = torch.autograd.grad(per_example_loss(model, one, task="lm").sum(), params, allow_unused=True)
+        grads = torch.autograd.grad(per_example_loss(model, one, task=task).sum(), params, allow_unused=True)
         grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params)]
         norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads))
         norms.append(norm)
@@ -77,31 +77,33 @@ def test_engine_registry_lists_builtins():
     assert {"hooks", "ghost"} <= set(ENGINES.names())
 
 
-@pytest.mark.parametrize("method", ["dp-fft", "dp-lora"])
-def test_hooks_engine_on_classifier_matches_reference(method):
-    """BERT classifier (LoRA keeps its head trainable via peft modules_to_save)."""
+def _classifier(method):
+    """BERT classifier, dropout off (so the one-by-one reference sees the same function), 3 labelled examples."""
     torch.manual_seed(0)
     lm = load_model("tiny:bert", task="classification", num_labels=2, device="cpu")
     model = get_method(method).prepare(lm.model, cfg=TrainConfig(lora_r=2), task="classification")
-    model.train()  # Opacus hooks record activations in training mode only
-    for m in model.modules():  # no dropout, so the one-by-one reference sees the same function
+    model.train()  # per-example hooks record activations in training mode only
+    for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
     ids = torch.randint(5, 500, (3, 7))
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 1])}
-    params = unique_trainable(model)
+    return model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 1])}
+
+
+@pytest.mark.parametrize("engine", ENGINES.names())
+@pytest.mark.parametrize("method", ["dp-fft", "dp-lora"])
+def test_engine_on_classifier_matches_reference(engine, method):
+    """BERT classifier: 2-D inputs (pooler, head), position and token-type embeddings, LayerNorm, and (LoRA) the
+    head that peft keeps trainable as a modules_to_save copy."""
+    model, batch = _classifier(method)
     assert any("classifier" in n for n, p in model.named_parameters() if p.requires_grad)
-    ref = [torch.zeros_like(p) for p in params]
-    for i in range(3):
-        one = {k: v[i:i + 1] for k, v in batch.items()}
-        grads = torch.autograd.grad(per_example_loss(model, one, task="classification").sum(), params)
-        norm = float(torch.sqrt(sum((g ** 2).sum() for g in grads)))
-        for r, g in zip(ref, grads):
-            r.add_(g * min(1.0, 0.1 / (norm + EPS)))
-    eng = get_engine("hooks")(model, max_grad_norm=0.1)
-    eng.accumulate(per_example_loss(model, batch, task="classification"))
-    got, stats = eng.take_sum()
-    eng.close()
+    ref, _ = _reference(model, batch, 0.1, task="classification")
+    eng = get_engine(engine)(model, max_grad_norm=0.1)
+    try:
+        eng.accumulate(per_example_loss(eng.module, batch, task="classification"))
+        got, stats = eng.take_sum()
+    finally:
+        eng.close()
     assert stats.n == 3
     for g, r in zip(got, ref):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)

@@ -30,7 +30,7 @@ def test_report_and_results_commands(tmp_path, capsys):
     d = stored(tmp_path / "study")
     code, out, err = run(["report", str(d), "--out", str(tmp_path / "r.html")], capsys)
     assert code == 0 and (tmp_path / "r.html").is_file() and (tmp_path / "r.md").is_file()
-    assert "LoRA recovers 60%" in " ".join(out.split()) and "r.html" in err
+    assert "LoRA memorised 60% as much as FFT" in " ".join(out.split()) and "r.html" in err
     code, out, err = run(["results", str(d), "--csv", str(tmp_path / "x.csv")], capsys)
     assert code == 0 and (tmp_path / "x.csv").read_text().startswith("run_id,status,stage")
     code, out, _ = run(["results", str(d)], capsys)

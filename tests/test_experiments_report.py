@@ -25,8 +25,8 @@ def test_front_membership_and_base_point():
 def test_findings_state_the_numbers():
     vs = views(study_rows())
     text = "\n".join(findings(groups(vs), vs))
-    assert "LoRA recovers 60% of FFT's sensitive-token gain on training data (0.300 vs 0.500 nats/token) in " \
-           "2.0× less wall time (50 s vs 100 s), training 1.5% as many parameters." in text
+    assert "LoRA memorised 60% as much as FFT: its sensitive-token gain on training data is 0.300 vs " \
+           "0.500 nats/token, in 2.0× less wall time (50 s vs 100 s), training 1.5% as many parameters." in text
     assert "At ε = 8 (certified, pld accountant, δ = 1e-05), DP-FFT's sensitive-token gain on training data is " \
            "0.050 nats/token, 10% of FFT's 0.500; its non-sensitive test NLL is 2.300 (FFT 2.100, base model " \
            "2.500)." in text
@@ -75,7 +75,7 @@ def test_report_content_and_no_pii(tmp_path):
     assert "| fft | completed | ∞ (no DP) | 0.500 | – | 2.100 | 19.9 | 0.800 | 100 |" in md
     assert "| base model | – | – | 0.000 | 0.000 | 2.500 |" in md
     assert "| dp-fft ε=8 | completed | 8.00 (certified, pld) | 0.050 |" in md
-    assert "## Findings" in md and "LoRA recovers 60%" in md
+    assert "## Findings" in md and "LoRA memorised 60% as much as FFT" in md
 
 
 def test_write_report_from_store(tmp_path):

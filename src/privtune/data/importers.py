@@ -32,20 +32,11 @@ from typing import Any, Sequence
 
 from privtune.data.schema import DatasetInfo, Record, write_dataset
 from privtune.errors import ConfigError, DataError, fmt
+from privtune.utils.fsio import read_text_utf8
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 CSV_SUFFIXES = (".csv", ".tsv")
 DEFAULT_TEST_FRACTION = 0.1
-
-
-def _decode(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: bytes at offset {e.start} are not UTF-8. "
-                        "Re-encode the file as UTF-8 (e.g. iconv -t UTF-8).") from None
 
 
 def source_format(src: Path) -> str:
@@ -64,7 +55,7 @@ def source_format(src: Path) -> str:
 
 def read_jsonl_source(path: Path, *, label_column: str | None = None) -> list[Record]:
     records = []
-    for lineno, line in enumerate(_decode(path).splitlines(), start=1):
+    for lineno, line in enumerate(read_text_utf8(path).splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}: "
@@ -82,7 +73,7 @@ def read_jsonl_source(path: Path, *, label_column: str | None = None) -> list[Re
 
 def read_csv_source(path: Path, *, text_column: str = "text", label_column: str | None = None) -> list[Record]:
     tsv = path.suffix.lower() == ".tsv"
-    reader = csv.reader(io.StringIO(_decode(path), newline=""), delimiter="\t" if tsv else ",",
+    reader = csv.reader(io.StringIO(read_text_utf8(path), newline=""), delimiter="\t" if tsv else ",",
                         quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
     text_columns = [c.strip() for c in text_column.split(",") if c.strip()]
     try:
@@ -120,7 +111,7 @@ def read_txt_folder(path: Path) -> list[Record]:
     records = []
     for p in files:
         rel = p.relative_to(path).with_suffix("").as_posix()
-        rec = Record(id=re.sub(r"\s+", "_", rel), text=_decode(p), meta={"source_file": p.relative_to(path).as_posix()})
+        rec = Record(id=re.sub(r"\s+", "_", rel), text=read_text_utf8(p), meta={"source_file": p.relative_to(path).as_posix()})
         rec.validate(f"{p}: ")
         records.append(rec)
     return records

@@ -78,10 +78,10 @@ def group_findings(g: Group) -> list[str]:
         gf, ga = full.mean("gain_train"), adapter.mean("gain_train")
         tf, ta = full.mean("run.wall_time_s"), adapter.mean("run.wall_time_s")
         if gf is not None and ga is not None and gf > 0:
-            s = (f"{_name(adapter)} recovers {100 * ga / gf:.0f}% of {_name(full)}'s sensitive-token gain on "
-                 f"training data ({ga:.3f} vs {gf:.3f} nats/token)")
+            s = (f"{_name(adapter)} memorised {100 * ga / gf:.0f}% as much as {_name(full)}: its sensitive-token gain "
+                 f"on training data is {ga:.3f} vs {gf:.3f} nats/token")
             if tf and ta:
-                s += f" in {_ratio_text(ta, tf, 'wall time')} ({secs(ta)} s vs {secs(tf)} s)"
+                s += f", in {_ratio_text(ta, tf, 'wall time')} ({secs(ta)} s vs {secs(tf)} s)"
             pa, pf = adapter.mean("run.trainable_params"), full.mean("run.trainable_params")
             if pa and pf:
                 s += f", training {100 * pa / pf:.1f}% as many parameters"

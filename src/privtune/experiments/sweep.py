@@ -35,7 +35,7 @@ from typing import Any, Iterator
 from privtune.errors import ConfigError, PrivtuneError, fmt
 from privtune.experiments.config import RunConfig, Study, load_study
 from privtune.experiments.store import CSV_FILE, ResultStore, make_row
-from privtune.utils.fsio import atomic_write_json, atomic_write_text
+from privtune.utils.fsio import atomic_write_json, atomic_write_text, exclusive_lock
 from privtune.utils.progress import console, make_progress
 
 RUNS_DIR = "runs"
@@ -168,23 +168,6 @@ def _quiet_progress() -> Iterator[None]:
             os.environ["PRIVTUNE_PROGRESS"] = old
 
 
-@contextlib.contextmanager
-def _sweep_lock(study_dir: Path) -> Iterator[None]:
-    """One sweep per study directory at a time (advisory lock; released when the process dies, even by SIGKILL)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    with open(study_dir / ".sweep.lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(fmt("--out", "a study directory no other sweep is using", str(study_dir),
-                                  "Wait for the other `privtune sweep` (or demo) to finish.")) from None
-        yield
-
-
 class Sweep:
     """One execution of a study into a directory (see the module docstring)."""
 
@@ -236,7 +219,9 @@ class Sweep:
     def run(self) -> SweepResult:
         t0 = time.perf_counter()
         self.dir.mkdir(parents=True, exist_ok=True)
-        with _sweep_lock(self.dir):
+        with exclusive_lock(self.dir / ".sweep.lock", fmt(
+                "--out", "a study directory no other sweep is using", str(self.dir),
+                "Wait for the other `privtune sweep` (or demo) to finish.")):
             self._run()
         self.result.wall_s = time.perf_counter() - t0
         return self.result

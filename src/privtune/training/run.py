@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ContextManager
 
 import torch
 
@@ -28,7 +28,7 @@ from privtune.training.privacy import PrivacyPlan, PrivacyState
 from privtune.training.session import Session, build_session, make_plan
 from privtune.training.trainer import Trainer, TrainState
 from privtune.training import record as rec_mod  # noqa: E402
-from privtune.utils.fsio import atomic_dir, atomic_write_json, ensure_fresh_dir
+from privtune.utils.fsio import atomic_dir, atomic_write_json, ensure_fresh_dir, exclusive_lock
 from privtune.utils.progress import make_progress, progress_enabled
 
 RUN_FILE = "run.json"
@@ -122,24 +122,10 @@ def _under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-@contextlib.contextmanager
-def _lock(run_dir: Path) -> Iterator[None]:
-    """One process per run directory at a time (advisory lock, released when the process dies)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    f = open(run_dir / ".lock", "w")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise ConfigError(fmt("run directory", "not in use by another privtune process", str(run_dir))) from None
-    try:
-        yield
-    finally:
-        f.close()
+def _lock(run_dir: Path) -> ContextManager[None]:
+    """One process per run directory at a time."""
+    return exclusive_lock(run_dir / ".lock", fmt("run directory", "not in use by another privtune process",
+                                                 str(run_dir)))
 
 
 def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, dist: Dist = SINGLE) -> RunResult:

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from privtune.errors import ConfigError, fmt
+from privtune.errors import ConfigError, DataError, fmt
 
 
 def _umask() -> int:
@@ -106,3 +106,33 @@ def sha256_files(paths: list[Path]) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def read_text_utf8(path: Path) -> str:
+    """A user's text file as UTF-8 (a byte-order mark is dropped); bytes that are not UTF-8 are a one-line error
+    with the line and offset where they start."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: bytes at offset {e.start} are not UTF-8. "
+                        "Re-encode the file as UTF-8 (e.g. iconv -t UTF-8).") from None
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, busy: str) -> Iterator[None]:
+    """Hold an advisory exclusive lock on the file ``path`` (created if missing) for the ``with`` block; the OS
+    releases it when the process dies, even by SIGKILL, so a crash never leaves a stale lock. If another process
+    holds it, raise :class:`ConfigError` with the one-line message ``busy``. No-op where ``fcntl`` is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    with open(path, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(busy) from None
+        yield

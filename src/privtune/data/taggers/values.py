@@ -23,6 +23,7 @@ from pathlib import Path
 from privtune.data.schema import LABEL_RE, Span
 from privtune.data.taggers.base import TAGGERS, Tagger
 from privtune.errors import ConfigError, DataError, fmt
+from privtune.utils.fsio import read_text_utf8
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 DEFAULT_LABEL = "SENSITIVE"
@@ -37,22 +38,13 @@ def column_label(name: str) -> str:
     return label
 
 
-def _decode(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: bytes are not UTF-8. Re-encode the file as UTF-8.") from None
-
-
 def read_values(path: str | Path, label: str | None = None) -> dict[str, str]:
     """value -> label from a CSV with a header (labels = column names) or a one-value-per-line file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(fmt("values file", "an existing CSV or text file", str(path),
                               "Use --tagger values:PATH (CSV with a header, or one value per line)."))
-    text = _decode(path)
+    text = read_text_utf8(path)
     values: dict[str, str] = {}
     if path.suffix.lower() in (".csv", ".tsv") and label is None:
         reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
