@@ -15,7 +15,7 @@ from privtune.errors import DataError
 NAME, PHONE, EMAIL = "Karen Davis", "350-692-6024", "karen.davis@example.org"
 SECRETS = (NAME, PHONE, EMAIL)
 #: fragments a careless message could carry: each word, and label-ised forms (KAREN_DAVIS, COL_350_692_6024)
-FRAGMENTS = ("Karen", "Davis", "KAREN", "DAVIS", "350", "6024", "example.org", "karen.davis")
+FRAGMENTS = ("Karen", "Davis", "350", "692", "6024", "example.org")
 HEADERLESS = f"{NAME},{PHONE},{EMAIL}\nJohn Smith,555-010-2030,john@example.org\n"
 TEXT = f"USR: I am {NAME}, call {PHONE}."
 
@@ -23,7 +23,7 @@ TEXT = f"USR: I am {NAME}, call {PHONE}."
 def _clean(message: str) -> None:
     assert "\n" not in message.strip()
     for s in (*SECRETS, *FRAGMENTS):
-        assert s not in message, (s, message)
+        assert s.lower() not in message.lower(), (s, message)
 
 
 def _record(**kw):

@@ -96,6 +96,7 @@ def test_dp_run_releases_no_statistic_of_its_data(tmp_path, lm_data):
     kw = dict(data=str(lm_data), method="dp-lora", model="tiny:llama", epsilon=8.0, steps=3, batch_size=6,
               max_length=32, seed=1)
     rec = train(out=tmp_path / "dp", **kw).record
+    assert all(rec[k] is None for k in PRIVATE_STATS) and rec["dataset_hash"] is None
     diag = train(out=tmp_path / "diag", dp_diagnostics=True, **kw).record
     plain = train(out=tmp_path / "plain", **{**kw, "method": "lora", "epsilon": None}).record
     for r in (rec, diag):

@@ -124,7 +124,6 @@ def test_dp_run_keeps_the_data_hash_out_of_run_json_but_resume_still_checks_it(t
     """A content hash identifies the whole training set (a membership test for one record), so a DP run publishes
     none; its internal resume state keeps it, and resuming on changed data is still refused."""
     from privtune.errors import ConfigError
-    from privtune.training.run import RESUME_FILE
 
     data = lm_dataset(tmp_path / "cs", n_train=24)
     run = tmp_path / "run"
@@ -133,7 +132,7 @@ def test_dp_run_keeps_the_data_hash_out_of_run_json_but_resume_still_checks_it(t
     rec = json.loads((run / "run.json").read_text())
     digest = json.loads((data / "dataset.json").read_text())["content_hash"]
     assert rec["dataset_hash"] is None and digest not in (run / "run.json").read_text()
-    assert json.loads((run / RESUME_FILE).read_text()) == {"dataset_hash": digest}
+    assert json.loads((run / "checkpoints" / "resume.json").read_text()) == {"dataset_hash": digest}
     rec.update(status="running")                 # as if killed after its last checkpoint
     (run / "run.json").write_text(json.dumps(rec))
     lm_dataset(tmp_path / "other", n_train=24, seed=1)
