@@ -17,7 +17,9 @@ or all strings, and the data must hold at least two classes.
 
 ``test`` names a second source for ``test.jsonl``; otherwise ``test_fraction`` of the records (default 0.1; 0 keeps
 all in train) go to test, chosen with ``seed``. Taggers add sensitive spans. Any bad input raises a one-line
-:class:`DataError` naming the file and line (or record id); nothing is written unless everything succeeds.
+:class:`DataError` naming the file and line (or record id); nothing is written unless everything succeeds. Errors
+never quote record content: not a text, a label value, nor the first row of a CSV unless it looks like a header
+(:mod:`privtune.data.headers`; a headerless CSV's "column names" are its first record).
 """
 
 from __future__ import annotations
