@@ -105,6 +105,8 @@ def stats(
     path: Path = typer.Argument(..., help="Dataset directory."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Count tokens with this Hugging Face fast "
                                             "tokenizer (local directory or cached id) instead of whitespace."),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Let transformers download the "
+                                        "--tokenizer from the Hugging Face hub (otherwise: local cache only)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Documents, tokens, sensitive-token share, spans per label and canary info (secrets redacted)."""
@@ -114,7 +116,7 @@ def stats(
 
     from privtune.data.stats import dataset_stats
 
-    st = dataset_stats(path, tokenizer=tokenizer)
+    st = dataset_stats(path, tokenizer=tokenizer, allow_download=allow_download)
     if as_json:
         typer.echo(json.dumps(st.to_dict(), indent=2))
         return
@@ -152,6 +154,8 @@ def tag_eval(
     split: str = typer.Option("all", "--split", help="train, test, valid or all."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Token level with this fast tokenizer "
                                             "instead of whitespace tokens."),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Let transformers download the "
+                                        "--tokenizer from the Hugging Face hub (otherwise: local cache only)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Precision and recall of a tagger against the dataset's exact spans (span, character and token level)."""
@@ -166,12 +170,12 @@ def tag_eval(
     from privtune.errors import DataError
 
     tg = build_tagger(tagger)
+    tok = load_fast_tokenizer(tokenizer, allow_download=allow_download) if tokenizer else None
     ds = load_dataset(path)
     recs = [r for v in ds.splits.values() for r in v] if split == "all" else ds.split(check_split_name(split))
     if not ds.has_spans:
         raise DataError(f"`{path}` must carry exact spans to score a tagger against. Found none. "
                         "Use a generated dataset or one imported with spans.")
-    tok = load_fast_tokenizer(tokenizer) if tokenizer else None
     res = evaluate_tagger(recs, tg, tokenizer=tok)
     if as_json:
         typer.echo(json.dumps({**res.to_dict(), "dataset": str(path), "split": split}, indent=2))

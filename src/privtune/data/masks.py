@@ -25,6 +25,7 @@ from typing import Any, Iterable, Sequence
 
 from privtune.data.schema import Record, Span
 from privtune.errors import ConfigError, ModelLoadError, fmt
+from privtune.utils.hub import hub_offline
 
 NO_SPAN = -1
 _NON_SPACE = re.compile(r"\S+")
@@ -63,15 +64,30 @@ def whitespace_offsets(text: str) -> list[tuple[int, int]]:
     return [m.span() for m in _NON_SPACE.finditer(text)]
 
 
-def load_fast_tokenizer(name_or_path: str) -> Any:
-    """A Hugging Face fast tokenizer from a local directory or a cached hub id (offline when HF_HUB_OFFLINE=1)."""
+def load_fast_tokenizer(name_or_path: str, *, allow_download: bool = False) -> Any:
+    """A Hugging Face fast tokenizer from a local directory or a cached hub id.
+
+    Offline unless ``allow_download`` (CLI ``--allow-download``), whatever ``HF_HUB_OFFLINE`` says: the load is
+    ``local_files_only`` in the hub's offline mode (:func:`~privtune.utils.hub.hub_offline`), so a name missing from
+    the cache fails at once instead of retrying an unreachable hub.
+    """
+    from pathlib import Path
+
     try:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
+        with hub_offline(allow_download):
+            tok = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, local_files_only=not allow_download)
     except (OSError, ValueError) as e:
+        if Path(name_or_path).expanduser().exists():
+            fix = f"It could not be loaded ({type(e).__name__}); point it at a folder saved with save_pretrained."
+        elif allow_download:
+            fix = f"Downloading it failed ({type(e).__name__}); check the name and the network."
+        else:
+            fix = ("It is not in the local Hugging Face cache and privtune does not download at run time: download "
+                   "it first (`huggingface-cli download NAME`), pass a local directory, or use --allow-download.")
         raise ModelLoadError(fmt("tokenizer", "a local tokenizer directory or a cached Hugging Face id",
-                                 name_or_path, f"It could not be loaded ({type(e).__name__}).")) from None
+                                 name_or_path, fix)) from None
     _check_fast(tok)
     return tok
 
