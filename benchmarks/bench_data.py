@@ -77,7 +77,8 @@ def big_documents(sizes_mb: list[float]) -> dict[str, dict[str, float]]:
             t0 = time.perf_counter()
             import_dataset(src, out=Path(tmp, "ds"), test_fraction=0, taggers=["regex"])
             import_s = time.perf_counter() - t0
-        out[f"{mb:g}MB"] = {"chars": len(text), "spans": len(rec.spans), "tag_regex_s": tag_s, "import_regex_s": import_s}
+        out[f"{mb:g}MB"] = {"chars": len(text), "spans": len(rec.spans), "tag_regex_s": tag_s,
+                            "import_regex_s": import_s}
     return out
 
 
@@ -125,8 +126,8 @@ def main() -> None:
     print(f"tag + mask:                             {tag_s + mask_s:6.2f} s "
           f"(sensitive-token share {res['sensitive_token_share']:.1%}; {os.cpu_count()} CPUs)")
     for size, b in res["big_documents"].items():
-        print(f"one {size} document ({b['chars']:,} chars, {b['spans']:,} spans): tag (regex) {b['tag_regex_s']:6.2f} s; "
-              f"import -t regex {b['import_regex_s']:6.2f} s")
+        print(f"one {size} document ({b['chars']:,} chars, {b['spans']:,} spans): "
+              f"tag (regex) {b['tag_regex_s']:6.2f} s; import -t regex {b['import_regex_s']:6.2f} s")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,62 @@ def load_fast_tokenizer(name_or_path: str, *, allow_download: bool = False) -> A
     return tok
 
 
+#: Characters tokenized per token of ``max_length`` at first (English runs at about 4 characters a token); a text
+#: whose tokens are longer is retried with twice the characters until its head fills ``max_length``.
+HEAD_CHARS_PER_TOKEN = 8
+#: Characters the kept tokens must end before the cut of the head, away from any effect of the cut.
+HEAD_MARGIN = 64
+_WORD_END = re.compile(r"\S(?=\s)")
+
+
+def _head(text: str, limit: int) -> str:
+    """The start of ``text`` up to a word end: the last one in the second half of ``limit`` characters, else the
+    first one after (a cut inside a word changes its tokens: WordPiece maps a word over 100 characters to [UNK])."""
+    if len(text) <= limit:
+        return text
+    cut = None
+    for m in _WORD_END.finditer(text, limit // 2, limit):
+        cut = m.end()
+    if cut is None:
+        m = _WORD_END.search(text, limit)
+        cut = m.end() if m else len(text)
+    return text[:cut]
+
+
+def tokenize_head(tokenizer: Any, texts: Sequence[str], *, max_length: int | None, **kwargs: Any) -> dict[str, list]:
+    """``tokenizer(texts, truncation=True, max_length=max_length, **kwargs)`` without tokenizing whole long texts.
+
+    A fast tokenizer truncates after tokenizing everything: a 20 MB record became millions of tokens and gigabytes
+    of offsets before all but ``max_length`` were dropped. Here each text is cut at a word end near
+    ``HEAD_CHARS_PER_TOKEN x max_length`` characters first. The result is accepted once its kept tokens end
+    ``HEAD_MARGIN`` characters before the cut, so that they are the tokens the whole text would give (tokenizers
+    split text into words at whitespace and tokenize each word on its own); otherwise the head doubles, up to the
+    whole text. ``max_length=None`` tokenizes everything; so does a tokenizer that truncates on the left.
+    Returns the encoding's lists, with offsets (``offset_mapping``) always included.
+    """
+    kwargs = {**kwargs, "return_offsets_mapping": True}
+    if max_length is None:
+        return {k: list(v) for k, v in tokenizer(list(texts), truncation=False, **kwargs).items()}
+    heads = list(texts)
+    if getattr(tokenizer, "truncation_side", "right") == "right":
+        heads = [_head(t, HEAD_CHARS_PER_TOKEN * max_length) for t in texts]
+    out = {k: list(v) for k, v in tokenizer(heads, truncation=True, max_length=max_length, **kwargs).items()}
+    for i, text in enumerate(texts):
+        head = heads[i]
+        while len(head) < len(text) and not _head_suffices(out["input_ids"][i], out["offset_mapping"][i],
+                                                           len(head), max_length):
+            head = _head(text, 2 * len(head))
+            one = tokenizer([head], truncation=True, max_length=max_length, **kwargs)
+            for k in out:
+                out[k][i] = one[k][0]
+    return out
+
+
+def _head_suffices(ids: Sequence[int], offsets: Sequence[Sequence[int]], head_len: int, max_length: int) -> bool:
+    end = max((b for a, b in offsets if b > a), default=0)
+    return len(ids) >= max_length and end <= head_len - HEAD_MARGIN
+
+
 @dataclass
 class EncodedRecord:
     """One record tokenized, with its per-token sensitivity (all lists have one entry per token)."""
@@ -131,9 +187,10 @@ def encode_records(tokenizer: Any, records: Iterable[Record], *, max_length: int
                    add_special_tokens: bool = True, batch_size: int = 512) -> list[EncodedRecord]:
     """Tokenize ``records`` and mark sensitive tokens (see the module docstring for the rule).
 
-    ``max_length`` truncates (special tokens included; ``None`` keeps everything); no padding is added, so each
-    result is as long as its record's tokens. ``add_special_tokens`` follows the tokenizer's own convention
-    (``[CLS] ... [SEP]`` for BERT, the template of a trained BPE, nothing for GPT-2).
+    ``max_length`` truncates (special tokens included; ``None`` keeps everything), tokenizing only a bounded head of
+    a long record (:func:`tokenize_head`); no padding is added, so each result is as long as its record's tokens.
+    ``add_special_tokens`` follows the tokenizer's own convention (``[CLS] ... [SEP]`` for BERT, the template of a
+    trained BPE, nothing for GPT-2).
     """
     _check_fast(tokenizer)
     if max_length is not None and max_length < 1:
@@ -142,10 +199,9 @@ def encode_records(tokenizer: Any, records: Iterable[Record], *, max_length: int
     out: list[EncodedRecord] = []
     for lo in range(0, len(records), batch_size):
         chunk = records[lo:lo + batch_size]
-        enc = tokenizer([r.text for r in chunk], add_special_tokens=add_special_tokens,
-                        truncation=max_length is not None, max_length=max_length,
-                        return_offsets_mapping=True, return_special_tokens_mask=True,
-                        return_attention_mask=True)
+        enc = tokenize_head(tokenizer, [r.text for r in chunk], max_length=max_length,
+                            add_special_tokens=add_special_tokens, return_special_tokens_mask=True,
+                            return_attention_mask=True)
         for k, rec in enumerate(chunk):
             offsets = [tuple(o) for o in enc["offset_mapping"][k]]
             special = enc["special_tokens_mask"][k]
@@ -157,5 +213,5 @@ def encode_records(tokenizer: Any, records: Iterable[Record], *, max_length: int
                 span_label=[rec.spans[j].label if j != NO_SPAN else None for j in idx],
                 span_index=idx, offsets=offsets,
                 truncated=(max_length is not None and len(offsets) >= max_length
-                           and last < len(rec.text.rstrip())), meta=rec.meta))
+                           and _NON_SPACE.search(rec.text, last) is not None), meta=rec.meta))
     return out
