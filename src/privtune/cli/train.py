@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 
 from privtune.utils.progress import console
 
@@ -73,7 +74,7 @@ def train_cmd(
     device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu, cuda."),
     allow_download: Optional[bool] = typer.Option(None, "--allow-download/--offline",
                                                   help="Let transformers download a hub model."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with these options ([train] table)."),
+    config: Optional[Path] = typer.Option(None, "--config", help=escape("TOML file with these options ([train] table).")),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
     nproc: Optional[int] = typer.Option(None, "--nproc", help="Train in N local processes (data parallel, noise "
                                         "added once; as torchrun --nproc_per_node N -m privtune train)."),
@@ -117,13 +118,13 @@ def train_cmd(
         priv += f", estimate {rec['epsilon_estimate']:.3f} ({rec['epsilon_estimate_accountant']})"
     loss = rec.get("final_train_loss")
     if rec.get("privacy_warning"):
-        console.print(f"[bold red]{rec['privacy_warning']}[/]", highlight=False)
+        console.print(f"[bold red]{escape(rec['privacy_warning'])}[/]", highlight=False)
     elif rec.get("target_met") is False:
         console.print(f"[bold red]certified ε {eps:.3f} exceeds the target {rec['target_epsilon']:g}[/]",
                       highlight=False)
-    console.print(f"[green]{rec['status']}[/] {result.run_dir}: {rec['method']} on {rec['model']}, "
-                  f"{rec['steps']}/{rec['planned_steps']} steps, {priv}, train loss "
-                  f"{loss if loss is None else round(loss, 4)}, {rec['wall_time_s']:.1f} s", highlight=False)
+    console.print(f"[green]{rec['status']}[/] " + escape(
+        f"{result.run_dir}: {rec['method']} on {rec['model']}, {rec['steps']}/{rec['planned_steps']} steps, {priv}, "
+        f"train loss {loss if loss is None else round(loss, 4)}, {rec['wall_time_s']:.1f} s"), highlight=False)
 
 
 def register(app: typer.Typer) -> None:
