@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from privtune.data.schema import Record, Span
@@ -71,8 +72,6 @@ def load_fast_tokenizer(name_or_path: str, *, allow_download: bool = False) -> A
     ``local_files_only`` in the hub's offline mode (:func:`~privtune.utils.hub.hub_offline`), so a name missing from
     the cache fails at once instead of retrying an unreachable hub.
     """
-    from pathlib import Path
-
     try:
         from transformers import AutoTokenizer
 
@@ -122,15 +121,15 @@ def tokenize_head(tokenizer: Any, texts: Sequence[str], *, max_length: int | Non
     ``HEAD_CHARS_PER_TOKEN x max_length`` characters first. The result is accepted once its kept tokens end
     ``HEAD_MARGIN`` characters before the cut, so that they are the tokens the whole text would give (tokenizers
     split text into words at whitespace and tokenize each word on its own); otherwise the head doubles, up to the
-    whole text. ``max_length=None`` tokenizes everything; so does a tokenizer that truncates on the left.
-    Returns the encoding's lists, with offsets (``offset_mapping``) always included.
+    whole text. ``max_length=None`` tokenizes everything; so does a tokenizer that truncates on the left, or a slow
+    one (it has no offsets). Returns the encoding's lists, with offsets (``offset_mapping``) from fast tokenizers.
     """
+    if max_length is None or not getattr(tokenizer, "is_fast", False) \
+            or getattr(tokenizer, "truncation_side", "right") != "right":
+        enc = tokenizer(list(texts), truncation=max_length is not None, max_length=max_length, **kwargs)
+        return {k: list(v) for k, v in enc.items()}
     kwargs = {**kwargs, "return_offsets_mapping": True}
-    if max_length is None:
-        return {k: list(v) for k, v in tokenizer(list(texts), truncation=False, **kwargs).items()}
-    heads = list(texts)
-    if getattr(tokenizer, "truncation_side", "right") == "right":
-        heads = [_head(t, HEAD_CHARS_PER_TOKEN * max_length) for t in texts]
+    heads = [_head(t, HEAD_CHARS_PER_TOKEN * max_length) for t in texts]
     out = {k: list(v) for k, v in tokenizer(heads, truncation=True, max_length=max_length, **kwargs).items()}
     for i, text in enumerate(texts):
         head = heads[i]
@@ -200,8 +199,8 @@ def encode_records(tokenizer: Any, records: Iterable[Record], *, max_length: int
     for lo in range(0, len(records), batch_size):
         chunk = records[lo:lo + batch_size]
         enc = tokenize_head(tokenizer, [r.text for r in chunk], max_length=max_length,
-                            add_special_tokens=add_special_tokens, return_special_tokens_mask=True,
-                            return_attention_mask=True)
+                            add_special_tokens=add_special_tokens, return_offsets_mapping=True,
+                            return_special_tokens_mask=True, return_attention_mask=True)
         for k, rec in enumerate(chunk):
             offsets = [tuple(o) for o in enc["offset_mapping"][k]]
             special = enc["special_tokens_mask"][k]
