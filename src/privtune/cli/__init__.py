@@ -12,6 +12,7 @@ import sys
 
 import click
 import typer
+from rich.markup import escape
 
 from privtune import __version__
 from privtune.errors import PrivtuneError
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except PrivtuneError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 
 from privtune.utils.progress import console
 
@@ -77,7 +78,7 @@ def train_cmd(
     device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu, cuda."),
     allow_download: Optional[bool] = typer.Option(None, "--allow-download/--offline",
                                                   help="Let transformers download a hub model."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with these options ([train] table)."),
+    config: Optional[Path] = typer.Option(None, "--config", help=escape("TOML file with these options ([train] table).")),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
     nproc: Optional[int] = typer.Option(None, "--nproc", help="Train in N local processes (data parallel, noise "
                                         "added once; as torchrun --nproc_per_node N -m privtune train)."),
@@ -120,13 +121,13 @@ def train_cmd(
     if rec.get("epsilon_estimate") is not None:
         priv += f", estimate {rec['epsilon_estimate']:.3f} ({rec['epsilon_estimate_accountant']})"
     if rec.get("privacy_warning"):
-        console.print(f"[bold red]{rec['privacy_warning']}[/]", highlight=False)
+        console.print(f"[bold red]{escape(rec['privacy_warning'])}[/]", highlight=False)
     elif rec.get("target_met") is False:
         console.print(f"[bold red]certified ε {eps:.3f} exceeds the target {rec['target_epsilon']:g}[/]",
                       highlight=False)
-    console.print(f"[green]{rec['status']}[/] {result.run_dir}: {rec['method']} on {rec['model']}, "
-                  f"{rec['steps']}/{rec['planned_steps']} steps, {priv}, {_train_loss(rec)}, "
-                  f"{rec['wall_time_s']:.1f} s", highlight=False)
+    console.print(f"[green]{rec['status']}[/] " + escape(
+        f"{result.run_dir}: {rec['method']} on {rec['model']}, {rec['steps']}/{rec['planned_steps']} steps, {priv}, "
+        f"{_train_loss(rec)}, {rec['wall_time_s']:.1f} s"), highlight=False)
 
 
 def _train_loss(rec: dict[str, Any]) -> str:

@@ -65,7 +65,7 @@ def read_jsonl_source(path: Path, *, label_column: str | None = None) -> list[Re
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"{where}malformed JSON ({e.msg} at column {e.colno}). Fix or remove the line.") from None
+            raise DataError(f"{where}malformed JSON ({e.msg}: column {e.colno}). Fix or remove the line.") from None
         if isinstance(obj, dict) and (isinstance(obj.get("id"), int) or not obj.get("id")):
             obj = {**obj, "id": str(obj["id"]) if isinstance(obj.get("id"), int) else f"{path.stem}-{lineno:06d}"}
         if isinstance(obj, dict) and label_column is not None:

@@ -180,7 +180,7 @@ def read_jsonl(path: str | Path) -> list[Record]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{where}malformed JSON ({e.msg} at column {e.colno}). Fix or remove the line.") from None
+                raise DataError(f"{where}malformed JSON ({e.msg}: column {e.colno}). Fix or remove the line.") from None
             rec = Record.from_dict(obj, where)
             if rec.id in seen:
                 raise DataError(f"{where}record id {rec.id!r} appears twice. Ids must be unique within a split.")
@@ -346,7 +346,7 @@ def load_dataset(path: str | Path, *, verify_hash: bool = True) -> Dataset:
     try:
         info = DatasetInfo.from_dict(json.loads(meta_path.read_text("utf-8")), f"{meta_path}: ")
     except json.JSONDecodeError as e:
-        raise DataError(f"{meta_path}: malformed JSON ({e.msg} at line {e.lineno}). Regenerate the dataset.") from None
+        raise DataError(f"{meta_path}: malformed JSON ({e.msg}: line {e.lineno}). Regenerate the dataset.") from None
     splits: dict[str, list[Record]] = {}
     files = []
     for name in SPLITS:

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from rich.markup import escape
+
 from privtune.errors import ConfigError, PrivtuneError, fmt
 from privtune.experiments.config import RunConfig, Study, load_study
 from privtune.experiments.store import CSV_FILE, ResultStore, make_row
@@ -262,9 +264,10 @@ class Sweep:
         store.upsert(self._row(rc, status, stage, error))
         self.result.outcomes.append(RunOutcome(rc.run_id, status, stage, error, wall_s))
         if status == "completed":
-            console.print(f"[green]done[/] {rc.run_id} ({wall_s:.0f} s)", highlight=False)
+            console.print(f"[green]done[/] {escape(rc.run_id)} ({wall_s:.0f} s)", highlight=False)
         else:
-            console.print(f"[red]failed[/] {rc.run_id} at {stage}: {error}", highlight=False, soft_wrap=True)
+            console.print(f"[red]failed[/] {escape(f'{rc.run_id} at {stage}: {error}')}", highlight=False,
+                          soft_wrap=True)
 
     def _start(self, store: ResultStore, rc: RunConfig) -> None:
         row = self._row(rc, "running")
