@@ -28,7 +28,7 @@ from privtune.training.privacy import PrivacyPlan, PrivacyState
 from privtune.training.session import Session, build_session, make_plan
 from privtune.training.trainer import Trainer, TrainState
 from privtune.training import record as rec_mod  # noqa: E402
-from privtune.utils.fsio import atomic_dir, atomic_write_json, ensure_fresh_dir, exclusive_lock
+from privtune.utils.fsio import LOCK_FILE, atomic_dir, atomic_write_json, claim_dir, ensure_fresh_dir, exclusive_lock
 from privtune.utils.progress import make_progress, progress_enabled
 
 RUN_FILE = "run.json"
@@ -65,21 +65,32 @@ def train(config: TrainConfig | None = None, *, out: str | Path, nproc: int | No
     processes are already there and ``nproc`` is not needed.
     """
     cfg = TrainConfig.from_dict({**(config.to_dict() if config else {}), **overrides})
-    out = ensure_fresh_dir(out, what="--out")
+    out = ensure_fresh_dir(out, what="--out", fix=_TAKEN)   # early; the claim below is what makes it exclusive
     plan = make_plan(cfg)                      # bad input fails here, before anything is written
     if nproc is not None and nproc != 1 and not _under_torchrun():
         launch(nproc=nproc, out=out, config=cfg.to_dict())
         return RunResult(out, read_record(out))
     dist = from_env()
-    session = build_session(plan)
-    dist.broadcast_module(session.model)
-    record = rec_mod.initial_record(plan, session)
-    record["processes"] = dist.world
-    if dist.main:
-        with atomic_dir(out, overwrite=True) as tmp:   # the run directory appears whole, already marked running
-            atomic_write_json(tmp / RUN_FILE, record)
-    dist.barrier()
-    return _run(out, session, record, TrainState(), dist)
+    # Rank 0 claims --out before the model loads and holds its lock through _run: of two `train --out` on one
+    # directory exactly one runs, the other fails at once. A failure before run.json exists removes the claim.
+    with claim_dir(out, busy=_busy(out), fix=_TAKEN) if dist.main else contextlib.nullcontext():
+        session = build_session(plan)
+        dist.broadcast_module(session.model)
+        record = rec_mod.initial_record(plan, session)
+        record["processes"] = dist.world
+        if dist.main:
+            atomic_write_json(out / RUN_FILE, record)   # whole run.json, already marked running
+        dist.barrier()
+        return _run(out, session, record, TrainState(), dist)
+
+
+_TAKEN = ("Choose another path; to continue a run that stopped, use `privtune train --resume RUN`; "
+          "to train again, remove the directory first.")
+
+
+def _busy(run_dir: Path) -> str:
+    return fmt("run directory", "not in use by another privtune process", str(run_dir),
+               "Wait for the other process to finish, or stop it.")
 
 
 def resume(run_dir: str | Path, *, nproc: int | None = None) -> RunResult:
@@ -124,8 +135,7 @@ def _under_torchrun() -> bool:
 
 def _lock(run_dir: Path) -> ContextManager[None]:
     """One process per run directory at a time."""
-    return exclusive_lock(run_dir / ".lock", fmt("run directory", "not in use by another privtune process",
-                                                 str(run_dir)))
+    return exclusive_lock(run_dir / LOCK_FILE, _busy(run_dir))
 
 
 def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, dist: Dist = SINGLE) -> RunResult:
