@@ -15,11 +15,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any, ContextManager, Iterator
 
 import torch
 
-from privtune.errors import ConfigError, PrivtuneError, fmt
+from privtune.errors import ConfigError, ModelLoadError, PrivtuneError, fmt
 from privtune.training.checkpoint import (clean_partial, latest_step, list_checkpoints, load_checkpoint,
                                          save_checkpoint, set_rng_state)
 from privtune.training.config import TrainConfig
@@ -240,6 +240,7 @@ def load_trained(run_dir: str | Path, *, device: str | torch.device | None = Non
     if record["status"] not in FINISHED or not (model_dir / "privtune.json").is_file():
         raise ConfigError(fmt("run directory", "a finished run with a model", f"{run_dir} (status "
                               f"{record['status']})", "Resume it with `privtune train --resume RUN`."))
+    check_model_files(model_dir, adapter=bool(record.get("adapter")))
     dev = resolve_device(device)
     n_labels = len(record["class_labels"]) if record.get("class_labels") else None
     if record.get("adapter"):
@@ -248,12 +249,50 @@ def load_trained(run_dir: str | Path, *, device: str | torch.device | None = Non
         from privtune.training.methods.lora import quiet_peft
 
         base = load_model(record["model"], task=record["task"], num_labels=n_labels, device=dev).model
-        with quiet_peft():
+        with quiet_peft(), _unreadable(model_dir):
             model = PeftModel.from_pretrained(base, str(model_dir)).to(dev)
     else:
-        model = load_model(str(model_dir), task=record["task"], num_labels=n_labels, device=dev).model
-    tok = load_tokenizer(str(model_dir))
+        with _unreadable(model_dir):
+            model = load_model(str(model_dir), task=record["task"], num_labels=n_labels, device=dev).model
+    with _unreadable(model_dir):
+        tok = load_tokenizer(str(model_dir))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return TrainedRun(run_dir=run_dir, record=record, model=model.eval(), tokenizer=tok, device=dev,
                       _labels=n_labels)
+
+
+#: What ``_save_model`` writes: the weights (one of the names), their configuration and the fast tokenizer.
+MODEL_FILES = {"adapter": (("adapter_config.json",), ("adapter_model.safetensors", "adapter_model.bin")),
+               "full": (("config.json",), ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                                           "pytorch_model.bin.index.json"))}
+_DAMAGED = "Restore the run directory from a backup, or train the run again."
+
+
+def check_model_files(model_dir: Path, *, adapter: bool) -> None:
+    """A one-line :class:`ModelLoadError` when a file of the saved model is missing or empty, before any library
+    reads it (a missing adapter would otherwise send peft looking for it on the Hugging Face hub)."""
+    required, weights = MODEL_FILES["adapter" if adapter else "full"]
+    for group in [*((name,) for name in required), weights, ("tokenizer.json",)]:
+        present = [model_dir / n for n in group if (model_dir / n).is_file()]
+        if not present:
+            raise ModelLoadError(fmt(str(model_dir), "the run's complete saved model", f"{group[0]} missing",
+                                     _DAMAGED))
+        if any(p.stat().st_size == 0 for p in present):
+            raise ModelLoadError(fmt(str(model_dir), "the run's complete saved model", f"{present[0].name} empty",
+                                     _DAMAGED))
+
+
+@contextlib.contextmanager
+def _unreadable(model_dir: Path) -> Iterator[None]:
+    """A truncated or corrupt file of the saved model becomes a one-line :class:`ModelLoadError`."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except PrivtuneError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ModelLoadError(fmt(str(model_dir), "the run's complete, readable saved model",
+                                 f"{type(e).__name__}: {first}", _DAMAGED)) from None
