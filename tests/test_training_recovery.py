@@ -38,7 +38,12 @@ def run(args, capsys):
 ])
 def test_mistyped_config_values_are_one_line_errors(data, tmp_path, capsys, line, key):
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[train]\ndata = "{data}"\n{line}\n')
+    # a small model and few steps, so that a value the old code let through fails fast rather than training
+    base = {"data": f'"{data}"', "model": '"tiny:gpt_neox"', "steps": "1", "batch_size": "4", "max_length": "32"}
+    base.pop(key, None)
+    if key == "epochs":     # the case: epochs is read when steps is not given
+        base.pop("steps")
+    cfg.write_text("[train]\n" + "".join(f"{k} = {v}\n" for k, v in base.items()) + line + "\n")
     out = tmp_path / "run"
     code, _, err = run(["train", "--config", str(cfg), "--out", str(out)], capsys)
     assert code == 2 and f"`{key}` must be" in err and "c.toml" in err
