@@ -37,7 +37,7 @@ def eval_cmd(
     ds = result["dataset"]
     path = eval_path(run, ds["name"], ds["content_hash"], trained_on=ds["trained_on"])
     console.print(f"[green]wrote[/] {path}" + ("" if ds["trained_on"] else " (not the run's training data)"),
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
 

@@ -134,7 +134,7 @@ def _under_torchrun() -> bool:
 
 
 def _lock(run_dir: Path) -> ContextManager[None]:
-    """One process per run directory at a time."""
+    """One process per run directory at a time (re-entrant in a process: ``_run`` inside ``train``'s claim)."""
     return exclusive_lock(run_dir / LOCK_FILE, _busy(run_dir))
 
 
