@@ -281,7 +281,8 @@ def _save_dataset(out: str | Path, splits: dict[str, list[Record]], info: Datase
             if existing == info.content_hash:
                 raise _SameDataset()
             kind = recognise(out)   # --overwrite replaces privtune's own directories only
-            held = "a different dataset" if existing else f"a privtune {kind}" if kind else "files privtune did not write"
+            held = ("a different dataset" if existing else f"a privtune {kind}" if kind
+                    else "files privtune did not write")
             fix = "Choose another path, remove it, or pass --overwrite." if kind else "Choose another path."
             raise ConfigError(f"`--out` must be a new or empty directory. Found {out} holding {held}. {fix}")
         info.privtune_version = __version__
