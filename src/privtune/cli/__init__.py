@@ -58,7 +58,7 @@ for _mod in _command_modules():
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI; user errors become one line on stderr and exit status 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)   # a command's typer.Exit(N) comes back as N
     except PrivtuneError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
@@ -73,3 +73,5 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")
         sys.exit(130)
+    if isinstance(code, int) and code:
+        sys.exit(code)

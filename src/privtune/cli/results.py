@@ -16,8 +16,18 @@ def results_cmd(
     csv: Optional[Path] = typer.Option(None, "--csv", help="Write every column of every run to this CSV file."),
     parquet: Optional[Path] = typer.Option(None, "--parquet", help=escape("Write them to this Parquet file (needs "
                                                        "the `parquet` extra: pip install 'privtune[parquet]').")),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild results.sqlite and results.csv from study.toml "
+                                 "and the run directories (a damaged or lost store); the old file is kept beside "
+                                 "it as results.sqlite.old-TIME."),
 ) -> None:
     """Export the results store, or without --csv/--parquet print the summary table."""
+    if rebuild:
+        from privtune.experiments.sweep import rebuild_store
+
+        moved = rebuild_store(study_dir)
+        if moved is not None:
+            console.print(f"[yellow]kept[/] the previous store as {escape(str(moved))}", highlight=False)
+        console.print(f"[green]rebuilt[/] {escape(str(study_dir / 'results.sqlite'))} from {escape(str(study_dir / 'runs'))}", highlight=False)
     if csv is None and parquet is None:
         from privtune.cli.report import print_markdown
         from privtune.experiments.analysis import views

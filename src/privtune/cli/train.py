@@ -85,7 +85,8 @@ def train_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print run.json."),
 ) -> None:
     """Fine-tune with fft, lora, dp-fft, dp-lora, rgp or dp-rgp; writes model, ledger, checkpoints and run.json to
-    --out."""
+    --out. Exit status 0: completed; 3: stopped early by the privacy budget (budget_exhausted; the model is saved);
+    2: bad input."""
     opts = dict(locals())
     from privtune.errors import ConfigError, fmt
     from privtune.training.config import TrainConfig
@@ -114,7 +115,19 @@ def train_cmd(
         return
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
-        return
+    else:
+        _print_result(result)
+    if rec["status"] == "budget_exhausted":
+        raise typer.Exit(EXIT_BUDGET_EXHAUSTED)
+
+
+#: Exit status of a run that the privacy budget guard finished early (run.json ``status`` ``budget_exhausted``):
+#: the model is saved and evaluable, but trained for fewer steps than planned. 0 is a completed run, 2 bad input.
+EXIT_BUDGET_EXHAUSTED = 3
+
+
+def _print_result(result: Any) -> None:
+    rec = result.record
     eps = rec.get("epsilon")
     priv = (f"ε = {eps:.3f} (certified, {rec.get('certified_by') or rec['accountant']}, δ = {rec['delta']:g})"
             if eps is not None else "no DP guarantee")
@@ -125,9 +138,13 @@ def train_cmd(
     elif rec.get("target_met") is False:
         console.print(f"[bold red]certified ε {eps:.3f} exceeds the target {rec['target_epsilon']:g}[/]",
                       highlight=False)
-    console.print(f"[green]{rec['status']}[/] " + escape(
+    color = "green" if rec["status"] == "completed" else "yellow"
+    console.print(f"[{color}]{rec['status']}[/] " + escape(
         f"{result.run_dir}: {rec['method']} on {rec['model']}, {rec['steps']}/{rec['planned_steps']} steps, {priv}, "
         f"{_train_loss(rec)}, {rec['wall_time_s']:.1f} s"), highlight=False)
+    if rec["status"] == "budget_exhausted":
+        console.print(f"[yellow]the privacy budget allowed {rec['steps']} of {rec['planned_steps']} planned steps; "
+                      f"the model is saved (exit status {EXIT_BUDGET_EXHAUSTED})[/]", highlight=False)
 
 
 def _train_loss(rec: dict[str, Any]) -> str:
