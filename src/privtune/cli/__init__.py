@@ -12,6 +12,7 @@ import sys
 
 import click
 import typer
+from rich.markup import escape
 
 from privtune import __version__
 from privtune.errors import PrivtuneError
@@ -58,8 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI; user errors become one line on stderr and exit status 2."""
     try:
         app(args=argv, standalone_mode=False)
-    except PrivtuneError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    except PrivtuneError as e:  # the message is text, not markup: `pip install 'privtune[ray]'` keeps its brackets
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)

@@ -24,7 +24,8 @@ def sweep_cmd(
                                           "them in this process (debugging). ray: runs submitted at once (default "
                                           "all; Ray queues them until resources free up)."),
     backend: str = typer.Option("local", "--backend", help=f"Where runs execute: {_backends()} (local: this "
-                                "machine; ray: a Ray cluster, with the package's ray extra installed). See docs/experiments.md."),
+                                "machine; ray: a Ray cluster, with privtune's ray extra installed). See "
+                                "docs/experiments.md."),
     address: Optional[str] = typer.Option(None, "--address", help="--backend ray: the cluster to join (auto, "
                                           "HOST:PORT or ray://HOST:PORT); default: start a local Ray instance."),
     skip_failed: bool = typer.Option(False, "--skip-failed", help="Keep runs that failed in an earlier sweep as "
