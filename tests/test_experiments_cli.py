@@ -79,6 +79,14 @@ def test_ray_backend_without_ray_says_how_to_install_it(tmp_path, capsys, monkey
     assert not (tmp_path / "out").exists()
 
 
+def test_a_failed_run_makes_the_sweep_exit_1(tmp_path, capsys):
+    p = tmp_path / "s.toml"
+    p.write_text('models = ["tiny:nope"]\nmethods = ["fft"]\n[datasets.cs]\ngenerator = "customersim"\n'
+                 'train = 8\ntest = 4\n')
+    code, _, err = run(["sweep", str(p), "--out", str(tmp_path / "out"), "--workers", "0"], capsys)
+    assert code == 1 and "1 failed" in " ".join(err.split())
+
+
 def test_example_study_loads():
     from privtune.experiments import load_study
 

@@ -7,6 +7,8 @@ Layout of the study directory ``DIR``::
     DIR/runs/<run_id>/        one run directory per configuration (run.json, model/, eval.json, sweep.json)
     DIR/results.sqlite        one row per configuration (privtune.experiments.store)
     DIR/results.csv           the same rows, rewritten after each sweep
+    DIR/.sweep.lock           held by the sweep running on DIR (one at a time)
+    DIR/.running/             ray backend: one file per running task (host, pid), removed when it ends
 
 A configuration is *done* when its run finished (run.json ``status`` completed or budget_exhausted), ``eval.json``
 exists (causal-LM runs; a classification run is scored by training: test accuracy and macro-F1 in run.json), and
