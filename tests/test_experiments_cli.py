@@ -79,6 +79,19 @@ def test_ray_backend_without_ray_says_how_to_install_it(tmp_path, capsys, monkey
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.ray
+@pytest.mark.parametrize("address, message", [
+    ("127.0.0.1:1", "Nothing answers there (ConnectionRefusedError)"),
+    ("ray://nowhere", "`--address` must be auto, HOST:PORT or ray://HOST:PORT"),
+])
+def test_unreachable_ray_cluster_is_one_line_at_once(tmp_path, capsys, address, message):
+    p = tmp_path / "s.toml"
+    p.write_text('methods = ["fft"]\n[datasets.cs]\ngenerator = "customersim"\n')
+    code, _, err = run(["sweep", str(p), "--out", str(tmp_path / "out"), "--backend", "ray", "--address", address],
+                       capsys)
+    assert code == 2 and message in err and err.strip().count("\n") == 0 and not (tmp_path / "out").exists()
+
+
 def test_a_failed_run_makes_the_sweep_exit_1(tmp_path, capsys):
     p = tmp_path / "s.toml"
     p.write_text('models = ["tiny:nope"]\nmethods = ["fft"]\n[datasets.cs]\ngenerator = "customersim"\n'

@@ -167,6 +167,9 @@ class Sweep:
             with make_progress() as progress:
                 task = progress.add_task(f"sweep {self.study.name}", total=len(self.configs))
                 progress.update(task, completed=len(self.configs) - len(todo))
+                if todo:
+                    console.print(f"{self.study.name}: {len(todo)} run(s) to do ({self.backend.describe()})",
+                                  highlight=False)
                 events = _Events(self, store, progress, task, todo)
                 self.backend.run([self._job(rc) for rc in todo], events, study_dir=self.dir)
             store.export_csv(self.dir / CSV_FILE)

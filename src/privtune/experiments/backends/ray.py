@@ -86,9 +86,10 @@ class RayBackend(Backend):
                 src = str(Path(privtune.__file__).resolve().parent.parent)
                 path = os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])
                 kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
+            _check_reachable(self.address)   # Ray itself would retry an unreachable address for minutes
             try:
                 ray.init(**kwargs)
-            except (ConnectionError, RuntimeError, ValueError) as e:
+            except Exception as e:  # no cluster there, a refused connection, Ray Client not installed, ...
                 first = (str(e).strip().splitlines() or [""])[0][:200]
                 raise ConfigError(fmt("--address", "a reachable Ray cluster (auto, HOST:PORT or ray://HOST:PORT)",
                                       self.address, f"Ray said: {type(e).__name__}: {first}")) from None
@@ -123,8 +124,9 @@ class RayBackend(Backend):
                     ref = task.options(**opts).remote(job, str(markers / f"{job.run_id}.json"))
                     inflight[ref] = job
                 done, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
+                begun = {m.stem for m in markers.glob("*.json")}   # one directory listing, also on NFS
                 for job in inflight.values():   # which of the submitted ones have begun
-                    if job.run_id not in started and (markers / f"{job.run_id}.json").is_file():
+                    if job.run_id not in started and job.run_id in begun:
                         started.add(job.run_id)
                         events.started(job)
                 for ref in done:
@@ -142,6 +144,23 @@ class RayBackend(Backend):
                         ray.cancel(ref, force=True)
                 with contextlib.suppress(Exception):
                     ray.wait(list(inflight), num_returns=len(inflight), timeout=30)
+
+
+def _check_reachable(address: str | None, timeout: float = 10.0) -> None:
+    """A ``HOST:PORT`` or ``ray://HOST:PORT`` address must answer a TCP connection (``auto`` and ``None`` are
+    Ray's to resolve)."""
+    if address is None or address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(fmt("--address", "auto, HOST:PORT or ray://HOST:PORT", address))
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(fmt("--address", "a reachable Ray cluster (auto, HOST:PORT or ray://HOST:PORT)", address,
+                              f"Nothing answers there ({type(e).__name__}): start the head node with "
+                              "`ray start --head`, or check the host and port.")) from None
 
 
 def _outcome(ray: Any, ref: Any) -> dict[str, Any]:
