@@ -147,7 +147,7 @@ def test_resources_per_method_and_variant_leave_run_ids_alone(tmp_path):
     from privtune.experiments.job import Resources
 
     base = {"datasets": {"cs": {"generator": "customersim"}}, "methods": ["fft", "dp-lora", "dp-rgp-x"],
-            "budgets": [8], "variants": {"dp-rgp-x": {"method": "dp-rgp", "rank": 2}}}
+            "budgets": [8], "variants": {"dp-rgp-x": {"method": "dp-rgp", "rgp_rank": 2}}}
     plain = parse_study(base)
     assert plain.resources_of("fft") == Resources(cpus=1, gpus=0) and "resources" not in plain.to_dict()
     s = parse_study({**base, "resources": {"cpus": 2, "dp-lora": {"gpus": 1}, "dp-rgp-x": {"gpus": 0.5}}})
