@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI; user errors become one line on stderr and exit status 2."""
     try:
         code = app(args=argv, standalone_mode=False)
-    except PrivtuneError as e:  # the message is text, not markup: `pip install 'privtune[ray]'` keeps its brackets
+    except PrivtuneError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:

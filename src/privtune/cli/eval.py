@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from privtune.utils.progress import console
 
@@ -29,9 +30,9 @@ def eval_cmd(
     cfg = EvalConfig(max_records=max_records or None, exposure_method=exposure_method, seed=seed)
     cfg.extraction.seed = seed
     result = evaluate_run(run, data, only=only, config=cfg,
-                          on_stage=lambda name, s: console.print(f"[green]✓[/] {name} ({s:.1f} s)"))
+                          on_stage=lambda name, s: console.print(f"[green]✓[/] {escape(name)} ({s:.1f} s)"))
     print_summary(result)
-    console.print(f"[green]wrote[/] {run / 'eval.json'}")
+    console.print(f"[green]wrote[/] {escape(str(run / 'eval.json'))}")
     if as_json:
         typer.echo(json.dumps(result, indent=2))
 

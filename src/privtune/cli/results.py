@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from privtune.utils.progress import console
 
@@ -13,8 +14,8 @@ from privtune.utils.progress import console
 def results_cmd(
     study_dir: Path = typer.Argument(..., help="Study directory (holds results.sqlite)."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Write every column of every run to this CSV file."),
-    parquet: Optional[Path] = typer.Option(None, "--parquet", help="Write them to this Parquet file (needs the "
-                                           "`parquet` extra: pip install 'privtune[parquet]')."),
+    parquet: Optional[Path] = typer.Option(None, "--parquet", help=escape("Write them to this Parquet file (needs "
+                                                       "the `parquet` extra: pip install 'privtune[parquet]').")),
 ) -> None:
     """Export the results store, or without --csv/--parquet print the summary table."""
     if csv is None and parquet is None:
@@ -30,7 +31,7 @@ def results_cmd(
     from privtune.experiments.store import export_results
 
     for p in export_results(study_dir, csv=csv, parquet=parquet):
-        console.print(f"[green]wrote[/] {p}", highlight=False)
+        console.print(f"[green]wrote[/] {escape(str(p))}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 
 from privtune.utils.progress import console
 
@@ -67,13 +68,17 @@ def train_cmd(
                                               help="Sampling and noise from the OS CSPRNG (not reproducible)."),
     dp_engine: Optional[str] = typer.Option(None, "--dp-engine", help="Per-example gradient engine (default bk: "
                                             "one backward pass, see docs/performance.md)."),
+    dp_diagnostics: Optional[bool] = typer.Option(
+        None, "--dp-diagnostics/--no-dp-diagnostics", help="DP: also record the training loss, token/example counts, "
+        "empty batches and clip fraction, labelled as outside the DP guarantee (they are computed from the private "
+        "data without noise; by default a DP run does not release them)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
     resume_reserve: Optional[int] = typer.Option(None, "--resume-reserve",
                                                  help="DP: steps of budget kept for re-execution after a crash."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu, cuda."),
     allow_download: Optional[bool] = typer.Option(None, "--allow-download/--offline",
                                                   help="Let transformers download a hub model."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with these options ([train] table)."),
+    config: Optional[Path] = typer.Option(None, "--config", help=escape("TOML file with these options ([train] table).")),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
     nproc: Optional[int] = typer.Option(None, "--nproc", help="Train in N local processes (data parallel, noise "
                                         "added once; as torchrun --nproc_per_node N -m privtune train)."),
@@ -115,15 +120,26 @@ def train_cmd(
             if eps is not None else "no DP guarantee")
     if rec.get("epsilon_estimate") is not None:
         priv += f", estimate {rec['epsilon_estimate']:.3f} ({rec['epsilon_estimate_accountant']})"
-    loss = rec.get("final_train_loss")
     if rec.get("privacy_warning"):
-        console.print(f"[bold red]{rec['privacy_warning']}[/]", highlight=False)
+        console.print(f"[bold red]{escape(rec['privacy_warning'])}[/]", highlight=False)
     elif rec.get("target_met") is False:
         console.print(f"[bold red]certified ε {eps:.3f} exceeds the target {rec['target_epsilon']:g}[/]",
                       highlight=False)
-    console.print(f"[green]{rec['status']}[/] {result.run_dir}: {rec['method']} on {rec['model']}, "
-                  f"{rec['steps']}/{rec['planned_steps']} steps, {priv}, train loss "
-                  f"{loss if loss is None else round(loss, 4)}, {rec['wall_time_s']:.1f} s", highlight=False)
+    console.print(f"[green]{rec['status']}[/] " + escape(
+        f"{result.run_dir}: {rec['method']} on {rec['model']}, {rec['steps']}/{rec['planned_steps']} steps, {priv}, "
+        f"{_train_loss(rec)}, {rec['wall_time_s']:.1f} s"), highlight=False)
+
+
+def _train_loss(rec: dict[str, Any]) -> str:
+    """The final training loss as run.json releases it: a DP run's only as a labelled diagnostic."""
+    diag = rec.get("dp_diagnostics")
+    if not diag:
+        loss = rec.get("final_train_loss")
+        return f"train loss {loss if loss is None else round(loss, 4)}"
+    if not diag.get("enabled"):
+        return "train loss withheld (DP: computed from private data without noise; --dp-diagnostics records it)"
+    loss = diag.get("final_train_loss")
+    return f"train loss {loss if loss is None else round(loss, 4)} (diagnostic: {diag['label']})"
 
 
 def register(app: typer.Typer) -> None:

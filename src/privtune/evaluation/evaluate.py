@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
+from rich.markup import escape
 
 from privtune import __version__
 from privtune.data.schema import Dataset, Record, load_dataset
@@ -327,7 +328,7 @@ def print_summary(result: dict[str, Any]) -> None:
         console.print(f"utility  non-sensitive test NLL {f(u['nonsensitive_test_nll'])} (base "
                       f"{f(u['nonsensitive_test_nll_base'])}), perplexity {f(u['nonsensitive_test_ppl'])}")
     if e:
-        console.print(f"exposure {e['skipped']}" if "skipped" in e else
+        console.print(f"exposure {escape(e['skipped'])}" if "skipped" in e else
                       f"exposure {f(e['exposure_bits'])} of {f(e['max_exposure_bits'])} bits ({e['method']}"
                       f"{', estimate' if e.get('estimate') else ''}; base {f(e.get('exposure_bits_base'))})")
     if m:
@@ -335,7 +336,7 @@ def print_summary(result: dict[str, Any]) -> None:
                 if k != "definition" and isinstance(v, dict) and "auc" in v]
         console.print("mia      " + ", ".join(aucs))
     if a:
-        console.print(f"audit    {a['skipped']}" if "skipped" in a else
+        console.print(f"audit    {escape(a['skipped'])}" if "skipped" in a else
                       f"audit    ε ≥ {f(a['epsilon_lower_bound'])} (estimate: empirical lower bound at "
                       f"{a['confidence']:.0%}) vs "
                       f"certified ε {f(a['certified_epsilon'])}")

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from privtune.errors import PrivtuneError, fmt
 from privtune.experiments.backends import Backend, make_backend
 from privtune.experiments.config import RunConfig, Study, load_study
@@ -168,7 +170,7 @@ class Sweep:
                 task = progress.add_task(f"sweep {self.study.name}", total=len(self.configs))
                 progress.update(task, completed=len(self.configs) - len(todo))
                 if todo:
-                    console.print(f"{self.study.name}: {len(todo)} run(s) to do ({self.backend.describe()})",
+                    console.print(escape(f"{self.study.name}: {len(todo)} run(s) to do ({self.backend.describe()})"),
                                   highlight=False)
                 events = _Events(self, store, progress, task, todo)
                 self.backend.run([self._job(rc) for rc in todo], events, study_dir=self.dir)
@@ -179,9 +181,10 @@ class Sweep:
         store.upsert(self._row(rc, status, stage, error))
         self.result.outcomes.append(RunOutcome(rc.run_id, status, stage, error, wall_s))
         if status == "completed":
-            console.print(f"[green]done[/] {rc.run_id} ({wall_s:.0f} s)", highlight=False)
+            console.print(f"[green]done[/] {escape(rc.run_id)} ({wall_s:.0f} s)", highlight=False)
         else:
-            console.print(f"[red]failed[/] {rc.run_id} at {stage}: {error}", highlight=False, soft_wrap=True)
+            console.print(f"[red]failed[/] {escape(f'{rc.run_id} at {stage}: {error}')}", highlight=False,
+                          soft_wrap=True)
 
 
 class _Events:
@@ -212,7 +215,7 @@ class _Events:
         text = f"sweep {self.sweep.study.name}: " + (", ".join(self.running.values()) or "-")
         if self.waiting:
             text += f" ({self.waiting} waiting)"
-        self.progress.update(self.task, description=text)
+        self.progress.update(self.task, description=escape(text))
 
 
 def run_sweep(study: str | Path | Study, *, out: str | Path, workers: int | None = None, retry_failed: bool = True,

@@ -39,6 +39,7 @@ class TrainConfig:
     noise_calibration: str = "certified"  # or "edgeworth-estimate": EW-Tune's, research only (see docs/ewtune.md)
     secure_rng: bool = False
     dp_engine: str = "bk"                 # per-example gradient engine (docs/performance.md)
+    dp_diagnostics: bool = False          # DP: record the non-noised training statistics, labelled (docs/training.md)
     # schedule
     epochs: float | None = 3.0
     steps: int | None = None
@@ -85,6 +86,8 @@ class TrainConfig:
         if self.noise_calibration not in NOISE_CALIBRATIONS:
             raise ConfigError(fmt("--noise-calibration", f"one of {', '.join(NOISE_CALIBRATIONS)}",
                                   self.noise_calibration))
+        if not isinstance(self.dp_diagnostics, bool):
+            raise ConfigError(fmt("dp_diagnostics", "true or false", self.dp_diagnostics))
         if self.noise_multiplier is not None and not self.noise_multiplier > 0:
             raise ConfigError(fmt("--noise-multiplier", "positive", self.noise_multiplier))
         if not self.max_grad_norm > 0:
