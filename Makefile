@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow test-all bench lint clean
+.PHONY: setup demo test test-slow test-all test-ray gpu-check bench lint clean
 
 $(BIN)/privtune: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,15 @@ test-slow: setup
 
 test-all: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Sweeps on a local Ray instance (2 CPUs, started and stopped by the tests); installs the optional `ray` extra.
+test-ray: setup
+	$(BIN)/pip install -e ".[ray]"
+	$(BIN)/python -m pytest -m "ray" $(PYTEST_ARGS)
+
+# On a machine with one NVIDIA GPU: the CUDA path end to end, one summary line per check (scripts/gpu_check.sh).
+gpu-check:
+	bash scripts/gpu_check.sh
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

@@ -59,3 +59,29 @@ def test_dist_helpers_single_process_and_bad_nproc():
 def test_failure_in_workers_is_one_line(data, tmp_path):
     with pytest.raises(TrainingError, match="every process.*--method"):
         launch(nproc=2, out=tmp_path / "r", config={"data": str(data), "method": "nope"}, timeout=300)
+
+
+def test_process_group_backend_and_gpu_per_rank(monkeypatch):
+    """CUDA: NCCL for GPU tensors with gloo beside it for the CPU tensors every step all-reduces (loss, clip
+    statistics), the rank's GPU modulo the GPUs seen (two ranks may share one); PRIVTUNE_DIST_BACKEND=gloo when
+    NCCL refuses that. Without CUDA: gloo."""
+    from privtune.training import distributed
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.delenv("PRIVTUNE_DIST_BACKEND", raising=False)
+    assert distributed._backend() == "cpu:gloo,cuda:nccl" and chosen == [0]
+    monkeypatch.setenv("PRIVTUNE_DIST_BACKEND", "gloo")
+    assert distributed._backend() == "gloo"
+    monkeypatch.setenv("PRIVTUNE_DIST_BACKEND", "mpi")
+    with pytest.raises(ConfigError, match="`PRIVTUNE_DIST_BACKEND` must be nccl or gloo"):
+        distributed._backend()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("PRIVTUNE_DIST_BACKEND", "nccl")
+    with pytest.raises(ConfigError, match="gloo on a machine without CUDA"):
+        distributed._backend()
+    monkeypatch.delenv("PRIVTUNE_DIST_BACKEND")
+    assert distributed._backend() == "gloo"

@@ -55,6 +55,51 @@ def test_study_typo_is_reported_before_anything_runs(tmp_path, capsys):
     assert code == 2 and "Did you mean `epochs`?" in err and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--backend", "nope"], "`--backend` must be one of local, ray"),
+    (["--address", "auto"], "`--address` must be used with --backend ray only"),
+    (["--workers", "-1"], "`--workers` must be a non-negative integer"),
+    (["--backend", "ray", "--workers", "0"], "`--workers` must be a positive integer (runs submitted at once)"),
+])
+def test_bad_backend_options_are_one_line_and_write_nothing(tmp_path, capsys, extra, message):
+    p = tmp_path / "s.toml"
+    p.write_text('methods = ["fft"]\n[datasets.cs]\ngenerator = "customersim"\n')
+    code, _, err = run(["sweep", str(p), "--out", str(tmp_path / "out"), *extra], capsys)
+    assert code == 2 and message in err and err.strip().count("\n") == 0 and not (tmp_path / "out").exists()
+
+
+def test_ray_backend_without_ray_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)   # as if Ray were not installed
+    p = tmp_path / "s.toml"
+    p.write_text('methods = ["fft"]\n[datasets.cs]\ngenerator = "customersim"\n')
+    code, _, err = run(["sweep", str(p), "--out", str(tmp_path / "out"), "--backend", "ray"], capsys)
+    assert code == 2 and "pip install 'privtune[ray]'" in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("address, message", [
+    ("127.0.0.1:1", "Nothing answers there (ConnectionRefusedError)"),
+    ("ray://nowhere", "`--address` must be auto, HOST:PORT or ray://HOST:PORT"),
+])
+def test_unreachable_ray_cluster_is_one_line_at_once(tmp_path, capsys, address, message):
+    p = tmp_path / "s.toml"
+    p.write_text('methods = ["fft"]\n[datasets.cs]\ngenerator = "customersim"\n')
+    code, _, err = run(["sweep", str(p), "--out", str(tmp_path / "out"), "--backend", "ray", "--address", address],
+                       capsys)
+    assert code == 2 and message in err and err.strip().count("\n") == 0 and not (tmp_path / "out").exists()
+
+
+def test_a_failed_run_makes_the_sweep_exit_1(tmp_path, capsys):
+    p = tmp_path / "s.toml"
+    p.write_text('models = ["tiny:nope"]\nmethods = ["fft"]\n[datasets.cs]\ngenerator = "customersim"\n'
+                 'train = 8\ntest = 4\n')
+    code, _, err = run(["sweep", str(p), "--out", str(tmp_path / "out"), "--workers", "0"], capsys)
+    assert code == 1 and "1 failed" in " ".join(err.split())
+
+
 def test_example_study_loads():
     from privtune.experiments import load_study
 

@@ -100,6 +100,12 @@ def test_model_slug():
     (("[train]", "[method_options.dp-lora]\nlora_r = 4\n[train]"), "`method_options.dp-lora.lora_r` must be set by"),
     (("max_grad_norm = 0.5", "max_grad_norm = 0.5\nlora_alhpa = 3"), "Did you mean `lora_alpha`?"),
     (("max_grad_norm = 0.5", "max_grad_norm = -1"), "max-grad-norm"),
+    (("[train]", "[resources]\ncpus = 0\n[train]"), "`resources.cpus` must be a positive number"),
+    (("[train]", "[resources]\ngpus = 1.5\n[train]"), "`resources.gpus` must be a non-negative number, whole above 1"),
+    (("[train]", "[resources]\ngpu = 1\n[train]"), "Did you mean `gpus`?"),
+    (("[train]", "[resources.dp-lroa]\ngpus = 1\n[train]"), "Did you mean `dp-lora`?"),
+    (("[train]", "[resources.dp-lora]\nmemory = 1\n[train]"), "`resources.dp-lora.memory` must be a known key"),
+    (("[train]", "[resources]\ncpus = true\n[train]"), "`resources.cpus` must be a positive number"),
 ])
 def test_one_line_errors(tmp_path, edit, expected):
     bad = STUDY.replace(*edit)
@@ -135,3 +141,22 @@ def test_learning_rates_per_method(tmp_path):
     with pytest.raises(ConfigError, match="Did you mean `lora`"):
         parse_study({"datasets": {"cs": {"generator": "customersim"}}, "methods": ["fft", "lora"],
                      "learning_rates": {"loar": [1e-3]}})
+
+
+def test_resources_per_method_and_variant_leave_run_ids_alone(tmp_path):
+    from privtune.experiments.job import Resources
+
+    base = {"datasets": {"cs": {"generator": "customersim"}}, "methods": ["fft", "dp-lora", "dp-rgp-x"],
+            "budgets": [8], "variants": {"dp-rgp-x": {"method": "dp-rgp", "rgp_rank": 2}}}
+    plain = parse_study(base)
+    assert plain.resources_of("fft") == Resources(cpus=1, gpus=0) and "resources" not in plain.to_dict()
+    s = parse_study({**base, "resources": {"cpus": 2, "dp-lora": {"gpus": 1}, "dp-rgp-x": {"gpus": 0.5}}})
+    assert s.resources_of("fft") == Resources(cpus=2, gpus=0)
+    assert s.resources_of("dp-lora") == Resources(cpus=2, gpus=1)
+    assert s.resources_of("dp-rgp-x") == Resources(cpus=2, gpus=0.5)
+    assert s.to_dict()["resources"] == {"cpus": 2, "dp-lora": {"gpus": 1}, "dp-rgp-x": {"gpus": 0.5}}
+    # where a run executes is not what it is: the same ids with or without [resources]
+    assert [r.run_id for r in s.expand()] == [r.run_id for r in plain.expand()]
+    # a variant inherits its registered method's table when that method is in the study too
+    v = parse_study({**base, "methods": ["dp-rgp", "dp-rgp-x"], "resources": {"dp-rgp": {"gpus": 1, "cpus": 4}}})
+    assert v.resources_of("dp-rgp-x") == Resources(cpus=4, gpus=1)

@@ -136,6 +136,8 @@ def test_recognition_of_privtunes_directories(tmp_path):
     (tmp_path / "study").mkdir()
     (tmp_path / "study" / "study.toml").write_text("")
     (tmp_path / "study" / ".git").mkdir()
+    (tmp_path / "study" / ".running").mkdir()                        # the ray backend's running-task files
+    (tmp_path / "study" / "results.sqlite.old-20261202-120000").write_text("")   # kept by `results --rebuild`
     assert [recognise(tmp_path / n) for n in ("ds", "fake", "run", "study")] == ["dataset", None, "run", "study"]
     assert strangers(tmp_path / "run", "run") == [] and strangers(tmp_path / "study", "study") == [".git"]
 

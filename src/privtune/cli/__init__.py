@@ -58,7 +58,7 @@ for _mod in _command_modules():
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI; user errors become one line on stderr and exit status 2."""
     try:
-        code = app(args=argv, standalone_mode=False)   # a command's typer.Exit(N) comes back as N
+        code = app(args=argv, standalone_mode=False)
     except PrivtuneError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        console.print("[red]interrupted[/]")
-        sys.exit(130)
-    if isinstance(code, int) and code:
+        code = 130
+    # typer >= 0.29 returns the status of `typer.Exit(N)` (and 130 for Ctrl-C) instead of raising it when not in
+    # standalone mode: it is still the process's exit status ("exit status 1 if any run failed")
+    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+        if code == 130:
+            console.print("[red]interrupted[/]")
         sys.exit(code)

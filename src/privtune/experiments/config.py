@@ -32,6 +32,11 @@ LoRA ranks (adapter methods only), learning rates, epochs and seeds, plus option
     method = "dp-rgp"
     noise_calibration = "edgeworth-estimate"
 
+    [resources]                   # what one run needs where a backend places runs (Ray); not part of run ids
+    cpus = 1
+    [resources.dp-fft]            # per method or variant, over the shared values
+    gpus = 1
+
 Every configuration gets a stable id, ``<readable slug>-<8 hex>``: the hash covers everything that determines the
 run (dataset spec, model, method, every training option), so a resumed sweep recognises finished runs and a changed
 option gives a new run instead of silently reusing an old one.
@@ -49,7 +54,8 @@ from typing import Any
 
 from privtune.errors import ConfigError, fmt
 from privtune.experiments import validate
-from privtune.experiments.validate import Checker, did_you_mean, known_methods, method_traits
+from privtune.experiments.job import Resources
+from privtune.experiments.validate import RESOURCE_KEYS, Checker, did_you_mean, known_methods, method_traits
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,7 +65,7 @@ else:  # pragma: no cover
 #: Top-level keys of a study file.
 STUDY_KEYS = ("name", "description", "datasets", "models", "methods", "budgets", "lora_ranks", "learning_rates",
               "epochs", "seeds", "batch_size", "max_length", "delta", "accountant", "train", "method_options",
-              "eval", "variants")
+              "eval", "variants", "resources")
 #: Keys of a generated dataset (the options of `privtune data synth`).
 GENERATOR_KEYS = ("generator", "train", "test", "seed", "canary_repeats", "canary_digits", "audit_canaries")
 
@@ -146,6 +152,7 @@ class Study:
     eval: dict[str, Any]
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)   # per method, over ``train``
     variants: dict[str, validate.MethodVariant] = field(default_factory=dict)  # named variants listed in methods
+    resources: dict[str, Any] = field(default_factory=dict)  # [resources] as validated: cpus, gpus, per-method tables
     description: str = ""
     source: str = ""                                # the TOML text, stored with the results
     path: str | None = None
@@ -179,6 +186,15 @@ class Study:
         return {**self.train, **self.method_options.get(var.method, {}), **self.method_options.get(method, {}),
                 **var.options}
 
+    def resources_of(self, method: str) -> Resources:
+        """What one run of ``method`` asks of the backend: the defaults, ``[resources]``, then the method's table
+        (for a variant: its method's, then its own). Where a run executes does not change what it is, so resources
+        are not part of run ids."""
+        shared = {k: v for k, v in self.resources.items() if k in RESOURCE_KEYS}
+        chain = [shared, self.resources.get(self.base_method(method), {}) if method in self.variants else {},
+                 self.resources.get(method, {})]
+        return Resources(**{k: v for table in chain for k, v in table.items()})
+
     def _run(self, ds: DatasetSpec, model: str, method: str, eps: float | None, r: int | None, lr: float | None,
              ep: float, seed: int, private: bool, adapter: bool) -> RunConfig:
         options = dict(sorted(self.options_of(method).items()))
@@ -207,7 +223,8 @@ class Study:
                 "methods": self.methods, "budgets": self.budgets, "lora_ranks": self.lora_ranks,
                 "learning_rates": self.learning_rates, "epochs": self.epochs, "seeds": self.seeds,
                 "train": self.train, "method_options": self.method_options, "eval": self.eval,
-                **({"variants": {k: v.to_dict() for k, v in self.variants.items()}} if self.variants else {})}
+                **({"variants": {k: v.to_dict() for k, v in self.variants.items()}} if self.variants else {}),
+                **({"resources": self.resources} if self.resources else {})}
 
 
 def _num(x: float) -> str:
@@ -272,12 +289,13 @@ def parse_study(data: dict[str, Any], *, base_dir: str | Path = ".", where: str 
     if not isinstance(ev, dict):
         raise c.fail("eval", "a table of evaluation options", ev)
     validate.check_eval_options(ev, c)
+    resources = validate.resources(data.get("resources", {}), c, methods)
     desc = data.get("description", "")
     if not isinstance(desc, str):
         raise c.fail("description", "a string", desc)
     return Study(name=name, description=desc, datasets=datasets, models=models, methods=methods, budgets=budgets,
                  lora_ranks=lora_ranks, learning_rates=learning_rates, epochs=epochs, seeds=seeds, train=train,
-                 eval=dict(ev), method_options=method_options, variants=variants)
+                 eval=dict(ev), method_options=method_options, variants=variants, resources=resources)
 
 
 def _datasets(raw: Any, c: Checker, base_dir: Path, check_paths: bool = True) -> dict[str, DatasetSpec]:

@@ -7,6 +7,8 @@ Layout of the study directory ``DIR``::
     DIR/runs/<run_id>/        one run directory per configuration (run.json, model/, eval.json, sweep.json)
     DIR/results.sqlite        one row per configuration (privtune.experiments.store)
     DIR/results.csv           the same rows, rewritten after each sweep
+    DIR/.sweep.lock           held by the sweep running on DIR (one at a time)
+    DIR/.running/             ray backend: one file per running task (host, pid), removed when it ends
 
 A configuration is *done* when its run finished (run.json ``status`` completed or budget_exhausted), ``eval.json``
 exists (causal-LM runs; a classification run is scored by training: test accuracy and macro-F1 in run.json), and
@@ -14,36 +16,36 @@ exists (causal-LM runs; a classification run is scored by training: test accurac
 interrupted training from its last checkpoint (``privtune.training.run.resume``: the privacy ledger comes back with
 it), re-evaluates when only the evaluation is missing, and by default retries failed ones.
 
-Each configuration runs in a fresh process (``spawn``), ``workers`` of them at a time, each with
-``cores // workers`` torch threads: a run's peak memory is its own and a crash stays in its run. ``workers=0`` runs
-them in the sweep's own process instead (debugging). Only this process writes the store; workers send back what
-happened. On Linux a worker dies with the sweep (a killed sweep leaves no orphan training into a run directory).
+Where the configurations run is the *backend*'s business (:mod:`privtune.experiments.backends`): ``local`` (the
+default) runs each in a fresh spawned process on this machine, ``workers`` at a time; ``ray`` runs each as a Ray
+task on a cluster, with the CPUs and GPUs the study's ``[resources]`` ask for. Everything else is this module's and
+the same for every backend: the study directory's lock (one sweep per directory), which configurations run
+(skipped, resumed, re-evaluated, retried), the results store (written by this process only: workers send back what
+happened) and the progress display.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import random
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from rich.markup import escape
 
 from privtune.errors import ConfigError, PrivtuneError, fmt
+from privtune.experiments.backends import Backend, make_backend
 from privtune.experiments.config import RunConfig, Study, load_study
+from privtune.experiments.job import (FINISHED, SWEEP_FILE, Job, execute, needs_evaluation,  # noqa: F401
+                                      read_json, run_state)
 from privtune.experiments.store import CSV_FILE, STORE_FILE, ResultStore, make_row, recorded_study_name
 from privtune.utils import owned
-from privtune.utils.fsio import atomic_write_json, atomic_write_text, exclusive_lock
+from privtune.utils.fsio import atomic_write_text, exclusive_lock
 from privtune.utils.progress import console, make_progress
 
 RUNS_DIR = "runs"
-SWEEP_FILE = "sweep.json"
-FINISHED = ("completed", "budget_exhausted")
 
 
 @dataclass
@@ -79,105 +81,14 @@ class SweepResult:
                 "outcomes": [o.to_dict() for o in self.outcomes]}
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text("utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def run_state(run_dir: Path, eval_options: dict[str, Any]) -> str:
-    """``done``, ``evaluate`` (trained, not evaluated with these options), ``resume`` or ``new``."""
-    record = _read_json(run_dir / "run.json")
-    if record is None:
-        return "new"
-    if record.get("status") not in FINISHED:
-        return "resume"
-    marker = _read_json(run_dir / SWEEP_FILE)
-    evaluated = (run_dir / "eval.json").is_file() or not needs_evaluation(record)
-    if evaluated and marker is not None and marker.get("eval_options") == eval_options:
-        return "done"
-    return "evaluate"
-
-
-def needs_evaluation(record: dict[str, Any]) -> bool:
-    """Causal-LM runs are evaluated (privtune.evaluation scores next-token predictions); classification runs are
-    scored by training itself (run.json ``test_accuracy``, ``macro_f1``)."""
-    return record.get("task", "lm") == "lm"
-
-
-def execute(cfg: dict[str, Any], run_dir: str, data_dir: str, eval_options: dict[str, Any]) -> dict[str, Any]:
-    """Train (or resume) and evaluate one configuration; never raises for a run's own failure.
-
-    Returns ``{"status": "completed"|"failed", "stage", "error", "wall_s"}``.
-    """
-    from privtune.evaluation.evaluate import evaluate_run
-    from privtune.experiments.validate import eval_config
-    from privtune.training.config import TrainConfig
-    from privtune.training.run import resume, train
-
-    t0 = time.perf_counter()
-    path = Path(run_dir)
-    stage = "train"
-    try:
-        state = run_state(path, eval_options)
-        if state == "new":
-            result = train(TrainConfig.from_dict(cfg["train"]), out=path)
-        elif state == "resume":
-            result = resume(path)
-        if state in ("new", "resume") and result.status not in FINISHED:
-            raise ConfigError(fmt("run status", "completed", result.status))
-        stage = "eval"
-        only, ecfg = eval_config(eval_options)
-        if needs_evaluation(_read_json(path / "run.json") or {}):
-            evaluate_run(path, data_dir, only=only, config=ecfg)
-        atomic_write_json(path / SWEEP_FILE, {"run_id": cfg["run_id"], "grid": cfg["grid"],
-                                              "eval_options": eval_options})
-        return {"status": "completed", "stage": None, "error": None, "wall_s": time.perf_counter() - t0}
-    except PrivtuneError as e:
-        err = str(e)
-    except Exception as e:  # a bug or a library error in one run must not stop the study
-        tb = traceback.extract_tb(e.__traceback__)
-        where = f" ({Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
-        err = f"{type(e).__name__}: {e}{where}"
-    return {"status": "failed", "stage": stage, "error": err.splitlines()[0] if err else "failed",
-            "wall_s": time.perf_counter() - t0}
-
-
-def _init_worker(threads: int) -> None:
-    os.environ["PRIVTUNE_PROGRESS"] = "0"        # the sweep shows progress; workers stay quiet
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    with contextlib.suppress(Exception):          # Linux: die with the sweep process (no orphan training)
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-@contextlib.contextmanager
-def _quiet_progress() -> Iterator[None]:
-    """In-process runs must not open their own live display inside the sweep's."""
-    old = os.environ.get("PRIVTUNE_PROGRESS")
-    os.environ["PRIVTUNE_PROGRESS"] = "0"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("PRIVTUNE_PROGRESS", None)
-        else:
-            os.environ["PRIVTUNE_PROGRESS"] = old
-
-
 class Sweep:
     """One execution of a study into a directory (see the module docstring)."""
 
-    def __init__(self, study: Study, out: str | Path, *, workers: int = 1, retry_failed: bool = True):
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-            raise ConfigError(fmt("--workers", "a non-negative integer (0: in the sweep's own process)", workers))
-        self.study, self.dir, self.workers, self.retry_failed = study, Path(out), workers, retry_failed
+    def __init__(self, study: Study, out: str | Path, *, workers: int | None = None, retry_failed: bool = True,
+                 backend: str | Backend = "local", address: str | None = None):
+        self.backend = backend if isinstance(backend, Backend) else make_backend(backend, workers=workers,
+                                                                                 address=address)
+        self.study, self.dir, self.retry_failed = study, Path(out), retry_failed
         self.configs = study.expand()
         self._seq = {rc.run_id: i for i, rc in enumerate(self.configs)}
         self.result = SweepResult(self.dir)
@@ -186,14 +97,19 @@ class Sweep:
     def run_dir(self, rc: RunConfig) -> Path:
         return self.dir / RUNS_DIR / rc.run_id
 
-    def _payload(self, rc: RunConfig) -> dict[str, Any]:
-        data_dir = self.study.datasets[rc.dataset].location(self.dir)
-        return {"run_id": rc.run_id, "grid": rc.grid(), "train": rc.train_config(data_dir)}
+    def _job(self, rc: RunConfig) -> Job:
+        """What a worker needs for ``rc``; absolute paths, the same on every machine that shares the directory."""
+        root = self.dir.resolve()
+        data_dir = str(self.study.datasets[rc.dataset].location(root))
+        label = rc.method + (f" ε={rc.epsilon:g}" if rc.epsilon else "")
+        return Job(run_id=rc.run_id, label=label, run_dir=str(root / RUNS_DIR / rc.run_id), data_dir=data_dir,
+                   payload={"run_id": rc.run_id, "grid": rc.grid(), "train": rc.train_config(data_dir)},
+                   eval_options=self.study.eval, resources=self.study.resources_of(rc.method))
 
     def _row(self, rc: RunConfig, status: str, stage: str | None = None, error: str | None = None) -> dict[str, Any]:
         d = self.run_dir(rc)
-        run_json = _read_json(d / "run.json")
-        eval_json = _read_json(d / "eval.json") if status == "completed" else None
+        run_json = read_json(d / "run.json")
+        eval_json = read_json(d / "eval.json") if status == "completed" else None
         return make_row(run_id=rc.run_id, status=status, stage=stage, error=error, grid=rc.grid(),
                         run_dir=str(d.relative_to(self.dir)) if d.exists() else None, run_json=run_json,
                         eval_json=eval_json, seq=self._seq[rc.run_id])
@@ -222,9 +138,10 @@ class Sweep:
     def run(self) -> SweepResult:
         t0 = time.perf_counter()
         check_study_dir(self.dir, self.study.name)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with _sweep_lock(self.dir):
-            self._run()
+        with self.backend.session():   # e.g. joined the Ray cluster: a wrong address has written nothing
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with _sweep_lock(self.dir):
+                self._run()
         self.result.wall_s = time.perf_counter() - t0
         return self.result
 
@@ -253,10 +170,11 @@ class Sweep:
             with make_progress() as progress:
                 task = progress.add_task(f"sweep {self.study.name}", total=len(self.configs))
                 progress.update(task, completed=len(self.configs) - len(todo))
-                if self.workers == 0:
-                    self._run_inline(store, todo, progress, task)
-                else:
-                    self._run_processes(store, todo, progress, task)
+                if todo:
+                    console.print(escape(f"{self.study.name}: {len(todo)} run(s) to do ({self.backend.describe()})"),
+                                  highlight=False)
+                events = _Events(self, store, progress, task, todo)
+                self.backend.run([self._job(rc) for rc in todo], events, study_dir=self.dir)
             store.export_csv(self.dir / CSV_FILE)
 
     def _record(self, store: ResultStore, rc: RunConfig, status: str, stage: str | None, error: str | None,
@@ -269,73 +187,36 @@ class Sweep:
             console.print(f"[red]failed[/] {escape(f'{rc.run_id} at {stage}: {error}')}", highlight=False,
                           soft_wrap=True)
 
-    def _start(self, store: ResultStore, rc: RunConfig) -> None:
-        row = self._row(rc, "running")
-        store.upsert(row)
 
-    def _run_inline(self, store: ResultStore, todo: list[RunConfig], progress: Any, task: Any) -> None:
-        """``workers=0``: in this process (for debugging; peak-memory figures then accumulate across runs)."""
-        for rc in todo:
-            progress.update(task, description=f"sweep {self.study.name}: {rc.run_id}")
-            self._start(store, rc)
-            p = self._payload(rc)
-            with _quiet_progress():
-                out = execute(p, str(self.run_dir(rc)), p["train"]["data"], self.study.eval)
-            self._record(store, rc, out["status"], out["stage"], out["error"], out["wall_s"])
-            progress.advance(task)
+class _Events:
+    """The sweep's side of a backend's reports: store rows, outcomes and the progress line (runs done, running,
+    waiting), the same for every backend."""
 
-    def _run_processes(self, store: ResultStore, todo: list[RunConfig], progress: Any, task: Any) -> None:
-        """One fresh spawned process per configuration, at most ``workers`` at a time.
+    def __init__(self, sweep: Sweep, store: ResultStore, progress: Any, task: Any, todo: list[RunConfig]):
+        self.sweep, self.store, self.progress, self.task = sweep, store, progress, task
+        self.configs = {rc.run_id: rc for rc in todo}
+        self.running: dict[str, str] = {}
+        self.waiting = len(todo)
 
-        A fresh process per run keeps each run's peak memory (process RSS) its own and a crash (segfault, OOM
-        kill) confined to its run.
-        """
-        import multiprocessing as mp
-        from multiprocessing.connection import wait as wait_any
+    def started(self, job: Job) -> None:
+        self.store.upsert(self.sweep._row(self.configs[job.run_id], "running"))
+        self.running[job.run_id] = job.label
+        self.waiting -= 1
+        self._describe()
 
-        ctx = mp.get_context("spawn")
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
-        queue = list(todo)
-        running: dict[Any, tuple[RunConfig, Any, Any]] = {}     # sentinel -> (config, process, pipe end)
-        try:
-            while queue or running:
-                while queue and len(running) < self.workers:
-                    rc = queue.pop(0)
-                    self._start(store, rc)
-                    p = self._payload(rc)
-                    recv, send = ctx.Pipe(duplex=False)
-                    proc = ctx.Process(target=_worker, args=(send, threads, p, str(self.run_dir(rc)),
-                                                             p["train"]["data"], self.study.eval), daemon=True)
-                    try:
-                        proc.start()
-                    except OSError as e:   # the child died while being started (killed, out of memory)
-                        send.close()
-                        recv.close()
-                        self._record(store, rc, "failed", "train", f"the worker process could not start ({e})", 0.0)
-                        progress.advance(task)
-                        continue
-                    send.close()
-                    running[proc.sentinel] = (rc, proc, recv)
-                names = ", ".join(rc.method + (f" ε={rc.epsilon:g}" if rc.epsilon else "") for rc, _, _ in
-                                  running.values())
-                progress.update(task, description=f"sweep {self.study.name}: {names}")
-                for sentinel in wait_any(list(running)):
-                    rc, proc, recv = running.pop(sentinel)
-                    try:
-                        out = recv.recv() if recv.poll() else None
-                    except EOFError:               # died before sending its result
-                        out = None
-                    proc.join()
-                    recv.close()
-                    if out is None:
-                        out = {"status": "failed", "stage": "train", "wall_s": 0.0,
-                               "error": f"the worker process died (exit code {proc.exitcode}: killed or out of memory)"}
-                    self._record(store, rc, out["status"], out["stage"], out["error"], out["wall_s"])
-                    progress.advance(task)
-        finally:
-            for _, proc, _ in running.values():   # interrupted: stop the runs (they resume next time)
-                proc.terminate()
-                proc.join()
+    def finished(self, job: Job, outcome: dict[str, Any]) -> None:
+        if self.running.pop(job.run_id, None) is None:
+            self.waiting -= 1               # failed before it could start
+        self.sweep._record(self.store, self.configs[job.run_id], outcome["status"], outcome["stage"],
+                           outcome["error"], outcome["wall_s"])
+        self.progress.advance(self.task)
+        self._describe()
+
+    def _describe(self) -> None:
+        text = f"sweep {self.sweep.study.name}: " + (", ".join(self.running.values()) or "-")
+        if self.waiting:
+            text += f" ({self.waiting} waiting)"
+        self.progress.update(self.task, description=escape(text))
 
 
 def _sweep_lock(study_dir: Path) -> Any:
@@ -404,7 +285,7 @@ def rebuild_store(study_dir: str | Path) -> Path | None:
             store.put_study({"name": study.name, "config": study.to_dict(), "toml": text,
                              "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
             for rc in sweep.configs:
-                record = _read_json(sweep.run_dir(rc) / "run.json") or {}
+                record = read_json(sweep.run_dir(rc) / "run.json") or {}
                 if run_state(sweep.run_dir(rc), study.eval) == "done":
                     store.upsert(sweep._row(rc, "completed"))
                 elif record.get("status") == "failed":
@@ -415,16 +296,15 @@ def rebuild_store(study_dir: str | Path) -> Path | None:
     return moved
 
 
-def _worker(conn: Any, threads: int, payload: dict[str, Any], run_dir: str, data_dir: str,
-            eval_options: dict[str, Any]) -> None:
-    _init_worker(threads)
-    conn.send(execute(payload, run_dir, data_dir, eval_options))
-    conn.close()
+def run_sweep(study: str | Path | Study, *, out: str | Path, workers: int | None = None, retry_failed: bool = True,
+              backend: str = "local", address: str | None = None) -> SweepResult:
+    """Run (or resume) ``study`` into the study directory ``out``; see the module docstring.
 
-
-def run_sweep(study: str | Path | Study, *, out: str | Path, workers: int = 1,
-              retry_failed: bool = True) -> SweepResult:
-    """Run (or resume) ``study`` into the study directory ``out``; see the module docstring."""
+    ``backend``: where the runs execute (``local`` or ``ray``, :mod:`privtune.experiments.backends`). ``workers``:
+    local, configurations at a time (default 1; 0: in this process); ray, runs submitted at once (default all).
+    ``address``: ray only, the cluster to join (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``; default: start a
+    local instance).
+    """
     if not isinstance(study, Study):
         study = load_study(study)
-    return Sweep(study, out, workers=workers, retry_failed=retry_failed).run()
+    return Sweep(study, out, workers=workers, retry_failed=retry_failed, backend=backend, address=address).run()

@@ -225,3 +225,37 @@ def eval_config(ev: dict[str, Any]) -> tuple[Any, Any]:
     if ext:
         cfg.extraction = ExtractionConfig(**ext)
     return only, cfg
+
+
+#: Keys of ``[resources]`` and of its per-method tables.
+RESOURCE_KEYS = ("cpus", "gpus")
+
+
+def resources(raw: Any, c: Checker, methods: list[str]) -> dict[str, Any]:
+    """``[resources]``: ``cpus`` and ``gpus`` of every run, and ``[resources.<method>]`` tables for one method (or
+    variant) of the study. Quantities are positive (``gpus`` may be 0); above 1 they are whole numbers, as Ray
+    requires (``gpus = 0.5`` puts two runs on one GPU)."""
+    if not isinstance(raw, dict):
+        raise c.fail("resources", "a table of `cpus`, `gpus` and per-method tables", raw,
+                     "E.g. [resources] cpus = 2, and [resources.dp-fft] gpus = 1.")
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        if k in RESOURCE_KEYS:
+            out[k] = _quantity(v, c, f"resources.{k}", zero=k == "gpus")
+        elif k in methods:
+            if not isinstance(v, dict):
+                raise c.fail(f"resources.{k}", "a table of `cpus` and `gpus`", v)
+            c.unknown(v, RESOURCE_KEYS, f"resources.{k}.")
+            out[k] = {q: _quantity(x, c, f"resources.{k}.{q}", zero=q == "gpus") for q, x in v.items()}
+        else:
+            raise c.fail(f"resources.{k}", f"`cpus`, `gpus` or one of the study's methods ({', '.join(methods)})", k,
+                         did_you_mean(k, [*RESOURCE_KEYS, *methods]))
+    return out
+
+
+def _quantity(v: Any, c: Checker, key: str, *, zero: bool) -> float | int:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v >= 0 if zero else v > 0)
+    if not ok or (v > 1 and v != int(v)):
+        sign = "non-negative" if zero else "positive"
+        raise c.fail(key, f"a {sign} number, whole above 1 (fractions of one share it)", v)
+    return int(v) if v == int(v) else float(v)

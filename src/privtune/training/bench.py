@@ -238,6 +238,11 @@ def build(cfg: BenchConfig, tmp: Path, progress: Callable[[str], None] | None = 
     return out
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def run_bench(cfg: BenchConfig | None = None, *, progress: Callable[[str], None] | None = None) -> BenchResult:
     """Measure (see the module docstring); ``progress`` receives one line per phase."""
     cfg = (cfg or BenchConfig()).validate()
@@ -253,8 +258,11 @@ def run_bench(cfg: BenchConfig | None = None, *, progress: Callable[[str], None]
                 progress(f"round {r + 1}/{cfg.warmup + cfg.rounds}" + (" (warm-up)" if r < cfg.warmup else ""))
             gc.collect()
             for m in _order(cfg.pairs, r):
+                dev = benches[m].session.loaded.device
+                _sync(dev)
                 t0 = time.perf_counter()
                 benches[m].trainer.step(step)
+                _sync(dev)   # CUDA kernels run asynchronously: the step is over when the device is done
                 dt = time.perf_counter() - t0
                 if r >= cfg.warmup:
                     benches[m].times.append(dt)

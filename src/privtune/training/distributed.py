@@ -101,18 +101,34 @@ SINGLE = Dist()
 
 
 def from_env() -> Dist:
-    """The group torchrun set up (``RANK``/``WORLD_SIZE``), joined on first use; :data:`SINGLE` otherwise."""
+    """The group torchrun set up (``RANK``/``WORLD_SIZE``), joined on first use; :data:`SINGLE` otherwise.
+
+    With CUDA, each rank uses GPU ``LOCAL_RANK`` modulo the GPUs it sees (several ranks may share one GPU: a test
+    setup, or small models) and the group is ``cpu:gloo,cuda:nccl``: NCCL for the gradients on the GPU, gloo for
+    the few CPU tensors (the step's loss and clip statistics, the ``--secure-rng`` batch). NCCL refuses two ranks on
+    one GPU; ``PRIVTUNE_DIST_BACKEND=gloo`` then runs every collective on gloo (slower, same result).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return SINGLE
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        cuda = torch.cuda.is_available()
-        if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        dist.init_process_group(backend=_backend())
     return Dist(rank=dist.get_rank(), world=dist.get_world_size())
+
+
+def _backend() -> str:
+    """The process-group backend string for this process (see :func:`from_env`); sets the rank's GPU."""
+    choice = os.environ.get("PRIVTUNE_DIST_BACKEND", "").strip().lower() or None
+    if choice not in (None, "nccl", "gloo"):
+        raise ConfigError(fmt("PRIVTUNE_DIST_BACKEND", "nccl or gloo (or unset)", choice))
+    if not torch.cuda.is_available():
+        if choice == "nccl":
+            raise ConfigError(fmt("PRIVTUNE_DIST_BACKEND", "gloo on a machine without CUDA", choice))
+        return "gloo"
+    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    return "gloo" if choice == "gloo" else "cpu:gloo,cuda:nccl"
 
 
 def launch(*, nproc: int, out: str | Path | None = None, config: dict[str, Any] | None = None,

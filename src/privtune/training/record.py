@@ -83,6 +83,14 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     return peak / (2**20 if sys.platform == "darwin" else 2**10), "process_rss"
 
 
+def _autocast(device: torch.device) -> str | None:
+    """The reduced precision the forward passes ran in (``bfloat16`` on GPUs that support it), or None."""
+    from privtune.models.loading import autocast_dtype
+
+    dtype = autocast_dtype(device)
+    return None if dtype is None else str(dtype).removeprefix("torch.")
+
+
 def stamp(plan: Any) -> dict[str, Any]:
     """Written beside the saved model: who made it and under which privacy terms."""
     p = plan.privacy
@@ -116,7 +124,8 @@ def initial_record(plan: Any, s: Any) -> dict[str, Any]:
         "lr_schedule": cfg.lr_schedule, "warmup_steps": cfg.warmup_steps, "weight_decay": cfg.weight_decay,
         "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
                  "targets": _lora_targets(s.model)} if plan.method.adapter else None,
-        "seed": cfg.seed, "device": str(s.loaded.device), "checkpoint_every": plan.checkpoint_every, "resumes": 0,
+        "seed": cfg.seed, "device": str(s.loaded.device), "autocast": _autocast(s.loaded.device),
+        "checkpoint_every": plan.checkpoint_every, "resumes": 0,
         "trainable_params": trainable, "total_params": total,
         "wall_time_s": 0.0, "train_time_s": 0.0, "peak_memory_mb": None, "peak_memory_kind": None,
         "tokens": None if p else 0, "tokens_per_s": None, "examples_per_s": None, "final_train_loss": None,

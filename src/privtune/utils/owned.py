@@ -53,9 +53,11 @@ LAYOUTS = (
            keys=("method", "status", "config")),
     Layout("study", ("results.sqlite", "study.toml"),
            frozenset({"study.toml", "data", "runs", "results.sqlite", "results.sqlite-wal", "results.sqlite-shm",
-                      "results.sqlite-journal", "results.csv", "report.html", "report.md", "plots", "demo.json"})),
+                      "results.sqlite-journal", "results.csv", "report.html", "report.md", "plots", "demo.json",
+                      ".running"})),
 )
 LOCKS = frozenset({".lock", ".sweep.lock"})
+STORE = "results.sqlite"   # a store moved aside by `privtune results --rebuild` is results.sqlite.old-TIME
 
 
 def recognise(path: str | os.PathLike) -> str | None:
@@ -75,7 +77,7 @@ def strangers(path: str | os.PathLike, kind: str) -> list[str]:
     out = []
     for p in Path(path).iterdir():
         n = p.name
-        if n in names or n in LOCKS:
+        if n in names or n in LOCKS or (kind == "study" and n.startswith(f"{STORE}.old-")):
             continue
         # temporaries of atomic writes: ".NAME.tmp-*", ".NAME.old-*", ".NAME.<random>"
         if n.startswith(".") and any(n.startswith(f".{k}.") for k in names):
