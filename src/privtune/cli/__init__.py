@@ -57,7 +57,12 @@ for _mod in _command_modules():
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI; user errors become one line on stderr and exit status 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        # non-standalone typer *returns* the code of a typer.Exit, and (typer >= 0.29) turns Ctrl-C into 130
+        code = app(args=argv, standalone_mode=False)
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            sys.exit(code)
     except PrivtuneError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
