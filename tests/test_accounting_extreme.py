@@ -55,16 +55,14 @@ def test_prv_refuses_past_its_loss_grid_and_names_the_range():
     with pytest.raises(AccountingRangeError) as exc:
         acc.epsilon(ledger(10 ** 8), delta=DELTA)
     msg = str(exc.value)
-    assert "`steps` must be <= 3,962,880 for the prv accountant at noise_multiplier 1, sample_rate 0.01" in msg
+    assert "`steps` must be <= 3,964,677 for the prv accountant at noise_multiplier 1, sample_rate 0.01" in msg
     assert "Found 100000000." in msg and "Use --accountant pld, or rdp" in msg
-    limit = 3_962_880
-    with pytest.raises(AccountingRangeError):                     # just past the named range
-        acc.epsilon(ledger(int(limit * 1.002)), delta=DELTA)
-    from privtune.accounting.prv import _half_width
-    from privtune.accounting import tuning
-
-    assert _half_width(((SIGMA, RATE, limit),), acc.eps_error, acc.delta_error_fraction * DELTA) \
-        <= tuning.PRV_MAX_LOSS                                    # the named range itself is accepted
+    limit = 3_964_677
+    with pytest.raises(AccountingRangeError):                     # one step past the named range
+        acc.epsilon(ledger(limit + 1), delta=DELTA)
+    at_limit = acc.epsilon(ledger(limit), delta=DELTA)            # the named range itself is accepted
+    assert math.isfinite(at_limit.epsilon) and at_limit.epsilon <= get_accountant("rdp").epsilon(
+        ledger(limit), delta=DELTA).epsilon
 
 
 def test_prv_half_width_is_opacus_safe_domain_size():

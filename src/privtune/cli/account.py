@@ -168,7 +168,8 @@ def noise_cmd(epsilon: float = typer.Option(..., "--epsilon", help="Target ε (c
                    f"({row.certified_by}) at δ = {delta:g} for {schedule.steps} steps, "
                    f"q = {schedule.sample_rate:.6g}")
         if row.edgeworth_noise_multiplier is not None:
-            typer.echo(f"  Edgeworth (order {row.order}) alone would give σ = "
+            ordering = ", remove ordering" if row.orderings == "remove" else ""
+            typer.echo(f"  Edgeworth (order {row.order}{ordering}) alone would give σ = "
                        f"{row.edgeworth_noise_multiplier:.6g}, whose certified ε is "
                        f"{row.certified_epsilon_at_edgeworth_noise:.6g} (estimate at the returned σ: "
                        f"{row.edgeworth_epsilon:.6g})")
