@@ -138,6 +138,7 @@ def test_estimate_calibrated_runs_name_the_accountant_that_certified_them():
     text = "\n".join(findings(groups(vs), vs))
     assert "At ε = 8 (the target is an Edgeworth estimate; spent ε = 9.14, certified, pld accountant, δ = 1e-05), " \
            "dp-fft-ewtune's" in text
+    assert "dp-fft-ewtune (ε = 8, an Edgeworth estimate) took 1.5× the wall time" in text
     rep = build_report(rows)
     for page in (rep.html, rep.markdown, text):
         assert "certified, edgeworth" not in page and "edgeworth accountant" not in page

@@ -22,7 +22,8 @@ def display(method: str) -> str:
 
 
 def _name(v: Variant) -> str:
-    eps = f" (ε = {v.epsilon:g})" if v.epsilon is not None else ""
+    est = ", an Edgeworth estimate" if v.first.estimate_calibrated else ""
+    eps = f" (ε = {v.epsilon:g}{est})" if v.epsilon is not None else ""
     return f"{display(v.method)}{eps}"
 
 
