@@ -209,11 +209,13 @@ def test_orderings_on_noise_and_curve(capsys, tmp_path):
     assert code == 2 and "`--orderings` must be both or remove" in err
 
 
-def test_help_says_which_ordering_ewtune_used():
+def test_help_says_which_ordering_ewtune_used(monkeypatch):
     from typer.testing import CliRunner
 
     from privtune.cli import app
 
+    monkeypatch.setenv("COLUMNS", "250")  # rich sizes the help box from the terminal, not from CliRunner
     for cmd in ("epsilon", "noise", "curve"):
-        text = " ".join(CliRunner().invoke(app, ["account", cmd, "--help"], terminal_width=200).output.split())
+        out = CliRunner().invoke(app, ["account", cmd, "--help"], terminal_width=250).output
+        text = " ".join(out.replace("│", " ").split())
         assert "--orderings" in text and "remove (the one EW-Tune's accountant uses" in text, cmd
