@@ -8,14 +8,14 @@ al. 2021). ε(δ) is its inverse. ε is in nats; δ is a probability.
 An accountant is ``certified`` when the ε it returns is an upper bound on the true ε(δ) of the ledger (RDP,
 PLD pessimistic, PRV upper). Anything else is an *estimate* and is labelled so everywhere (Edgeworth).
 
-Cross-check. PLD and PRV discretise the privacy-loss distribution; their bounds hold only while the numerics do
-(grid, truncation, floating point), which fails at extreme step counts (PRV at 10⁸ steps once printed 72.8 where
-RDP certifies 10,036). RDP is analytic, cheap at any step count and a valid (looser) bound everywhere, so every
-result of an accountant with ``rdp_cross_check`` is compared with it: a non-finite ε or one above RDP's is
-replaced by RDP's, labelled (``capped_by: "rdp"``, with the accountant's own value in ``uncapped_epsilon``).
-The minimum of two upper bounds is an upper bound, and of two ε that grow with the steps one that grows.
-Failures that make an ε too *low* cannot be caught this way; each accountant refuses such ledgers up front with
-an :class:`AccountingRangeError` naming its range.
+Cross-check. PLD and PRV discretise the privacy-loss distribution; their bounds hold only while the numerics
+do (grid, truncation, floating point), which fails at extreme step counts (PRV at 10⁸ steps once printed 72.8
+where RDP certifies 10,036). RDP is analytic, cheap at any step count and a valid (looser) bound everywhere,
+so every result of an accountant with ``rdp_cross_check`` is compared with it: a non-finite ε or one above
+RDP's is replaced by RDP's, labelled (``capped_by: "rdp"``, with the accountant's own value in
+``uncapped_epsilon``). The minimum of two upper bounds is an upper bound, and of two ε that grow with the
+steps one that grows. Failures that make an ε too *low* cannot be caught this way; each accountant refuses
+such ledgers up front with an :class:`AccountingRangeError` naming its range.
 
 Adding an accountant: subclass :class:`Accountant` in one new file, implement ``_epsilon`` / ``_delta``,
 decorate with ``@ACCOUNTANTS.register("name")`` and import it in ``privtune/accounting/__init__.py``.
@@ -98,7 +98,8 @@ def _cap_epsilon(extra: dict[str, Any], rdp_epsilon: float) -> dict[str, Any]:
     eps = float(extra["epsilon"])
     out = {**extra, "rdp_epsilon": _num(rdp_epsilon)}
     if math.isnan(eps) or eps > rdp_epsilon:
-        out.update(epsilon=rdp_epsilon, capped_by="rdp", uncapped_epsilon="nan" if math.isnan(eps) else _num(eps))
+        own = "nan" if math.isnan(eps) else _num(eps)
+        out.update(epsilon=rdp_epsilon, capped_by="rdp", uncapped_epsilon=own)
     return out
 
 

@@ -10,9 +10,9 @@ dp-accounting's ``calibrate_dp_mechanism``, which returns Brent's root and may l
 With ``accountant="edgeworth"`` the Edgeworth σ (an estimate) is found first; the returned σ is the smallest
 σ >= it whose PLD ε meets the target, and both are reported (the EW-Tune comparison, docs/accounting.md).
 
-A ledger outside an accountant's numerical range (:class:`~privtune.accounting.base.AccountingRangeError`) counts
-as *not certified* (ε = ∞) at that point: the searches move away from it, never return it, and report the
-accountant's own one-line error when no point in the search range can be certified.
+A ledger outside an accountant's numerical range (:class:`~privtune.accounting.base.AccountingRangeError`)
+counts as *not certified* (ε = ∞) at that point: the searches move away from it, never return it, and report
+the accountant's own one-line error when no point in the search range can be certified.
 """
 
 from __future__ import annotations
@@ -182,8 +182,8 @@ def _resolve(accountant: str | Accountant) -> Accountant:
 
 
 class _Certify:
-    """ε of ledgers by a certified accountant, with ∞ (not certifiable) for ledgers outside its range; the last
-    such error is kept so that a search that finds nothing can say why."""
+    """ε of ledgers by a certified accountant, with ∞ (not certifiable) for ledgers outside its range; the
+    last such error is kept so that a search that finds nothing can say why."""
 
     def __init__(self, accountant: Accountant, delta: float):
         self.accountant, self.delta, self.refused = accountant, delta, None
@@ -312,7 +312,8 @@ def max_steps(*, ledger: Ledger, noise_multiplier: float, sample_rate: float, ta
         return 0
 
     def eps(n: float) -> float:
-        return certify(ledger.extended(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=int(n)))
+        return certify(ledger.extended(noise_multiplier=noise_multiplier, sample_rate=sample_rate,
+                                       steps=int(n)))
 
     mu2 = analytic.gaussian_mu(epsilon=target_epsilon, delta=delta) ** 2
     mu2 -= sum(analytic.clt_mu_squared(e.noise_multiplier, e.sample_rate, e.steps) for e in ledger.entries)

@@ -84,8 +84,8 @@ class AccountantFailure:
 
 def make_accountants(names: Sequence[str] | None = None, *, order: int | None = None,
                      orderings: str | None = None) -> list[Accountant]:
-    """Instantiate ``names`` (default: all registered, certified ones first); ``order`` and ``orderings`` go to
-    Edgeworth."""
+    """Instantiate ``names`` (default: all registered, certified ones first); ``order`` and ``orderings`` go
+    to Edgeworth."""
     if not names:
         names = sorted(ACCOUNTANTS.names(), key=lambda n: not ACCOUNTANTS.get(n).certified)
     options = {k: v for k, v in (("order", order), ("orderings", orderings)) if v is not None}

@@ -13,17 +13,17 @@ One-step PLDs are cached per (σ, q, Δ) and composed PLDs per entry and per led
 one ledger, for another step count at the same (σ, q) (max_steps, curves), or for one more entry on top of a
 long ledger does not redo that work.
 
-Extreme step counts. n self-compositions are one FFT raised to the n-th power, so the cost need not grow with n.
-Two things in dp-accounting's ``self_compose`` make it grow: it picks the sparse or dense path by computing
-``size ** n`` as an exact Python integer (minutes at 10⁸ steps, inside one C call that Ctrl-C cannot interrupt),
-and its Chernoff truncation is far too wide for large n (:func:`_self_compose`). Both are avoided here; with
-the grid bounded by :func:`privtune.accounting.tuning.pld_discretization`, any step count up to 10⁹ takes about
-a second. Raising the transform to the n-th power also multiplies its floating-point round-off by about n,
-which shows as negative probabilities in the composed PMF; :func:`roundoff` turns them into an estimate of the
-error in δ(ε), ε is computed at δ minus that estimate (so it stays an upper bound), and a ledger whose
-round-off reaches δ/2 is refused (:class:`~privtune.accounting.base.AccountingRangeError`, as is one that
-needs a grid coarser than ``tuning.PLD_MAX_COARSE_DISCRETIZATION``). At σ 1, q 0.01 the estimate stays below
-1e-7 up to 10⁹ steps at δ 1e-5; at δ 1e-10 the accountant refuses from about 10⁵ steps.
+Extreme step counts. n self-compositions are one FFT raised to the n-th power, so the cost need not grow with
+n. Two things in dp-accounting's ``self_compose`` make it grow: it picks the sparse or dense path by computing
+``size ** n`` as an exact Python integer (minutes at 10⁸ steps, inside one C call that Ctrl-C cannot
+interrupt), and its Chernoff truncation is far too wide for large n (:func:`_self_compose`). Both are avoided
+here; with the grid bounded by :func:`privtune.accounting.tuning.pld_discretization`, any step count up to 10⁹
+takes about a second. Raising the transform to the n-th power also multiplies its floating-point round-off by
+about n, which shows as negative probabilities in the composed PMF; :func:`roundoff` turns them into an
+estimate of the error in δ(ε), ε is computed at δ minus that estimate (so it stays an upper bound), and a
+ledger whose round-off reaches δ/2 is refused (:class:`~privtune.accounting.base.AccountingRangeError`, as is
+one that needs a grid coarser than ``tuning.PLD_MAX_COARSE_DISCRETIZATION``). At σ 1, q 0.01 the estimate
+stays below 1e-7 up to 10⁹ steps at δ 1e-5; at δ 1e-10 the accountant refuses from about 10⁵ steps.
 """
 
 from __future__ import annotations
@@ -75,11 +75,12 @@ def _self_compose(pmf, n: int, tail_mass_truncation: float = _TAIL_MASS):
     """``DensePLDPmf.self_compose`` (dp-accounting 0.6) with Chernoff orders chosen for ``n``.
 
     The composed PMF is one FFT raised to the n-th power, on a grid cut where a Chernoff bound puts at most
-    ``tail_mass_truncation`` outside (moved to +∞: still pessimistic). dp-accounting tries the orders ±k/len(pmf),
-    k = 1..20, whose best is far from the optimal order t* = sqrt(2·log(2/τ)/(n·var)) once n is large, so its
-    grid is about sqrt(n)·sd/len(pmf) times wider than needed (8.2 million points instead of about 50,000 at σ 0.3,
-    q 0.5, 10⁸ steps: a minute instead of a second). Adding orders around t* only tightens the bound — a Chernoff
-    bound holds at every order. Real FFTs halve the work; the arithmetic is otherwise the library's.
+    ``tail_mass_truncation`` outside (moved to +∞: still pessimistic). dp-accounting tries the orders
+    ±k/len(pmf), k = 1..20, whose best is far from the optimal order t* = sqrt(2·log(2/τ)/(n·var)) once n is
+    large, so its grid is about sqrt(n)·sd/len(pmf) times wider than needed (8.2 million points instead of
+    about 50,000 at σ 0.3, q 0.5, 10⁸ steps: a minute instead of a second). Adding orders around t* only
+    tightens the bound — a Chernoff bound holds at every order. Real FFTs halve the work; the arithmetic is
+    otherwise the library's.
     """
     from dp_accounting.pld import common, pld_pmf
     from scipy import fft
@@ -115,16 +116,18 @@ def roundoff(p, epsilon: float) -> float:
 
     The inverse transform spreads the round-off evenly over the grid, where it shows as negative probabilities
     wherever the true ones are smaller; the largest of them is taken as the noise amplitude, and δ(ε) sums
-    (with weights <= 1) the grid points whose loss exceeds ε. So: amplitude × number of those points, the worse
-    of the two orderings. 0 for PMFs without negative entries (e.g. exact sparse ones)."""
+    (with weights <= 1) the grid points whose loss exceeds ε. So: amplitude × number of those points, the
+    worse of the two orderings. 0 for PMFs without negative entries (e.g. exact sparse ones)."""
     worst = 0.0
     for pmf in _pmfs(p):
         probs = getattr(pmf, "_probs", None)  # dense PMFs only; no public accessor
         if probs is None or not len(probs) or float(np.min(probs)) >= 0:
             continue
+        if not math.isfinite(epsilon):
+            continue
         first = pmf._lower_loss * pmf._discretization
-        above = len(probs) - max(0, min(len(probs), math.floor((epsilon - first) / pmf._discretization) + 1)) \
-            if math.isfinite(epsilon) else 0
+        at_or_below = math.floor((epsilon - first) / pmf._discretization) + 1
+        above = len(probs) - max(0, min(len(probs), at_or_below))
         worst = max(worst, -float(np.min(probs)) * above)
     return worst
 
@@ -167,13 +170,14 @@ class PLDAccountant(Accountant):
         if d > tuning.PLD_MAX_COARSE_DISCRETIZATION:
             raise AccountingRangeError(fmt(
                 "steps", f"few enough for the pld accountant's grid (spacing <= "
-                f"{tuning.PLD_MAX_COARSE_DISCRETIZATION:g} nats within {tuning.PLD_MAX_GRID_POINTS:,} points; "
-                f"this ledger needs {d:g})", ledger.steps, "Use --accountant rdp (certified at any step count)."))
+                f"{tuning.PLD_MAX_COARSE_DISCRETIZATION:g} nats within {tuning.PLD_MAX_GRID_POINTS:,} "
+                f"points; this ledger needs {d:g})", ledger.steps,
+                "Use --accountant rdp (certified at any step count)."))
         try:
             return _ledger_pld(ledger.key, d)
-        except (OverflowError, FloatingPointError) as e:  # never silent, never a traceback for a user's ledger
-            raise AccountingRangeError(fmt("steps", "few enough for the pld accountant's floating-point range",
-                                           ledger.steps, f"({e}) Use --accountant rdp.")) from None
+        except (OverflowError, FloatingPointError) as e:  # never silent, never a traceback
+            raise AccountingRangeError(fmt("steps", "few enough for the pld accountant's floating-point "
+                                           "range", ledger.steps, f"({e}) Use --accountant rdp.")) from None
 
     def prepare(self) -> None:
         from dp_accounting.pld import privacy_loss_distribution  # noqa: F401
@@ -184,8 +188,8 @@ class PLDAccountant(Accountant):
         err = roundoff(composed, eps)
         if err >= delta / 2:
             raise AccountingRangeError(fmt(
-                "steps", f"few enough for the pld accountant to resolve delta {delta:g} (the FFT composition's "
-                f"round-off, about {err:.2g}, must stay below delta/2)", ledger.steps,
+                "steps", f"few enough for the pld accountant to resolve delta {delta:g} (the FFT "
+                f"composition's round-off, about {err:.2g}, must stay below delta/2)", ledger.steps,
                 "Use --accountant rdp (certified at any step count) or a larger delta."))
         out: dict[str, Any] = {"epsilon": eps, "discretization": self.discretization_for(ledger)}
         if err > 0:  # ε at δ − err; err was taken at the smaller ε, so it is not underestimated

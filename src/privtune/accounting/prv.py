@@ -8,14 +8,14 @@ discretised density is composed by FFT on a grid whose mesh and truncation are c
 an estimate and an upper bound, ε_upper = ε_estimate(δ − delta_error) + eps_error. Only ε_upper is certified
 and only it is returned as ``epsilon``; the other two are in ``details`` (``epsilon_lower``,
 ``epsilon_estimate``). When the grid would exceed ``tuning.PRV_MAX_GRID_POINTS`` (σ far below 0.1, or 10⁵ and
-more steps), eps_error is raised until it fits; the value used is reported. The grid is widened to a size whose
-FFT is fast.
+more steps), eps_error is raised until it fits; the value used is reported. The grid is widened to a size
+whose FFT is fast.
 
 Range. The implementation evaluates e^t·Σ_{s>=t} p_s·e^(−s) on the loss grid [−L, L]; past ~700 nats that
 overflows and the ε it returns is garbage (inf at 10⁷ steps of σ 1, q 0.01; 72.8 at 10⁸, where RDP gives
-10,036). Ledgers with L > ``tuning.PRV_MAX_LOSS`` are refused up front, naming the largest step count accepted;
-like PLD, the FFT power's round-off is charged to δ (:func:`roundoff`), and results are capped by RDP
-(:mod:`privtune.accounting.base`).
+10,036). Ledgers with L > ``tuning.PRV_MAX_LOSS`` are refused up front, naming the largest step count
+accepted; like PLD, the FFT power's round-off is charged to δ (:func:`roundoff`), and results are capped by
+RDP (:mod:`privtune.accounting.base`).
 
 Why Opacus' implementation rather than the authors' ``prv-accountant`` package (same algorithm, same lineage):
 on a grid of σ in [0.5, 2], q in [0.01, 0.5], 10 to 2000 steps, the package's discretisation check fails
@@ -67,7 +67,8 @@ def _half_width(key: tuple[tuple[float, float, int], ...], eps_error: float, del
     def rdp_epsilon(rdp: np.ndarray, delta: float) -> float:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return float(analysis.get_privacy_spent(orders=RDPAccountant.DEFAULT_ALPHAS, rdp=rdp, delta=delta)[0])
+            eps, _ = analysis.get_privacy_spent(orders=RDPAccountant.DEFAULT_ALPHAS, rdp=rdp, delta=delta)
+            return float(eps)
 
     total = sum(n for _, _, n in key)
     width = rdp_epsilon(sum(n * _rdp_per_step(s, q) for s, q, n in key), delta_error / 4)
@@ -78,8 +79,8 @@ def _half_width(key: tuple[tuple[float, float, int], ...], eps_error: float, del
 
 def _fast_domain(half_width: float, mesh: float):
     """Opacus' ``Domain.create_aligned(−L, L, mesh)`` (t_min = −c·mesh, t_max = (c + 1)·mesh, 2c + 2 points,
-    the layout its FFT composition assumes), widened so that the number of points has only small prime factors:
-    the aligned size is often 2 × a large prime, where the FFT takes 20–40 s instead of about one."""
+    the layout its FFT composition assumes), widened so that the number of points has only small prime
+    factors: the aligned size is often 2 × a large prime, where the FFT takes 20–40 s instead of about one."""
     from opacus.accountants.analysis.prv import Domain
     from scipy import fft
 
@@ -111,9 +112,10 @@ def _composed_prv(key: tuple[tuple[float, float, int], ...], eps_error: float, d
 
 
 def roundoff(dprv, epsilon: float) -> float:
-    """Estimated error in δ(``epsilon``) from the FFT composition's round-off: the largest negative probability
-    (the noise amplitude, spread evenly over the grid by the inverse transform) times the number of grid points
-    with loss above ε (those δ(ε) sums, with weights <= 1). See :func:`privtune.accounting.pld.roundoff`."""
+    """Estimated error in δ(``epsilon``) from the FFT composition's round-off: the largest negative
+    probability (the noise amplitude, spread evenly over the grid by the inverse transform) times the number
+    of grid points with loss above ε (those δ(ε) sums, with weights <= 1). See
+    :func:`privtune.accounting.pld.roundoff`."""
     low = float(np.min(dprv.pmf))
     if low >= 0 or not math.isfinite(epsilon):
         return 0.0
@@ -173,12 +175,12 @@ class PRVAccountant(Accountant):
         if len(ledger.entries) == 1:
             e = ledger.entries[0]
             n = _max_steps_in_range(e.noise_multiplier, e.sample_rate, self.eps_error, delta_error)
-            what = (f"<= {n:,} for the prv accountant at noise_multiplier {e.noise_multiplier:g}, sample_rate "
-                    f"{e.sample_rate:g} and this delta (its loss grid must stay within {tuning.PRV_MAX_LOSS:g} "
-                    f"nats; here it needs {width:.4g})")
+            what = (f"<= {n:,} for the prv accountant at noise_multiplier {e.noise_multiplier:g}, "
+                    f"sample_rate {e.sample_rate:g} and this delta (its loss grid must stay within "
+                    f"{tuning.PRV_MAX_LOSS:g} nats; here it needs {width:.4g})")
         else:
-            what = (f"few enough for the prv accountant (its loss grid must stay within {tuning.PRV_MAX_LOSS:g} "
-                    f"nats; this ledger needs {width:.4g})")
+            what = (f"few enough for the prv accountant (its loss grid must stay within "
+                    f"{tuning.PRV_MAX_LOSS:g} nats; this ledger needs {width:.4g})")
         raise AccountingRangeError(fmt("steps", what, ledger.steps,
                                        "Use --accountant pld, or rdp (certified at any step count)."))
 
@@ -191,8 +193,8 @@ class PRVAccountant(Accountant):
             err = 0.0  # handled with the final computation below
         if err >= delta / 2:
             raise AccountingRangeError(fmt(
-                "steps", f"few enough for the prv accountant to resolve delta {delta:g} (the FFT composition's "
-                f"round-off, about {err:.2g}, must stay below delta/2)", ledger.steps,
+                "steps", f"few enough for the prv accountant to resolve delta {delta:g} (the FFT "
+                f"composition's round-off, about {err:.2g}, must stay below delta/2)", ledger.steps,
                 "Use --accountant pld or rdp, or a larger delta."))
         try:
             lower, estimate, upper = dprv.compute_epsilon(delta - err, delta_error, eps_error)

@@ -23,8 +23,9 @@ ACCOUNTANT_HELP = (f"One of {', '.join(CHOICES)}. rdp, pld and prv give certifie
                    "is an estimate shown beside its certified (PLD) value.")
 ORDER_HELP = (f"Edgeworth expansion order 1, 2 or 3 (default {tuning.EDGEWORTH_DEFAULT_ORDER}: the EW-Tune "
               "accountant; higher orders are not uniformly closer to the exact ε).")
-ORDERINGS_HELP = ("Edgeworth neighbouring orderings: both (default: the worse of add and remove, the more cautious "
-                  "estimate) or remove (the one EW-Tune's accountant uses; reproduces its published values).")
+ORDERINGS_HELP = ("Edgeworth neighbouring orderings: both (default: the worse of add and remove, the more "
+                  "cautious estimate) or remove (the one EW-Tune's accountant uses; reproduces its published "
+                  "values).")
 
 # Shared options (typer declares them per command).
 SIGMA = typer.Option(..., "--noise-multiplier", help="σ: noise std / clipping norm.")
@@ -69,7 +70,8 @@ def _fmt(x) -> str:
 def _capped(r) -> str:
     """``; capped at the rdp bound`` when a numerical accountant's own ε was above RDP's (or not finite)."""
     by = r.details.get("capped_by")
-    return f"; capped at the {by} bound, below its own {_fmt(r.details.get('uncapped_epsilon'))}" if by else ""
+    own = _fmt(r.details.get("uncapped_epsilon"))
+    return f"; capped at the {by} bound, below its own {own}" if by else ""
 
 
 def _estimate_label(r) -> str:
@@ -111,9 +113,9 @@ def epsilon_cmd(noise_multiplier: float = SIGMA, sample_rate: Optional[float] = 
             typer.echo(f"ε = {_fmt(row.epsilon)} (certified, {row.accountant}{_capped(row)}) {where}")
         else:
             capped = row.details.get("certified_capped_by")
+            by = row.details.get("certified_by", "pld") + (f", capped at the {capped} bound" if capped else "")
             typer.echo(f"ε ≈ {_fmt(row.epsilon)} ({_estimate_label(row)}); "
-                       f"certified ε = {_fmt(row.certified_epsilon)} ({row.details.get('certified_by', 'pld')}"
-                       f"{f', capped at the {capped} bound' if capped else ''}) {where}")
+                       f"certified ε = {_fmt(row.certified_epsilon)} ({by}) {where}")
         return
     if as_json:
         typer.echo(json.dumps({"results": [r.to_dict() for r in rows]}))
