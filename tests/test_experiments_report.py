@@ -157,3 +157,61 @@ def test_dp_diagnostics_are_labelled_wherever_shown(monkeypatch):
     assert "Not shown: the training losses of DP runs (dp-fft ε=1)" in page
     cost = page.split("<h2>Cost</h2>")[1].split("<h2>")[0]
     assert f"1,000 ({label})" in cost and f"900 ({label})" in cost
+
+
+def _with_estimate_calibrated_run():
+    """study_rows plus DP-FFT whose σ was calibrated on the Edgeworth estimate of ε = 8 (``train --accountant
+    edgeworth --noise-calibration edgeworth-estimate``): its certified (PLD) ε is 9.14."""
+    rows = study_rows()
+    ew = row("dp-fft-ewtune", eps=8.0, gain=0.07, util=2.28, wall=150.0, mem=750.0)
+    ew.update({"run.accountant": "edgeworth", "run.certified_by": "pld", "run.epsilon": 9.14,
+               "run.epsilon_certified": True, "run.noise_calibration": "edgeworth-estimate",
+               "run.epsilon_estimate": 8.0, "run.target_met": False})
+    return rows + [ew]
+
+
+def test_estimate_calibrated_runs_name_the_accountant_that_certified_them():
+    from privtune.experiments import tables
+
+    rows = _with_estimate_calibrated_run()
+    vs = views(rows)
+    ew = next(v for v in vs if v.method == "dp-fft-ewtune")
+    assert tables.epsilon_text(ew) == "9.14 (certified, pld, δ = 1e-05)"
+    assert tables.epsilon_short(ew) == "9.14 (certified, pld)"
+    head, acc_rows = tables.accounting(vs)
+    line = next(r for r in acc_rows if r[0] == ew.label)
+    assert line[1] == "8.00 (estimate: σ calibrated on an Edgeworth estimate)"
+    assert line[2] == "9.14 (certified, pld, δ = 1e-05)"
+    text = "\n".join(findings(groups(vs), vs))
+    assert "At ε = 8 (the target is an Edgeworth estimate; spent ε = 9.14, certified, pld accountant, δ = 1e-05), " \
+           "dp-fft-ewtune's" in text
+    assert "dp-fft-ewtune (ε = 8, an Edgeworth estimate) took 1.5× the wall time" in text
+    rep = build_report(rows)
+    for page in (rep.html, rep.markdown, text):
+        assert "certified, edgeworth" not in page and "edgeworth accountant" not in page
+
+
+def test_older_runs_without_certified_by_name_pld_for_the_edgeworth_accountant():
+    rows = _with_estimate_calibrated_run()
+    del rows[-1]["run.certified_by"]
+    ew = next(v for v in views(rows) if v.method == "dp-fft-ewtune")
+    assert ew.certified_by == "pld"
+    assert next(v for v in views(rows) if v.method == "dp-fft").certified_by == "pld"
+
+
+def test_versus_epsilon_puts_an_estimate_target_at_its_certified_epsilon(monkeypatch):
+    """The x axis is "ε (certified)": certified calibrations sit at their target (which they meet), a variant
+    whose σ came from an estimate at the certified ε it spent — never at its (estimated) target."""
+    from privtune.experiments import plots
+
+    monkeypatch.setattr(plots, "_png", lambda fig: fig)
+    vs = views(_with_estimate_calibrated_run())
+    gs = groups(vs)
+    fig = plots.versus_epsilon(gs, plots.colours([v.method for v in vs]))
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "ε (certified, at the run's δ)"
+    series = {label: list(c.lines[0].get_xdata()) for c, label in zip(ax.containers, [
+        t for t in ax.get_legend_handles_labels()[1] if t.endswith("(DP)")])}
+    assert series["dp-fft (DP)"] == [1.0, 8.0] and series["dp-lora (DP)"] == [8.0]
+    assert series["dp-fft-ewtune — σ from an Edgeworth estimate, at its certified ε (DP)"] == [9.14]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "8", "9.14"]

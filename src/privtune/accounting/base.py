@@ -8,6 +8,15 @@ al. 2021). ε(δ) is its inverse. ε is in nats; δ is a probability.
 An accountant is ``certified`` when the ε it returns is an upper bound on the true ε(δ) of the ledger (RDP,
 PLD pessimistic, PRV upper). Anything else is an *estimate* and is labelled so everywhere (Edgeworth).
 
+Cross-check. PLD and PRV discretise the privacy-loss distribution; their bounds hold only while the numerics
+do (grid, truncation, floating point), which fails at extreme step counts (PRV at 10⁸ steps once printed 72.8
+where RDP certifies 10,036). RDP is analytic, cheap at any step count and a valid (looser) bound everywhere,
+so every result of an accountant with ``rdp_cross_check`` is compared with it: a non-finite ε or one above
+RDP's is replaced by RDP's, labelled (``capped_by: "rdp"``, with the accountant's own value in
+``uncapped_epsilon``). The minimum of two upper bounds is an upper bound, and of two ε that grow with the
+steps one that grows. Failures that make an ε too *low* cannot be caught this way; each accountant refuses
+such ledgers up front with an :class:`AccountingRangeError` naming its range.
+
 Adding an accountant: subclass :class:`Accountant` in one new file, implement ``_epsilon`` / ``_delta``,
 decorate with ``@ACCOUNTANTS.register("name")`` and import it in ``privtune/accounting/__init__.py``.
 """
@@ -24,6 +33,11 @@ from privtune.accounting.events import _real, check_delta
 from privtune.accounting.ledger import MECHANISM, NEIGHBOURING, SAMPLING, Ledger, LedgerEntry
 from privtune.errors import ConfigError, fmt
 from privtune.registry import Registry
+
+
+class AccountingRangeError(ConfigError):
+    """The ledger lies outside the range where this accountant's numerics are valid (one line, names the range
+    and the accountant to use instead). Calibration and the step budget treat it as "cannot certify"."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,16 @@ class EpsilonResult:
         return out
 
 
+def _cap_epsilon(extra: dict[str, Any], rdp_epsilon: float) -> dict[str, Any]:
+    """``extra`` with its ε replaced by RDP's when it is not finite or above it (see the module docstring)."""
+    eps = float(extra["epsilon"])
+    out = {**extra, "rdp_epsilon": _num(rdp_epsilon)}
+    if math.isnan(eps) or eps > rdp_epsilon:
+        own = "nan" if math.isnan(eps) else _num(eps)
+        out.update(epsilon=rdp_epsilon, capped_by="rdp", uncapped_epsilon=own)
+    return out
+
+
 def _uniform(values: list[float]) -> float | list[float] | None:
     if not values:
         return None
@@ -100,6 +124,7 @@ class Accountant(ABC):
 
     name: ClassVar[str]
     certified: ClassVar[bool]
+    rdp_cross_check: ClassVar[bool] = False  # numerical bounds (PLD, PRV): capped by the RDP bound
 
     def supports(self, ledger: Ledger) -> bool:
         """True when this accountant can interpret ``ledger`` (Poisson sampling, add/remove, Gaussian
@@ -119,6 +144,8 @@ class Accountant(ABC):
                 extra["certified_epsilon"] = 0.0
         else:
             extra = self._epsilon(ledger, delta)
+            if self.rdp_cross_check:
+                extra = _cap_epsilon(extra, ACCOUNTANTS.get("rdp")().epsilon(ledger, delta=delta).epsilon)
         eps = float(extra.pop("epsilon"))
         if math.isnan(eps) or eps < 0:
             raise RuntimeError(f"{self.name} accountant returned epsilon={eps} for {ledger!r}, delta={delta}")
@@ -136,7 +163,11 @@ class Accountant(ABC):
         self._check(ledger)
         if ledger.is_empty:
             return 0.0
-        return float(min(1.0, max(0.0, self._delta(ledger, eps))))
+        d = float(self._delta(ledger, eps))
+        if self.rdp_cross_check:
+            bound = ACCOUNTANTS.get("rdp")().delta(ledger, epsilon=eps)
+            d = bound if not math.isfinite(d) or d > bound else d
+        return float(min(1.0, max(0.0, d)))
 
     def prepare(self) -> None:
         """Import heavy dependencies now, so that the ``time_s`` of results measures computation only."""

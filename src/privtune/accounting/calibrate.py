@@ -9,6 +9,10 @@ dp-accounting's ``calibrate_dp_mechanism``, which returns Brent's root and may l
 
 With ``accountant="edgeworth"`` the Edgeworth σ (an estimate) is found first; the returned σ is the smallest
 σ >= it whose PLD ε meets the target, and both are reported (the EW-Tune comparison, docs/accounting.md).
+
+A ledger outside an accountant's numerical range (:class:`~privtune.accounting.base.AccountingRangeError`)
+counts as *not certified* (ε = ∞) at that point: the searches move away from it, never return it, and report
+the accountant's own one-line error when no point in the search range can be certified.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 from privtune.accounting import analytic
-from privtune.accounting.base import Accountant, get_accountant
+from privtune.accounting.base import Accountant, AccountingRangeError, get_accountant
 from privtune.accounting.events import (check_dataset_size, check_delta, check_epsilon,
                                         check_noise_multiplier, check_sample_rate, check_steps, warn_delta)
 from privtune.accounting.ledger import Ledger
@@ -50,8 +54,9 @@ def search_threshold(value: Callable[[float], float], *, target: float, start: f
     The bracket is found by geometric steps (factor 1.25, then squared each time) from ``start`` inside
     ``limits``; it is then narrowed by the Illinois method on (log x, value − target) until the two ends are
     within a factor 1 + ``xtol`` (adjacent when ``integer``) or the safe value is within ``ytol``·target of
-    the target. Returns None when no point in ``limits`` is safe; raises RuntimeError if the search does not
-    converge in ``max_evaluations``.
+    the target. ``value`` may be ∞ (a ledger the accountant cannot certify): unsafe, and the search bisects
+    (in log x) next to it instead of interpolating. Returns None when no point in ``limits`` is safe; raises
+    RuntimeError if the search does not converge in ``max_evaluations``.
     """
     lo, hi = limits
     cache: dict[float, float] = {}
@@ -112,7 +117,8 @@ def search_threshold(value: Callable[[float], float], *, target: float, start: f
         if gap_done or -fs <= ytol * abs(target):
             return SearchResult(xs, fs + target, len(cache), at_limit=False)
         ua, ub = math.log(a), math.log(b)
-        uc = ub - fb * (ub - ua) / (fb - fa) if fb != fa else (ua + ub) / 2
+        secant = fb != fa and math.isfinite(fa) and math.isfinite(fb)  # ∞: a point the accountant refused
+        uc = ub - fb * (ub - ua) / (fb - fa) if secant else (ua + ub) / 2
         c = math.exp(uc)
         lo_ab, hi_ab = min(a, b), max(a, b)
         if integer:  # a prediction that rounds onto an end tests that end's neighbour: usually the answer
@@ -152,6 +158,7 @@ class CalibrationResult:
     edgeworth_epsilon: float | None = None
     certified_epsilon_at_edgeworth_noise: float | None = None
     order: int | None = None
+    orderings: str | None = None
 
     certified = True  # the returned σ's ε always comes from an upper bound
 
@@ -166,12 +173,27 @@ class CalibrationResult:
             out.update(edgeworth_noise_multiplier=self.edgeworth_noise_multiplier,
                        edgeworth_epsilon=self.edgeworth_epsilon,
                        certified_epsilon_at_edgeworth_noise=self.certified_epsilon_at_edgeworth_noise,
-                       order=self.order)
+                       order=self.order, orderings=self.orderings)
         return out
 
 
 def _resolve(accountant: str | Accountant) -> Accountant:
     return accountant if isinstance(accountant, Accountant) else get_accountant(accountant)
+
+
+class _Certify:
+    """ε of ledgers by a certified accountant, with ∞ (not certifiable) for ledgers outside its range; the
+    last such error is kept so that a search that finds nothing can say why."""
+
+    def __init__(self, accountant: Accountant, delta: float):
+        self.accountant, self.delta, self.refused = accountant, delta, None
+
+    def __call__(self, ledger: Ledger) -> float:
+        try:
+            return self.accountant.epsilon(ledger, delta=self.delta).epsilon
+        except AccountingRangeError as e:
+            self.refused = e
+            return math.inf
 
 
 def _sigma_guess(target_epsilon: float, delta: float, sample_rate: float, steps: int, prior: Ledger) -> float:
@@ -211,9 +233,10 @@ def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float, 
                                   f">= the ε already spent by the prior ledger ({spent:.4g})", target_epsilon,
                                   "Raise the budget or start a new run."))
 
+    certify = _Certify(certifier, delta)
+
     def certified_eps(sigma: float) -> float:
-        ledger = prior.extended(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps)
-        return certifier.epsilon(ledger, delta=delta).epsilon
+        return certify(prior.extended(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps))
 
     guess = _sigma_guess(target_epsilon, delta, sample_rate, steps, prior)
     extra: dict[str, Any] = {}
@@ -230,15 +253,16 @@ def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float, 
         found = search_threshold(estimated_eps, target=target_epsilon, start=guess, safe_side="high",
                                  limits=(SIGMA_MIN, SIGMA_MAX), xtol=rtol)
         if found is None:
-            _unreachable(target_epsilon, delta, certified_eps)
+            _unreachable(target_epsilon, delta, certified_eps, certify)
         sigma_ew = found.x
         evaluations += found.evaluations
         lower = guess = sigma_ew
-        extra = {"edgeworth_noise_multiplier": sigma_ew, "order": getattr(acc, "order", None)}
+        extra = {"edgeworth_noise_multiplier": sigma_ew, "order": getattr(acc, "order", None),
+                 "orderings": getattr(acc, "orderings", None)}
     found = search_threshold(certified_eps, target=target_epsilon, start=guess, safe_side="high",
                              limits=(lower, SIGMA_MAX), xtol=rtol)
     if found is None:
-        _unreachable(target_epsilon, delta, certified_eps)
+        _unreachable(target_epsilon, delta, certified_eps, certify)
     sigma = check_noise_multiplier(found.x)
     if found.at_limit and lower == SIGMA_MIN:
         raise BudgetError(fmt("target_epsilon", f"reachable only below noise_multiplier {SIGMA_MIN}",
@@ -257,8 +281,11 @@ def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float, 
                              time_s=time.perf_counter() - start, **extra)
 
 
-def _unreachable(target_epsilon: float, delta: float, certified_eps: Callable[[float], float]) -> None:
+def _unreachable(target_epsilon: float, delta: float, certified_eps: Callable[[float], float],
+                 certify: _Certify) -> None:
     best = certified_eps(SIGMA_MAX)
+    if not math.isfinite(best) and certify.refused is not None:
+        raise certify.refused
     raise BudgetError(fmt("target_epsilon", f"reachable with noise_multiplier <= {SIGMA_MAX:g} "
                                             f"(its certified ε is {best:.4g} at δ={delta:g})", target_epsilon,
                           "Raise target_epsilon or delta, or lower sample_rate or steps."))
@@ -280,12 +307,13 @@ def max_steps(*, ledger: Ledger, noise_multiplier: float, sample_rate: float, ta
     acc = _resolve(accountant)
     if not acc.certified:
         acc = get_accountant(CERTIFIER)
-    if not ledger.is_empty and acc.epsilon(ledger, delta=delta).epsilon > target_epsilon:
+    certify = _Certify(acc, delta)  # steps it cannot certify are not allowed
+    if not ledger.is_empty and certify(ledger) > target_epsilon:
         return 0
 
     def eps(n: float) -> float:
-        return acc.epsilon(ledger.extended(noise_multiplier=noise_multiplier, sample_rate=sample_rate,
-                                           steps=int(n)), delta=delta).epsilon
+        return certify(ledger.extended(noise_multiplier=noise_multiplier, sample_rate=sample_rate,
+                                       steps=int(n)))
 
     mu2 = analytic.gaussian_mu(epsilon=target_epsilon, delta=delta) ** 2
     mu2 -= sum(analytic.clt_mu_squared(e.noise_multiplier, e.sample_rate, e.steps) for e in ledger.entries)

@@ -82,12 +82,14 @@ class AccountantFailure:
         return {"accountant": self.accountant, "error": self.error, "certified": self.certified}
 
 
-def make_accountants(names: Sequence[str] | None = None, *, order: int | None = None) -> list[Accountant]:
-    """Instantiate ``names`` (default: all registered, certified ones first); ``order`` goes to Edgeworth."""
+def make_accountants(names: Sequence[str] | None = None, *, order: int | None = None,
+                     orderings: str | None = None) -> list[Accountant]:
+    """Instantiate ``names`` (default: all registered, certified ones first); ``order`` and ``orderings`` go
+    to Edgeworth."""
     if not names:
         names = sorted(ACCOUNTANTS.names(), key=lambda n: not ACCOUNTANTS.get(n).certified)
-    return [get_accountant(n, **({"order": order} if n == "edgeworth" and order is not None else {}))
-            for n in names]
+    options = {k: v for k, v in (("order", order), ("orderings", orderings)) if v is not None}
+    return [get_accountant(n, **(options if n == "edgeworth" else {})) for n in names]
 
 
 def compare(ledger: Ledger, *, delta: float, accountants: Sequence[Accountant],

@@ -263,10 +263,13 @@ class EdgeworthAccountant(Accountant):
 
     def _epsilon(self, ledger: Ledger, delta: float) -> dict[str, Any]:
         kp, kq = ledger_cumulants(ledger)
-        return {"epsilon": edgeworth_epsilon(kp, kq, delta, self.order, self.orderings), "order": self.order,
-                "certified_epsilon": self.certifier.epsilon(ledger, delta=delta).epsilon,
-                "certified_by": self.certifier.name, "orderings": self.orderings,
-                "skewness": skewness(kp, kq)}
+        cert = self.certifier.epsilon(ledger, delta=delta)
+        out = {"epsilon": edgeworth_epsilon(kp, kq, delta, self.order, self.orderings), "order": self.order,
+               "certified_epsilon": cert.epsilon, "certified_by": self.certifier.name,
+               "orderings": self.orderings, "skewness": skewness(kp, kq)}
+        if cert.details.get("capped_by"):  # the certifier's own value was above RDP's (extreme step counts)
+            out["certified_capped_by"] = cert.details["capped_by"]
+        return out
 
     def _delta(self, ledger: Ledger, epsilon: float) -> float:
         kp, kq = ledger_cumulants(ledger)

@@ -32,10 +32,12 @@ PLD_RELATIVE_DISCRETIZATION = 0.1
 PLD_MIN_DISCRETIZATION = 2.0 ** -30
 PLD_MAX_DISCRETIZATION = 2.0 ** -8
 PLD_MAX_GRID_POINTS = 2 ** 21   # memory guard: σ 0.01, q 0.5, 100 steps would otherwise need 7 GB and 75 s
+PLD_MAX_COARSE_DISCRETIZATION = 2.0 ** 6  # nats: coarser grids are refused (dp-accounting overflows ~700)
 
 PRV_EPS_ERROR = 0.01
 PRV_DELTA_ERROR_FRACTION = 1e-3
-PRV_MAX_GRID_POINTS = 2 ** 23   # beyond this eps_error is raised (and reported) so that the grid fits
+PRV_MAX_GRID_POINTS = 2 ** 21   # beyond this eps_error is raised (and reported): about a second at most
+PRV_MAX_LOSS = 500.0            # nats: the widest loss domain [−L, L] PRV accepts (e^700 overflows)
 
 RDP_ORDERS: tuple[float, ...] = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(11, 64))
                                       + [128, 256, 512, 1024])

@@ -24,6 +24,9 @@ ACCOUNTANT_HELP = (f"One of {', '.join(CHOICES)}. rdp, pld and prv give certifie
                    "is an estimate shown beside its certified (PLD) value.")
 ORDER_HELP = (f"Edgeworth expansion order 1, 2 or 3 (default {tuning.EDGEWORTH_DEFAULT_ORDER}: the EW-Tune "
               "accountant; higher orders are not uniformly closer to the exact ε).")
+ORDERINGS_HELP = ("Edgeworth neighbouring orderings: both (default: the worse of add and remove, the more "
+                  "cautious estimate) or remove (the one EW-Tune's accountant uses; reproduces its published "
+                  "values).")
 
 # Shared options (typer declares them per command).
 SIGMA = typer.Option(..., "--noise-multiplier", help="σ: noise std / clipping norm.")
@@ -35,6 +38,7 @@ EPOCHS = typer.Option(None, "--epochs", help="Instead of --steps: steps = ceil(e
 DELTA = typer.Option(1e-5, "--delta", help="Target δ (keep it well below 1/N).")
 ACCOUNTANT = typer.Option("pld", "--accountant", help=ACCOUNTANT_HELP)
 ORDER = typer.Option(tuning.EDGEWORTH_DEFAULT_ORDER, "--order", help=ORDER_HELP)
+ORDERINGS = typer.Option("both", "--orderings", help=ORDERINGS_HELP)
 JSON = typer.Option(False, "--json", help="Print one JSON object instead of text.")
 
 
@@ -49,24 +53,39 @@ def _warnings_as_lines() -> Iterator[None]:
             console.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
 
 
-def _accountants(name: str, order: int):
+def _accountants(name: str, order: int, orderings: str = "both"):
     from privtune.accounting.compare import make_accountants
     from privtune.errors import ConfigError, fmt
 
     if name not in CHOICES:
         raise ConfigError(fmt("--accountant", f"one of {', '.join(CHOICES)}", name))
-    return make_accountants(None if name == "all" else [name], order=order)
+    if orderings not in ("both", "remove"):
+        raise ConfigError(fmt("--orderings", "both or remove (EW-Tune's)", orderings))
+    return make_accountants(None if name == "all" else [name], order=order, orderings=orderings)
 
 
 def _fmt(x) -> str:
     return "inf" if x in (None, "inf") or x == float("inf") else f"{x:.6g}"
 
 
+def _capped(r) -> str:
+    """``; capped at the rdp bound`` when a numerical accountant's own ε was above RDP's (or not finite)."""
+    by = r.details.get("capped_by")
+    own = _fmt(r.details.get("uncapped_epsilon"))
+    return f"; capped at the {by} bound, below its own {own}" if by else ""
+
+
+def _estimate_label(r) -> str:
+    remove = r.details.get("orderings") == "remove"
+    return f"estimate, {r.accountant} order {r.order}{', remove ordering' if remove else ''}"
+
+
 @account_app.command("epsilon")
 def epsilon_cmd(noise_multiplier: float = SIGMA, sample_rate: Optional[float] = RATE,
                 steps: Optional[int] = STEPS, dataset_size: Optional[int] = N,
                 batch_size: Optional[int] = BATCH, epochs: Optional[float] = EPOCHS, delta: float = DELTA,
-                accountant: str = ACCOUNTANT, order: int = ORDER, as_json: bool = JSON) -> None:
+                accountant: str = ACCOUNTANT, order: int = ORDER, orderings: str = ORDERINGS,
+                as_json: bool = JSON) -> None:
     """ε spent by a schedule of DP-SGD steps, at δ."""
     from privtune.accounting.compare import compare, resolve_schedule
     from privtune.accounting.events import check_delta, warn_delta
@@ -77,7 +96,7 @@ def epsilon_cmd(noise_multiplier: float = SIGMA, sample_rate: Optional[float] = 
         warn_delta(check_delta(delta), schedule.dataset_size)
         ledger = Ledger.of(noise_multiplier=noise_multiplier, sample_rate=schedule.sample_rate,
                            steps=schedule.steps)
-        accs = _accountants(accountant, order)
+        accs = _accountants(accountant, order, orderings)
         with make_progress() as progress:
             task = progress.add_task("accounting", total=len(accs))
             rows = compare(ledger, delta=delta, accountants=accs, on_done=lambda: progress.advance(task))
@@ -92,11 +111,12 @@ def epsilon_cmd(noise_multiplier: float = SIGMA, sample_rate: Optional[float] = 
         if as_json:
             typer.echo(json.dumps(row.to_dict()))
         elif row.certified:
-            typer.echo(f"ε = {_fmt(row.epsilon)} (certified, {row.accountant}) {where}")
+            typer.echo(f"ε = {_fmt(row.epsilon)} (certified, {row.accountant}{_capped(row)}) {where}")
         else:
-            typer.echo(f"ε ≈ {_fmt(row.epsilon)} (estimate, {row.accountant} order {row.order}); "
-                       f"certified ε = {_fmt(row.certified_epsilon)} "
-                       f"({row.details.get('certified_by', 'pld')}) {where}")
+            capped = row.details.get("certified_capped_by")
+            by = row.details.get("certified_by", "pld") + (f", capped at the {capped} bound" if capped else "")
+            typer.echo(f"ε ≈ {_fmt(row.epsilon)} ({_estimate_label(row)}); "
+                       f"certified ε = {_fmt(row.certified_epsilon)} ({by}) {where}")
         return
     if as_json:
         typer.echo(json.dumps({"results": [r.to_dict() for r in rows]}))
@@ -111,7 +131,10 @@ def epsilon_cmd(noise_multiplier: float = SIGMA, sample_rate: Optional[float] = 
     for r in rows:
         if hasattr(r, "epsilon"):
             label = r.accountant + (f" (order {r.order})" if r.order else "")
-            table.add_row(label, r.kind, _fmt(r.epsilon), f"{r.time_s * 1e3:.1f} ms")
+            if r.details.get("orderings") == "remove":
+                label += " (remove ordering)"
+            kind = r.kind + (f" ({r.details['capped_by']} bound)" if r.details.get("capped_by") else "")
+            table.add_row(label, kind, _fmt(r.epsilon), f"{r.time_s * 1e3:.1f} ms")
         else:
             table.add_row(r.accountant, "certified" if r.certified else "estimate", "n/a", r.error)
     Console().print(table)
@@ -122,7 +145,7 @@ def noise_cmd(epsilon: float = typer.Option(..., "--epsilon", help="Target ε (c
               sample_rate: Optional[float] = RATE, steps: Optional[int] = STEPS,
               dataset_size: Optional[int] = N, batch_size: Optional[int] = BATCH,
               epochs: Optional[float] = EPOCHS, delta: float = DELTA, accountant: str = ACCOUNTANT,
-              order: int = ORDER, as_json: bool = JSON) -> None:
+              order: int = ORDER, orderings: str = ORDERINGS, as_json: bool = JSON) -> None:
     """Smallest noise multiplier whose certified ε meets the target. With edgeworth: starts from the Edgeworth
     σ and certifies upwards with PLD; both are reported."""
     from privtune.accounting.compare import calibrate_each, resolve_schedule
@@ -130,7 +153,7 @@ def noise_cmd(epsilon: float = typer.Option(..., "--epsilon", help="Target ε (c
     with _warnings_as_lines():
         schedule = resolve_schedule(sample_rate=sample_rate, steps=steps, dataset_size=dataset_size,
                                     batch_size=batch_size, epochs=epochs)
-        accs = _accountants(accountant, order)
+        accs = _accountants(accountant, order, orderings)
         with make_progress() as progress:
             task = progress.add_task("calibrating", total=len(accs))
             rows = calibrate_each(target_epsilon=epsilon, delta=delta, schedule=schedule, accountants=accs,
@@ -148,7 +171,8 @@ def noise_cmd(epsilon: float = typer.Option(..., "--epsilon", help="Target ε (c
                    f"({row.certified_by}) at δ = {delta:g} for {schedule.steps} steps, "
                    f"q = {schedule.sample_rate:.6g}")
         if row.edgeworth_noise_multiplier is not None:
-            typer.echo(f"  Edgeworth (order {row.order}) alone would give σ = "
+            ordering = ", remove ordering" if row.orderings == "remove" else ""
+            typer.echo(f"  Edgeworth (order {row.order}{ordering}) alone would give σ = "
                        f"{row.edgeworth_noise_multiplier:.6g}, whose certified ε is "
                        f"{row.certified_epsilon_at_edgeworth_noise:.6g} (estimate at the returned σ: "
                        f"{row.edgeworth_epsilon:.6g})")
@@ -181,14 +205,14 @@ def curve_cmd(noise_multiplier: float = SIGMA, sample_rate: Optional[float] = RA
               out: Path = typer.Option(..., "--out", help="PNG file to write."),
               accountant: str = typer.Option("all", "--accountant", help=ACCOUNTANT_HELP + " Default: all."),
               points: int = typer.Option(25, "--points", help="Step counts evaluated per accountant."),
-              order: int = ORDER, as_json: bool = JSON) -> None:
+              order: int = ORDER, orderings: str = ORDERINGS, as_json: bool = JSON) -> None:
     """Plot ε against steps (1..steps) for every accountant to a PNG."""
     from privtune.accounting.compare import check_png_path, epsilon_curve, plot_curve, resolve_schedule
 
     with _warnings_as_lines():
         schedule = resolve_schedule(sample_rate=sample_rate, steps=steps, dataset_size=dataset_size,
                                     batch_size=batch_size, epochs=epochs)
-    accs = _accountants(accountant, order)
+    accs = _accountants(accountant, order, orderings)
     check_png_path(out)  # fail before the work, not after
     with make_progress() as progress:
         task = progress.add_task("ε against steps", total=len(accs) * min(points, schedule.steps))

@@ -65,6 +65,25 @@ class RunView:
         return self.status == "completed"
 
     @property
+    def estimate_calibrated(self) -> bool:
+        """σ was chosen so that an Edgeworth *estimate* meets the target ε: the target is not certified."""
+        return self.row.get("run.noise_calibration") == "edgeworth-estimate"
+
+    @property
+    def certified_by(self) -> str:
+        """The accountant whose upper bound the run's ε is: run.json's ``certified_by``, else (older runs) its
+        accountant when that one is certified, else PLD, the certifier of the estimate accountant."""
+        by = self.row.get("run.certified_by")
+        if by:
+            return str(by)
+        acc = self.row.get("run.accountant")
+        if not acc:
+            return "?"
+        from privtune.accounting import ACCOUNTANTS
+
+        return str(acc) if acc not in ACCOUNTANTS or ACCOUNTANTS.get(str(acc)).certified else "pld"
+
+    @property
     def gain_train(self) -> float | None:
         return _diff(self.get("privacy.sensitive_train_nll_base"), self.get("privacy.sensitive_train_nll"))
 

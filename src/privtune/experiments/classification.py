@@ -22,7 +22,7 @@ def is_classification(v: RunView) -> bool:
 
 
 def _estimate_calibrated(v: RunView) -> bool:
-    return v.row.get("run.noise_calibration") == "edgeworth-estimate"
+    return v.estimate_calibrated
 
 
 def _certified(v: RunView) -> str:
@@ -33,7 +33,7 @@ def _certified(v: RunView) -> str:
         return "–"
     met = v.row.get("run.target_met")
     flag = " — above target" if met in (0, False) else ""
-    return f"{eps:.2f} ({v.row.get('run.certified_by') or v.row.get('run.accountant') or '?'}{flag})"
+    return f"{eps:.2f} ({v.certified_by}{flag})"
 
 
 def _target(v: RunView) -> str:

@@ -22,7 +22,8 @@ def display(method: str) -> str:
 
 
 def _name(v: Variant) -> str:
-    eps = f" (ε = {v.epsilon:g})" if v.epsilon is not None else ""
+    est = ", an Edgeworth estimate" if v.first.estimate_calibrated else ""
+    eps = f" (ε = {v.epsilon:g}{est})" if v.epsilon is not None else ""
     return f"{display(v.method)}{eps}"
 
 
@@ -145,13 +146,16 @@ def group_findings(g: Group) -> list[str]:
 
 
 def _certification(v: Variant) -> str:
-    acc = v.first.row.get("run.accountant") or "unknown accountant"
-    certified = v.first.row.get("run.epsilon_certified")
+    """How the ε of ``v`` is known: the accountant that *certified* it (not the estimate that may have chosen its
+    noise), the ε spent when it differs from the target, and, for a target that was an estimate, that."""
+    certified = v.first.row.get("run.epsilon_certified") in (None, 1, True)
+    acc = v.first.certified_by if certified else (v.first.row.get("run.accountant") or "unknown")
     eps = v.mean("run.epsilon")
     got = f"spent ε = {eps:.2f}, " if eps is not None and v.epsilon is not None and abs(eps - v.epsilon) > 0.005 \
         else ""
-    kind = "certified" if certified in (None, 1, True) else "estimate"
-    return f"{got}{kind}, {acc} accountant, δ = {v.first.row.get('run.delta') or 0:g}"
+    target = "the target is an Edgeworth estimate; " if v.first.estimate_calibrated else ""
+    kind = "certified" if certified else "estimate"
+    return f"{target}{got}{kind}, {acc} accountant, δ = {v.first.row.get('run.delta') or 0:g}"
 
 
 def findings(gs: Sequence[Group], vs: Sequence[RunView]) -> list[str]:

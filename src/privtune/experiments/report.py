@@ -201,8 +201,9 @@ def _lm_measures(vs: Sequence[RunView], figs: Mapping[str, str]) -> list[str]:
         "specific to the records trained on.</p>",
         _table(tables.runs(vs), num_from=3),
         "<h2>Privacy and utility against ε</h2>",
-        _fig(figs.get("versus_epsilon"), "against epsilon", "DP methods at each budget; dashed lines are the "
-             "same methods without DP, the dotted line the base model."),
+        _fig(figs.get("versus_epsilon"), "against epsilon", "DP methods at each certified budget (a configuration "
+             "whose noise was calibrated on an estimate sits at the certified ε it spent, not at its target); "
+             "dashed lines are the same methods without DP, the dotted line the base model."),
     ]
 
 

@@ -33,7 +33,7 @@ def epsilon_text(v: RunView) -> str:
         return f"target {t:g} (run unfinished)" if t is not None else "–"
     if v.row.get("run.epsilon_certified") in (0, False):
         return f"{eps:.2f} (estimate, {acc}{d}; no certified value recorded)"
-    return f"{eps:.2f} (certified, {acc}{d})"
+    return f"{eps:.2f} (certified, {v.certified_by}{d})"
 
 
 def epsilon_short(v: RunView) -> str:
@@ -43,8 +43,9 @@ def epsilon_short(v: RunView) -> str:
     eps = v.get("run.epsilon")
     if eps is None:
         return "–"
-    kind = "estimate" if v.row.get("run.epsilon_certified") in (0, False) else "certified"
-    return f"{eps:.2f} ({kind}, {v.row.get('run.accountant') or '?'})"
+    if v.row.get("run.epsilon_certified") in (0, False):
+        return f"{eps:.2f} (estimate, {v.row.get('run.accountant') or '?'})"
+    return f"{eps:.2f} (certified, {v.certified_by})"
 
 
 def runs(vs: Sequence[RunView]) -> Table:
@@ -77,7 +78,7 @@ def accounting(vs: Sequence[RunView]) -> Table:
         audit = f"ε ≥ {lb:.2f} at {conf:.0%} confidence (lower bound)" if lb is not None and conf is not None \
             else ("skipped" if v.row.get("audit.skipped") else "–")
         target = f(v.epsilon_target, 2)
-        if v.row.get("run.noise_calibration") == "edgeworth-estimate" and v.epsilon_target is not None:
+        if v.estimate_calibrated and v.epsilon_target is not None:
             target += " (estimate: σ calibrated on an Edgeworth estimate)"
         rows.append([v.label, target, epsilon_text(v), f(v.get("run.noise_multiplier"), 3),
                      f(v.get("run.sample_rate"), 4), f(v.get("run.steps"), 0), str(v.row.get("run.sampling") or "–"),
