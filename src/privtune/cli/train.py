@@ -100,7 +100,7 @@ def train_cmd(
     given = {k: v for k, v in opts.items()
              if k not in ("config", "resume", "as_json", "out", "nproc") and v is not None}
     if resume is not None:
-        fixed = sorted(set(given) - RESUME_CHANGES)
+        fixed = sorted(f"--{k.replace('_', '-')}" for k in set(given) - RESUME_CHANGES)
         if fixed or config is not None or out is not None:
             raise ConfigError(fmt("--resume", "used alone or with --lr (the run keeps its own configuration and "
                                   "privacy plan)", fixed + (["--config"] if config else []) + (["--out"] if out else [])))

@@ -85,6 +85,18 @@ class RunView:
         scored = [(a, v) for a, v in scored if v is not None]
         return max(scored, key=lambda t: t[1]) if scored else None
 
+    @property
+    def privacy_warnings(self) -> list[str]:
+        """run.json's ``privacy_warnings``: what weakens or voids the run's guarantee (older runs: ``privacy_warning``)."""
+        raw = self.row.get("run.privacy_warnings")
+        try:
+            found = json.loads(raw) if isinstance(raw, str) else (raw or [])
+        except json.JSONDecodeError:
+            found = [raw]
+        if not found and self.row.get("run.privacy_warning"):
+            found = [self.row["run.privacy_warning"]]
+        return [str(w) for w in found if w]
+
     def curve(self) -> list[tuple[float, float]]:
         raw = self.row.get("run.train_loss_curve")
         try:

@@ -145,7 +145,8 @@ class Trainer:
         grad_sq = sum(float(p.grad.float().pow(2).sum()) for p in self.updated if p.grad is not None)
         if not math.isfinite(grad_sq):
             raise TrainingError(f"`gradient` must be finite. Found a non-finite gradient norm at step {t}. "
-                                "Lower --lr; the last good checkpoint is kept and the run can be resumed.")
+                                "The last good checkpoint is kept: resume with a lower rate, `privtune train "
+                                "--resume RUN --lr LR`.")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -154,9 +155,8 @@ class Trainer:
 
     @staticmethod
     def _nonfinite_loss(value: float, t: int) -> None:
-        raise TrainingError(f"`loss` must be finite. Found {value!r} at step {t}. Lower --lr (or check the data); "
-                            "the last good checkpoint is kept and the run can be resumed with "
-                            "`privtune train --resume`.")
+        raise TrainingError(f"`loss` must be finite. Found {value!r} at step {t}. The last good checkpoint is kept: "
+                            "resume with a lower rate, `privtune train --resume RUN --lr LR` (or check the data).")
 
     @staticmethod
     def _grad(p: nn.Parameter) -> torch.Tensor:
