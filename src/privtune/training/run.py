@@ -157,11 +157,11 @@ def resume(run_dir: str | Path, *, nproc: int | None = None, lr: float | None = 
 
 def _steps_taken(run_dir: Path, record: dict[str, Any], ckpt: Checkpoint | None) -> tuple[int, str]:
     """The fewest DP steps this run has provably taken, and what records them (the ledger must count as many)."""
-    from privtune.accounting import Ledger
-
     found = [(int(record.get("ledger_steps") or 0), RUN_FILE)]
     found += [(step, f"checkpoint step-{step:07d}") for step in checkpoint_steps(run_dir)[-1:]]
-    if ckpt is not None and ckpt.state.get("ledger"):
+    if ckpt is not None and ckpt.state.get("ledger"):  # DP runs only
+        from privtune.accounting import Ledger
+
         found.append((Ledger.from_dict(ckpt.state["ledger"]).steps, f"the ledger copy in {ckpt.path.name}"))
     return max(found)
 
