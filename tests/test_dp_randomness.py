@@ -55,7 +55,7 @@ def test_same_configuration_and_seed_give_other_noise_unless_a_noise_seed_is_ask
     assert not _same(_adapter(tmp_path / "a"), _adapter(tmp_path / "b"))
     c, d = (train(out=tmp_path / n, **_cfg(data, noise_seed=11)).record for n in ("c", "d"))
     assert _same(_adapter(tmp_path / "c"), _adapter(tmp_path / "d"))
-    assert c["train_loss_curve"] == d["train_loss_curve"] and c["dp_randomness"] == "seeded"
+    assert c["dp_randomness"] == "seeded"
     assert c["noise_seed"] == 11 and c["privacy_plan"]["noise_seed"] == 11
     assert len(c["privacy_warnings"]) == 1 and "does not hold against anyone who knows it" in c["privacy_warnings"][0]
 

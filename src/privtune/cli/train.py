@@ -76,6 +76,10 @@ def train_cmd(
                                              "against anyone who knows it (it is stored in run.json)."),
     dp_engine: Optional[str] = typer.Option(None, "--dp-engine", help="Per-example gradient engine (default bk: "
                                             "one backward pass, see docs/performance.md)."),
+    dp_diagnostics: Optional[bool] = typer.Option(
+        None, "--dp-diagnostics/--no-dp-diagnostics", help="DP: also record the training loss, token/example counts, "
+        "empty batches and clip fraction, labelled as outside the DP guarantee (they are computed from the private "
+        "data without noise; by default a DP run does not release them)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
     resume_reserve: Optional[int] = typer.Option(None, "--resume-reserve",
                                                  help="DP: steps of budget kept for re-execution after a crash."),
@@ -128,7 +132,6 @@ def train_cmd(
         priv += f", estimate {rec['epsilon_estimate']:.3f} ({rec['epsilon_estimate_accountant']})"
     if eps is not None and rec.get("dp_randomness") == "seeded":
         priv += f", void against anyone who knows --noise-seed {rec['noise_seed']}"
-    loss = rec.get("final_train_loss")
     warnings = rec.get("privacy_warnings") or ([rec["privacy_warning"]] if rec.get("privacy_warning") else [])
     for w in warnings:
         console.print(f"[bold red]privacy warning:[/] {w}", highlight=False, soft_wrap=True)
@@ -136,8 +139,20 @@ def train_cmd(
         console.print(f"[bold red]certified ε {eps:.3f} exceeds the target {rec['target_epsilon']:g}[/]",
                       highlight=False)
     console.print(f"[green]{rec['status']}[/] {result.run_dir}: {rec['method']} on {rec['model']}, "
-                  f"{rec['steps']}/{rec['planned_steps']} steps, {priv}, train loss "
-                  f"{loss if loss is None else round(loss, 4)}, {rec['wall_time_s']:.1f} s", highlight=False)
+                  f"{rec['steps']}/{rec['planned_steps']} steps, {priv}, {_train_loss(rec)}, "
+                  f"{rec['wall_time_s']:.1f} s", highlight=False)
+
+
+def _train_loss(rec: dict[str, Any]) -> str:
+    """The final training loss as run.json releases it: a DP run's only as a labelled diagnostic."""
+    diag = rec.get("dp_diagnostics")
+    if not diag:
+        loss = rec.get("final_train_loss")
+        return f"train loss {loss if loss is None else round(loss, 4)}"
+    if not diag.get("enabled"):
+        return "train loss withheld (DP: computed from private data without noise; --dp-diagnostics records it)"
+    loss = diag.get("final_train_loss")
+    return f"train loss {loss if loss is None else round(loss, 4)} (diagnostic: {diag['label']})"
 
 
 def register(app: typer.Typer) -> None:

@@ -32,6 +32,25 @@ LABEL_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 KNOWN_LABELS = ("PERSON", "PHONE", "ADDRESS", "EMAIL", "ORDER_ID", "TRACKING_ID", "DATE", "ID_NUMBER",
                 "CANARY", "LOCATION", "ORGANIZATION", "URL", "CREDIT_CARD", "IBAN", "SSN", "NUMBER")
 
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
+
+
+# Errors name files, lines, record ids, offsets and keys, never record content: a malformed label or key may be the
+# span's text or another value of the record, so those are shown only when they have the syntax of a name.
+def _label_text(label: Any) -> str:
+    """A span label as an error may show it: itself when it has label syntax, else only its kind and length."""
+    if isinstance(label, str) and LABEL_RE.match(label):
+        return label
+    return f"a label of {len(label)} characters" if isinstance(label, str) else f"a label of type {type(label).__name__}"
+
+
+def shown_keys(keys: Iterable[Any]) -> str:
+    """``['id', 'txt']`` — the keys of a JSON object as an error may show them (the others only counted)."""
+    keys = list(keys)
+    names = sorted(str(k) for k in keys if isinstance(k, str) and _KEY_RE.match(k))
+    hidden = len(keys) - len(names)
+    return f"{names}" + (f" and {hidden} other key{'s' if hidden > 1 else ''} (not shown)" if hidden else "")
+
 
 @dataclass(frozen=True, order=True)
 class Span:
@@ -73,7 +92,8 @@ class Record:
         """Raise :class:`DataError` unless the record satisfies the contract."""
         loc = f"{where}record {self.id!r}: " if self.id else f"{where}"
         if not isinstance(self.id, str) or not self.id:
-            raise DataError(f"{where}`id` must be a non-empty string. Found {self.id!r}. Give every record an id.")
+            found = "an empty string" if self.id == "" else f"type {type(self.id).__name__}"
+            raise DataError(f"{where}`id` must be a non-empty string. Found {found}. Give every record an id.")
         if not isinstance(self.text, str):
             raise DataError(f"{loc}`text` must be a string. Found {type(self.text).__name__}.")
         if not self.text.strip():
@@ -81,20 +101,22 @@ class Record:
         if not isinstance(self.meta, dict):
             raise DataError(f"{loc}`meta` must be an object. Found {type(self.meta).__name__}.")
         if self.label is not None and (isinstance(self.label, bool) or not isinstance(self.label, (int, str))):
-            raise DataError(f"{loc}`label` must be an integer or a string. Found {self.label!r}.")
+            raise DataError(f"{loc}`label` must be an integer or a string. Found type {type(self.label).__name__}.")
         n = len(self.text)
         prev_end = -1
         for s in self.spans:
             if not (isinstance(s.start, int) and isinstance(s.end, int)) or isinstance(s.start, bool):
-                raise DataError(f"{loc}span offsets must be integers. Found {s.start!r}..{s.end!r}.")
-            if not (0 <= s.start < s.end <= n):
-                raise DataError(f"{loc}span [{s.start}, {s.end}) {s.label} must lie inside the text "
+                raise DataError(f"{loc}span offsets must be integers. Found types {type(s.start).__name__} and "
+                                f"{type(s.end).__name__}.")
+            if not (0 <= s.start < s.end <= n):  # offsets and lengths only: never the text, nor the label unchecked
+                raise DataError(f"{loc}span [{s.start}, {s.end}) {_label_text(s.label)} must lie inside the text "
                                 f"(length {n}) and be non-empty. Fix or drop the span.")
             if not isinstance(s.label, str) or not LABEL_RE.match(s.label):
-                raise DataError(f"{loc}span label must be upper case like PERSON or PHONE. Found {s.label!r}.")
+                raise DataError(f"{loc}span label must be upper case like PERSON or PHONE. Found "
+                                f"{_label_text(s.label)}.")
             if s.start < prev_end:
                 raise DataError(f"{loc}spans must be sorted and non-overlapping; the span at [{s.start}, {s.end}) "
-                                f"{s.label} overlaps or precedes the previous one ending at {prev_end}. "
+                                f"{_label_text(s.label)} overlaps or precedes the previous one ending at {prev_end}. "
                                 "Merge or drop overlapping spans.")
             prev_end = s.end
 
@@ -105,16 +127,19 @@ class Record:
             raise DataError(f"{where}each line must be a JSON object. Found {type(d).__name__}.")
         unknown = set(d) - {"id", "text", "spans", "meta", "label"}
         if unknown:
-            raise DataError(f"{where}unknown record keys {sorted(unknown)}; allowed: id, text, spans, meta, label.")
+            raise DataError(f"{where}unknown record keys {shown_keys(unknown)}; allowed: id, text, spans, meta, "
+                            "label.")
         if "text" not in d:
-            raise DataError(f"{where}a record must have a `text` key. Found keys {sorted(d)}.")
+            raise DataError(f"{where}a record must have a `text` key. Found keys {shown_keys(d)}.")
         raw_spans = d.get("spans") or []
         if not isinstance(raw_spans, list):
             raise DataError(f"{where}`spans` must be a list. Found {type(raw_spans).__name__}.")
         spans = []
         for s in raw_spans:
-            if not isinstance(s, dict) or not {"start", "end", "label"} <= set(s):
-                raise DataError(f"{where}each span must be an object with start, end and label. Found {s!r}.")
+            if not isinstance(s, dict) or not {"start", "end", "label"} <= set(s):  # never its values
+                found = (f"one without {', '.join(k for k in ('start', 'end', 'label') if k not in s)}"
+                         if isinstance(s, dict) else f"type {type(s).__name__}")
+                raise DataError(f"{where}each span must be an object with start, end and label. Found {found}.")
             spans.append(Span(s["start"], s["end"], s["label"]))
         rec = cls(id=d.get("id", ""), text=d["text"], spans=spans, meta=d.get("meta") or {},
                   label=d.get("label"))

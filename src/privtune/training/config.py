@@ -40,6 +40,7 @@ class TrainConfig:
     secure_rng: bool = False             # noise and masks straight from the OS CSPRNG (Opacus' secure mode)
     noise_seed: int | None = None        # reproducible noise and masks: no guarantee against anyone who knows it
     dp_engine: str = "bk"                 # per-example gradient engine (docs/performance.md)
+    dp_diagnostics: bool = False          # DP: record the non-noised training statistics, labelled (docs/training.md)
     # schedule
     epochs: float | None = 3.0
     steps: int | None = None
@@ -92,6 +93,8 @@ class TrainConfig:
             if self.secure_rng:
                 raise ConfigError(fmt("--noise-seed", "used without --secure-rng (reproducible noise cannot come "
                                       "from the OS CSPRNG)", self.noise_seed, "Drop one of the two."))
+        if not isinstance(self.dp_diagnostics, bool):
+            raise ConfigError(fmt("dp_diagnostics", "true or false", self.dp_diagnostics))
         if self.noise_multiplier is not None and not self.noise_multiplier > 0:
             raise ConfigError(fmt("--noise-multiplier", "positive", self.noise_multiplier))
         if not self.max_grad_norm > 0:

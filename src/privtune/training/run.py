@@ -26,7 +26,8 @@ from typing import Any, ContextManager
 import torch
 
 from privtune.errors import ConfigError, PrivtuneError, fmt
-from privtune.training.checkpoint import (Checkpoint, checkpoint_steps, clean_partial, latest_step, load_newest,
+from privtune.training.checkpoint import (CKPT_DIR, Checkpoint, checkpoint_steps, clean_partial, latest_step,
+                                         load_newest, save_checkpoint, set_rng_state)
                                          save_checkpoint, set_rng_state)
 from privtune.training.config import TrainConfig
 from privtune.training.distributed import SINGLE, Dist, from_env, launch
@@ -39,6 +40,8 @@ from privtune.utils.progress import make_progress, progress_enabled
 
 RUN_FILE = "run.json"
 MODEL_DIR = "model"
+#: internal resume state, not a release: the training set's content hash (which a DP run's run.json leaves out)
+RESUME_FILE = Path(CKPT_DIR) / "resume.json"
 FINISHED = ("completed", "budget_exhausted")
 
 
@@ -96,6 +99,8 @@ def train(config: TrainConfig | None = None, *, out: str | Path, nproc: int | No
     if dist.main:
         with atomic_dir(out, overwrite=True) as tmp:   # the run directory appears whole, already marked running
             atomic_write_json(tmp / RUN_FILE, record)
+            (tmp / RESUME_FILE).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(tmp / RESUME_FILE, {"dataset_hash": plan.dataset.info.content_hash})
     dist.barrier()
     return _run(out, session, record, TrainState(), dist)
 
@@ -122,7 +127,8 @@ def resume(run_dir: str | Path, *, nproc: int | None = None, lr: float | None = 
     if lr is not None:
         cfg.lr = lr
     plan = make_plan(cfg, privacy=privacy)     # validates --lr
-    if plan.dataset.info.content_hash != record.get("dataset_hash"):
+    started_on = record.get("dataset_hash") or _resume_state(run_dir).get("dataset_hash")
+    if plan.dataset.info.content_hash != started_on:
         raise ConfigError(fmt("--data", "the dataset the run started with", cfg.data,
                               "Its content hash changed; restore the original data to resume."))
     dist = from_env()
@@ -187,6 +193,11 @@ def _set_lr(s: Session, lr: float) -> None:
         group["lr"] = lr * factor(sched.last_epoch)
 
 
+def _resume_state(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / RESUME_FILE
+    return json.loads(path.read_text("utf-8")) if path.is_file() else {}
+
+
 def _under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
@@ -234,7 +245,7 @@ def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, d
                                   engine=s.engine, privacy=privacy, randomness=s.randomness,
                                   checkpoint_every=plan.checkpoint_every, on_checkpoint=checkpoint, state=state,
                                   progress=progress if progress_enabled() and main else None, method=plan.method,
-                                  dist=dist)
+                                  dist=dist, format_loss=rec_mod.loss_text(plan))
                 outcome = trainer.run()
             if main and latest_step(run_dir) != outcome.state.step:
                 checkpoint(outcome.state)
