@@ -28,7 +28,6 @@ import torch
 from privtune.errors import ConfigError, PrivtuneError, fmt
 from privtune.training.checkpoint import (CKPT_DIR, Checkpoint, checkpoint_steps, clean_partial, latest_step,
                                          load_newest, save_checkpoint, set_rng_state)
-                                         save_checkpoint, set_rng_state)
 from privtune.training.config import TrainConfig
 from privtune.training.distributed import SINGLE, Dist, from_env, launch
 from privtune.training.privacy import PrivacyPlan, PrivacyState
