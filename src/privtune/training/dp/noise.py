@@ -68,7 +68,7 @@ def add_noise_(tensors: list[torch.Tensor], std: float, *, generator: np.random.
         if secure:
             t.add_(gaussian_like(t, std, secure=True))
         elif t.device.type == "cpu":
-            t.add_(_standard_normal(t.shape, generator).to(t.dtype), alpha=std)
+            t.add_(_standard_normal(t.shape, generator), alpha=std)
         else:
             if t.device not in device_gen:
                 gen = generator if generator is not None else np.random.default_rng()
