@@ -132,3 +132,12 @@ def test_stats_by_hand_with_tokenizer(tmp_path):
     bert = dataset_stats(out, tokenizer=str(gt.get_model_path())).splits["train"]
     # call | 555 - 123 - 45 ##6 ##7 | now
     assert (bert.tokens, bert.sensitive_tokens) == (9, 7)
+
+
+def test_malformed_json_message_reads_once(tmp_path):
+    # json's "Unterminated string starting at" used to become "... starting at at column 10"
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"text": "unterminated}\n')
+    with pytest.raises(DataError) as e:
+        import_dataset(src, out=tmp_path / "out", test_fraction=0)
+    assert "(Unterminated string starting at: column 10)" in str(e.value) and "at at" not in str(e.value)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 
 from privtune.utils.progress import console
 
@@ -86,7 +87,7 @@ def train_cmd(
     device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu, cuda."),
     allow_download: Optional[bool] = typer.Option(None, "--allow-download/--offline",
                                                   help="Let transformers download a hub model."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with these options ([train] table)."),
+    config: Optional[Path] = typer.Option(None, "--config", help=escape("TOML file with these options ([train] table).")),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory (its own "
                                           "configuration; only --lr may change, e.g. after a NaN loss)."),
     nproc: Optional[int] = typer.Option(None, "--nproc", help="Train in N local processes (data parallel, noise "
@@ -94,7 +95,8 @@ def train_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print run.json."),
 ) -> None:
     """Fine-tune with fft, lora, dp-fft, dp-lora, rgp or dp-rgp; writes model, ledger, checkpoints and run.json to
-    --out."""
+    --out. Exit status 0: completed; 3: stopped early by the privacy budget (budget_exhausted; the model is saved);
+    2: bad input."""
     opts = dict(locals())
     from privtune.errors import ConfigError, fmt
     from privtune.training.config import TrainConfig
@@ -124,7 +126,19 @@ def train_cmd(
         return
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
-        return
+    else:
+        _print_result(result)
+    if rec["status"] == "budget_exhausted":
+        raise typer.Exit(EXIT_BUDGET_EXHAUSTED)
+
+
+#: Exit status of a run that the privacy budget guard finished early (run.json ``status`` ``budget_exhausted``):
+#: the model is saved and evaluable, but trained for fewer steps than planned. 0 is a completed run, 2 bad input.
+EXIT_BUDGET_EXHAUSTED = 3
+
+
+def _print_result(result: Any) -> None:
+    rec = result.record
     eps = rec.get("epsilon")
     priv = (f"ε = {eps:.3f} (certified, {rec.get('certified_by') or rec['accountant']}, δ = {rec['delta']:g})"
             if eps is not None else "no DP guarantee")
@@ -134,13 +148,17 @@ def train_cmd(
         priv += f", void against anyone who knows --noise-seed {rec['noise_seed']}"
     warnings = rec.get("privacy_warnings") or ([rec["privacy_warning"]] if rec.get("privacy_warning") else [])
     for w in warnings:
-        console.print(f"[bold red]privacy warning:[/] {w}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]privacy warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     if rec.get("target_met") is False and rec.get("noise_calibration") != "edgeworth-estimate":
         console.print(f"[bold red]certified ε {eps:.3f} exceeds the target {rec['target_epsilon']:g}[/]",
                       highlight=False)
-    console.print(f"[green]{rec['status']}[/] {result.run_dir}: {rec['method']} on {rec['model']}, "
-                  f"{rec['steps']}/{rec['planned_steps']} steps, {priv}, {_train_loss(rec)}, "
-                  f"{rec['wall_time_s']:.1f} s", highlight=False)
+    color = "green" if rec["status"] == "completed" else "yellow"
+    console.print(f"[{color}]{rec['status']}[/] " + escape(
+        f"{result.run_dir}: {rec['method']} on {rec['model']}, {rec['steps']}/{rec['planned_steps']} steps, {priv}, "
+        f"{_train_loss(rec)}, {rec['wall_time_s']:.1f} s"), highlight=False)
+    if rec["status"] == "budget_exhausted":
+        console.print(f"[yellow]the privacy budget allowed {rec['steps']} of {rec['planned_steps']} planned steps; "
+                      f"the model is saved (exit status {EXIT_BUDGET_EXHAUSTED})[/]", highlight=False)
 
 
 def _train_loss(rec: dict[str, Any]) -> str:

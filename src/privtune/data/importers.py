@@ -36,6 +36,7 @@ from privtune.data.headers import describe_columns
 from privtune.data.schema import DatasetInfo, Record, shown_keys, write_dataset
 from privtune.errors import ConfigError, DataError, fmt
 from privtune.utils.fsio import read_text_utf8
+from privtune.utils.owned import check_out
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 CSV_SUFFIXES = (".csv", ".tsv")
@@ -65,7 +66,7 @@ def read_jsonl_source(path: Path, *, label_column: str | None = None) -> list[Re
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"{where}malformed JSON ({e.msg} at column {e.colno}). Fix or remove the line.") from None
+            raise DataError(f"{where}malformed JSON ({e.msg}: column {e.colno}). Fix or remove the line.") from None
         if isinstance(obj, dict) and (isinstance(obj.get("id"), int) or not obj.get("id")):
             obj = {**obj, "id": str(obj["id"]) if isinstance(obj.get("id"), int) else f"{path.stem}-{lineno:06d}"}
         if isinstance(obj, dict) and label_column is not None:
@@ -200,6 +201,8 @@ def import_dataset(src: str | Path, *, out: str | Path, test: str | Path | None 
 
     if test is not None and test_fraction is not None:
         raise ConfigError(fmt("--test-fraction", "unset when --test gives a test source", test_fraction))
+    sources = [("the import source", src), ("the --test source", test)]
+    check_out(out, overwrite=overwrite, sources=sources)  # never the source or a parent of it; before reading
     tagger = build_tagger(taggers) if taggers else None  # fail on a bad tagger before reading anything
     train = read_source(src, text_column=text_column, label_column=label_column)
     if test is not None:
@@ -224,4 +227,4 @@ def import_dataset(src: str | Path, *, out: str | Path, test: str | Path | None 
                                                                else test_fraction),
                 "text_column": text_column, "label_column": label_column,
                 "taggers": tagger.spec if tagger is not None else None})
-    return write_dataset(out, splits, info, overwrite=overwrite)
+    return write_dataset(out, splits, info, overwrite=overwrite, sources=sources)

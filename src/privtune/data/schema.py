@@ -20,11 +20,12 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from privtune import __version__
 from privtune.errors import ConfigError, DataError
 from privtune.utils.fsio import atomic_dir, atomic_write_json, is_empty_dir, sha256_files
+from privtune.utils.owned import check_out, recognise
 
 SPLITS = ("train", "valid", "test")
 LABEL_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -180,7 +181,7 @@ def read_jsonl(path: str | Path) -> list[Record]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{where}malformed JSON ({e.msg} at column {e.colno}). Fix or remove the line.") from None
+                raise DataError(f"{where}malformed JSON ({e.msg}: column {e.colno}). Fix or remove the line.") from None
             rec = Record.from_dict(obj, where)
             if rec.id in seen:
                 raise DataError(f"{where}record id {rec.id!r} appears twice. Ids must be unique within a split.")
@@ -275,21 +276,21 @@ def _label_counts(splits: dict[str, list[Record]]) -> dict[str, int]:
 
 
 def _save_dataset(out: str | Path, splits: dict[str, list[Record]], info: DatasetInfo, *,
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, sources: Sequence[tuple[str, str | Path | None]] = ()) -> Path:
     """Validate and write a dataset directory atomically; fills counts, labels, content hash and timestamp.
 
     If ``out`` already holds a dataset with the same content, nothing is written (idempotent). If it holds
-    anything else, :class:`ConfigError` unless ``overwrite``.
+    anything else, :class:`ConfigError` unless ``overwrite``, which replaces only a directory privtune wrote
+    (:func:`privtune.utils.owned.check_out`): never one of ``sources`` (what was read), the current directory or a
+    parent of them.
     """
-    out = Path(out)
+    out = check_out(out, overwrite=overwrite, sources=sources)
     bad = set(splits) - set(SPLITS)
     if bad:
         raise ConfigError(f"`splits` must be among {', '.join(SPLITS)}. Found {sorted(bad)}.")
     if not splits.get("train"):
         raise DataError("`train` split must hold at least one record. Found an empty dataset. "
                         "Check the source file or generator counts.")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"`--out` must be a directory. Found a file at {out}. Choose another path.")
     with atomic_dir(out, overwrite=True) as tmp:
         files = []
         for name in SPLITS:
@@ -304,9 +305,11 @@ def _save_dataset(out: str | Path, splits: dict[str, list[Record]], info: Datase
             existing = _existing_hash(out)
             if existing == info.content_hash:
                 raise _SameDataset()
-            raise ConfigError(f"`--out` must be a new or empty directory. Found {out} holding "
-                              f"{'a different dataset' if existing else 'other files'}. "
-                              "Choose another path, remove it, or pass --overwrite.")
+            kind = recognise(out)   # --overwrite replaces privtune's own directories only
+            held = ("a different dataset" if existing else f"a privtune {kind}" if kind
+                    else "files privtune did not write")
+            fix = "Choose another path, remove it, or pass --overwrite." if kind else "Choose another path."
+            raise ConfigError(f"`--out` must be a new or empty directory. Found {out} holding {held}. {fix}")
         info.privtune_version = __version__
         info.created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         atomic_write_json(tmp / "dataset.json", info.to_dict())
@@ -325,10 +328,10 @@ def _existing_hash(path: Path) -> str | None:
 
 
 def write_dataset(out: str | Path, splits: dict[str, list[Record]], info: DatasetInfo, *,
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False, sources: Sequence[tuple[str, str | Path | None]] = ()) -> Path:
     """Validate and write a dataset directory atomically (see :func:`_save_dataset`): re-writing the same dataset to the same place is a no-op."""
     try:
-        return _save_dataset(out, splits, info, overwrite=overwrite)
+        return _save_dataset(out, splits, info, overwrite=overwrite, sources=sources)
     except _SameDataset:
         return Path(out)
 
@@ -346,7 +349,7 @@ def load_dataset(path: str | Path, *, verify_hash: bool = True) -> Dataset:
     try:
         info = DatasetInfo.from_dict(json.loads(meta_path.read_text("utf-8")), f"{meta_path}: ")
     except json.JSONDecodeError as e:
-        raise DataError(f"{meta_path}: malformed JSON ({e.msg} at line {e.lineno}). Regenerate the dataset.") from None
+        raise DataError(f"{meta_path}: malformed JSON ({e.msg}: line {e.lineno}). Regenerate the dataset.") from None
     splits: dict[str, list[Record]] = {}
     files = []
     for name in SPLITS:
