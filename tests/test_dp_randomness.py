@@ -107,7 +107,7 @@ def test_all_256_key_bits_reach_the_draws():
 @pytest.mark.parametrize("kw, needle", [
     ({"noise_seed": 3, "secure_rng": True}, "without --secure-rng"),
     ({"noise_seed": -1}, "non-negative integer"),
-    ({"noise_seed": 1.5}, "non-negative integer"),
+    ({"noise_seed": 1.5}, "`noise_seed` must be an integer"),
 ])
 def test_bad_noise_seed_is_refused(data, tmp_path, kw, needle):
     with pytest.raises(ConfigError, match=needle):

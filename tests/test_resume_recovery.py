@@ -173,3 +173,11 @@ def test_failed_dp_run_reports_spent_epsilon_and_resumes_with_another_lr(data, t
     assert rec["privacy_plan"] == plan and rec["ledger_steps"] == taken + 6
     code, err = _cli(["train", "--resume", str(run), "--lr", "0.001"], capsys)
     assert code == 2 and "unfinished run" in err
+
+
+def test_truncated_resume_state_is_one_line_naming_the_file(run, capsys):
+    f = run / "checkpoints" / "resume.json"
+    f.write_text(f.read_text()[:10])
+    code, err = _cli(["train", "--resume", str(run)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "resume.json" in err and "truncated or corrupt" in err
