@@ -23,15 +23,15 @@ def _adapter(run):
 
 def test_two_processes_match_one(data, tmp_path):
     cfg = dict(data=str(data), method="dp-lora", model="tiny:gpt_neox", noise_multiplier=1.0, batch_size=6,
-               physical_batch_size=2, max_length=24, steps=3, lora_r=2, seed=5, eval_test=False,
+               physical_batch_size=2, max_length=24, steps=3, lora_r=2, seed=5, noise_seed=5, eval_test=False,
                dp_diagnostics=True)   # the per-step statistics compared below (recorded under dp_diagnostics)
     one = train(out=tmp_path / "one", **cfg)
     two = train(out=tmp_path / "two", nproc=2, **cfg)
     r1, r2 = one.record, two.record
     d1, d2 = r1["dp_diagnostics"], r2["dp_diagnostics"]
     assert r2["status"] == "completed" and r2["processes"] == 2 and r1["processes"] == 1
-    assert json.loads((tmp_path / "two" / "ledger.json").read_text()) == \
-        json.loads((tmp_path / "one" / "ledger.json").read_text())
+    l1, l2 = (json.loads((tmp_path / d / "ledger.json").read_text()) for d in ("one", "two"))
+    assert l1.pop("run_id") == r1["run_id"] and l2.pop("run_id") == r2["run_id"] != r1["run_id"] and l1 == l2
     assert r2["epsilon"] == r1["epsilon"] and r2["ledger_steps"] == r1["ledger_steps"] == 3
     assert d2["examples"] == d1["examples"] and d2["tokens"] == d1["tokens"]  # the same logical batches
     assert d2["clip_fraction"] == d1["clip_fraction"]
@@ -44,6 +44,27 @@ def test_two_processes_match_one(data, tmp_path):
     assert moved  # the adapters trained
     for (s1, l1), (s2, l2) in zip(d1["train_loss_curve"], d2["train_loss_curve"]):
         assert s1 == s2 and l1 == pytest.approx(l2, rel=1e-4)
+
+
+def test_two_processes_share_rank_0s_secret_batch_and_noise(data, tmp_path):
+    """By default the noise and the Poisson masks come from a per-process secret: rank 0 draws the batch and
+    broadcasts it, so both ranks train on shares of the same batch. Every record is cut to ``max_length`` tokens, so
+    the tokens summed over the ranks' shares equal ``max_length`` x rank 0's batch size only if the shares
+    partition that batch."""
+    cfg = dict(data=str(data), method="dp-lora", model="tiny:gpt_neox", noise_multiplier=1.0, batch_size=6,
+               physical_batch_size=2, max_length=12, steps=3, lora_r=2, seed=5, eval_test=False,
+               dp_diagnostics=True)   # token and example counts (recorded under dp_diagnostics)
+    one = train(out=tmp_path / "one", **cfg).record
+    d1 = one["dp_diagnostics"]
+    assert d1["tokens"] == 12 * d1["examples"] > 0      # the fixture: every record is max_length long
+    two = train(out=tmp_path / "two", nproc=2, **cfg).record
+    d2 = two["dp_diagnostics"]
+    assert two["status"] == "completed" and two["processes"] == 2 and two["dp_randomness"] == "secret"
+    assert d2["tokens"] == 12 * d2["examples"] > 0 and two["ledger_steps"] == 3
+    assert two["noise_seed"] is None and two["privacy_plan"]["noise_seed"] is None
+    # the same run.json configuration, yet other noise and batches: nothing in it regenerates them
+    a1, a2 = _adapter(tmp_path / "one"), _adapter(tmp_path / "two")
+    assert any(not torch.allclose(a1[k], a2[k], rtol=1e-4, atol=1e-5) for k in a1)
 
 
 def test_dist_helpers_single_process_and_bad_nproc():

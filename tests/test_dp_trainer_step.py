@@ -17,6 +17,7 @@ from privtune.training.config import TrainConfig
 from privtune.training.dp import get_engine
 from privtune.training.dp.engine import EPS
 from privtune.training.losses import per_example_loss
+from privtune.training.randomness import DPRandomness
 from privtune.training.sampling import PoissonSampler, split_micro
 from privtune.training.session import build_session, make_plan
 from privtune.training.trainer import Trainer
@@ -53,7 +54,7 @@ def test_zero_noise_step_equals_bruteforce_update(data, arch, method, engine):
                 p.normal_(0, 0.05)
     params = s.engine.params
     before = [p.detach().clone() for p in params]
-    sampler = PoissonSampler(n=len(s.data), sample_rate=0.5, seed=1)
+    sampler = PoissonSampler(n=len(s.data), sample_rate=0.5, randomness=DPRandomness.seeded(1))
     idx = sampler.batch(1, draw=1)
     assert len(idx) >= 4 and len(split_micro(idx, 3)) >= 2  # several micro-batches, ragged lengths (padding)
 
@@ -75,7 +76,7 @@ def test_zero_noise_step_equals_bruteforce_update(data, arch, method, engine):
     trainer = Trainer(model=s.model, task="lm", data=s.data, sampler=sampler, optimizer=opt,
                       scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0), planned_steps=1,
                       physical_batch_size=3, device=torch.device("cpu"), engine=eng,
-                      privacy=_NoNoise(C), seed=0)
+                      privacy=_NoNoise(C))
     outcome = trainer.run()
     assert outcome.state.step == 1 and outcome.state.examples == len(idx)
     for b, p, r in zip(before, params, ref):

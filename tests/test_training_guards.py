@@ -13,6 +13,7 @@ from privtune.training.config import TrainConfig
 from privtune.training.dp import get_engine
 from privtune.training.dp.engine import unique_trainable
 from privtune.training.run import resume, train
+from privtune.training.randomness import DPRandomness
 from privtune.training.sampling import PoissonSampler, ShuffleSampler
 from privtune.training.session import build_session, make_plan
 from privtune.training.trainer import Trainer
@@ -136,7 +137,7 @@ def test_calibrated_dp_run_meets_target_with_reserve(data, tmp_path):
 
 def test_poisson_sampler_rate_and_independence():
     q, n, steps = 0.1, 200, 400
-    s = PoissonSampler(n=n, sample_rate=q, seed=7)
+    s = PoissonSampler(n=n, sample_rate=q, randomness=DPRandomness.seeded(7))
     counts = np.zeros(n)
     sizes = []
     for t in range(1, steps + 1):
@@ -150,7 +151,7 @@ def test_poisson_sampler_rate_and_independence():
     # a repeated execution of the same step (new ledger draw) gets a fresh, independent batch
     assert not np.array_equal(s.batch(5, draw=5), s.batch(5, draw=405))
     assert np.array_equal(s.batch(5, draw=5), s.batch(5))
-    secure = PoissonSampler(n=n, sample_rate=q, seed=7, secure=True)
+    secure = PoissonSampler(n=n, sample_rate=q, randomness=DPRandomness.secure())
     assert abs(np.mean([len(secure.batch(t)) for t in range(1, 201)]) - n * q) < 1.0
 
 

@@ -94,11 +94,11 @@ def test_dp_run_releases_no_statistic_of_its_data(tmp_path, lm_data):
     from privtune.training.record import OUTSIDE_DP, PRIVATE_STATS
 
     kw = dict(data=str(lm_data), method="dp-lora", model="tiny:llama", epsilon=8.0, steps=3, batch_size=6,
-              max_length=32, seed=1)
+              max_length=32, seed=1, noise_seed=1)   # the same noise and batches in both DP runs (compared below)
     rec = train(out=tmp_path / "dp", **kw).record
     assert all(rec[k] is None for k in PRIVATE_STATS) and rec["dataset_hash"] is None
     diag = train(out=tmp_path / "diag", dp_diagnostics=True, **kw).record
-    plain = train(out=tmp_path / "plain", **{**kw, "method": "lora", "epsilon": None}).record
+    plain = train(out=tmp_path / "plain", **{**kw, "method": "lora", "epsilon": None, "noise_seed": None}).record
     for r in (rec, diag):
         assert all(r[k] is None for k in PRIVATE_STATS) and r["dataset_hash"] is None
         assert r["steps"] == 3 and r["expected_batch_size"] == 6 and r["examples_per_s"] > 0   # fixed by the plan

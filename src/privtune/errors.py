@@ -27,6 +27,10 @@ class BudgetError(PrivtuneError):
     """A privacy budget cannot be met or would be exceeded."""
 
 
+class ResumeError(PrivtuneError):
+    """A run cannot be resumed safely: its ledger or checkpoints are missing, damaged, or from another run."""
+
+
 class ModelLoadError(PrivtuneError):
     """A model or tokenizer cannot be loaded (offline, missing files, unsupported architecture)."""
 

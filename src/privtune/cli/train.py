@@ -13,6 +13,10 @@ from rich.markup import escape
 from privtune.utils.progress import console
 
 
+#: options that ``--resume`` may change: they do not touch the privacy plan
+RESUME_CHANGES = {"lr"}
+
+
 def _methods() -> str:
     from privtune.training.methods import METHODS
 
@@ -65,7 +69,12 @@ def train_cmd(
                                                "update (history, default) or the weight itself (weight)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     secure_rng: Optional[bool] = typer.Option(None, "--secure-rng/--no-secure-rng",
-                                              help="Sampling and noise from the OS CSPRNG (not reproducible)."),
+                                              help="DP noise and sampling straight from the OS CSPRNG, with the "
+                                              "floating-point mitigation (Opacus' secure mode). By default they come "
+                                              "from a secret key drawn from OS entropy per session, never written."),
+    noise_seed: Optional[int] = typer.Option(None, "--noise-seed", help="Reproducible DP noise and sampling from "
+                                             "this seed, for tests and debugging: the guarantee does not hold "
+                                             "against anyone who knows it (it is stored in run.json)."),
     dp_engine: Optional[str] = typer.Option(None, "--dp-engine", help="Per-example gradient engine (default bk: "
                                             "one backward pass, see docs/performance.md)."),
     dp_diagnostics: Optional[bool] = typer.Option(
@@ -79,7 +88,8 @@ def train_cmd(
     allow_download: Optional[bool] = typer.Option(None, "--allow-download/--offline",
                                                   help="Let transformers download a hub model."),
     config: Optional[Path] = typer.Option(None, "--config", help=escape("TOML file with these options ([train] table).")),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory (its own "
+                                          "configuration; only --lr may change, e.g. after a NaN loss)."),
     nproc: Optional[int] = typer.Option(None, "--nproc", help="Train in N local processes (data parallel, noise "
                                         "added once; as torchrun --nproc_per_node N -m privtune train)."),
     as_json: bool = typer.Option(False, "--json", help="Print run.json."),
@@ -96,10 +106,11 @@ def train_cmd(
     given = {k: v for k, v in opts.items()
              if k not in ("config", "resume", "as_json", "out", "nproc") and v is not None}
     if resume is not None:
-        if given or config is not None or out is not None:
-            raise ConfigError(fmt("--resume", "used alone (the run keeps its own configuration)",
-                                  sorted(given) + (["--config"] if config else []) + (["--out"] if out else [])))
-        result = resume_run(resume, nproc=nproc)
+        fixed = sorted(f"--{k.replace('_', '-')}" for k in set(given) - RESUME_CHANGES)
+        if fixed or config is not None or out is not None:
+            raise ConfigError(fmt("--resume", "used alone or with --lr (the run keeps its own configuration and "
+                                  "privacy plan)", fixed + (["--config"] if config else []) + (["--out"] if out else [])))
+        result = resume_run(resume, nproc=nproc, lr=lr)
     else:
         if out is None:
             raise ConfigError(fmt("--out", "given", None, "Name a new run directory."))
@@ -133,9 +144,12 @@ def _print_result(result: Any) -> None:
             if eps is not None else "no DP guarantee")
     if rec.get("epsilon_estimate") is not None:
         priv += f", estimate {rec['epsilon_estimate']:.3f} ({rec['epsilon_estimate_accountant']})"
-    if rec.get("privacy_warning"):
-        console.print(f"[bold red]{escape(rec['privacy_warning'])}[/]", highlight=False)
-    elif rec.get("target_met") is False:
+    if eps is not None and rec.get("dp_randomness") == "seeded":
+        priv += f", void against anyone who knows --noise-seed {rec['noise_seed']}"
+    warnings = rec.get("privacy_warnings") or ([rec["privacy_warning"]] if rec.get("privacy_warning") else [])
+    for w in warnings:
+        console.print(f"[bold red]privacy warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
+    if rec.get("target_met") is False and rec.get("noise_calibration") != "edgeworth-estimate":
         console.print(f"[bold red]certified ε {eps:.3f} exceeds the target {rec['target_epsilon']:g}[/]",
                       highlight=False)
     color = "green" if rec["status"] == "completed" else "yellow"

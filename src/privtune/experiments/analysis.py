@@ -106,6 +106,18 @@ class RunView:
         scored = [(a, v) for a, v in scored if v is not None]
         return max(scored, key=lambda t: t[1]) if scored else None
 
+    @property
+    def privacy_warnings(self) -> list[str]:
+        """run.json's ``privacy_warnings``: what weakens or voids the run's guarantee (older runs: ``privacy_warning``)."""
+        raw = self.row.get("run.privacy_warnings")
+        try:
+            found = json.loads(raw) if isinstance(raw, str) else (raw or [])
+        except json.JSONDecodeError:
+            found = [raw]
+        if not found and self.row.get("run.privacy_warning"):
+            found = [self.row["run.privacy_warning"]]
+        return [str(w) for w in found if w]
+
     def training_stat(self, key: str) -> float | None:
         """A training statistic of run.json (``tokens_per_s``, ``final_train_loss``): at the top level, or a DP run's
         diagnostic copy (``dp_diagnostics.<key>``). For a DP run it is computed from the private data without noise:

@@ -33,6 +33,7 @@ def _certified(v: RunView) -> str:
         return "–"
     met = v.row.get("run.target_met")
     flag = " — above target" if met in (0, False) else ""
+    flag += " — privacy warning" if v.privacy_warnings else ""
     return f"{eps:.2f} ({v.certified_by}{flag})"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from privtune.experiments.analysis import Group, RunView, Variant
-from privtune.experiments.tables import secs
+from privtune.experiments.tables import privacy_warnings, secs
 
 #: Smallest train-minus-test gain (nats/token) called "memorisation" in words; below it, only the numbers are given.
 MEMORISATION_CLAIM = 0.05
@@ -163,6 +163,8 @@ def findings(gs: Sequence[Group], vs: Sequence[RunView]) -> list[str]:
     out: list[str] = []
     if not any(v.ok for v in vs):
         out.append("No completed runs yet.")
+    for text, labels in privacy_warnings(vs):  # first: they qualify every ε below
+        out.append(f"Privacy warning for {', '.join(labels)}: {text}")
     for g in gs:
         prefix = f"[{g.title}] " if len(gs) > 1 else ""
         out += [prefix + s for s in group_findings(g)]

@@ -118,6 +118,15 @@ def _failed(vs: Sequence[RunView]) -> str:
     return f"<p>Failed runs (resume the sweep to retry them):</p><ul>{items}</ul>"
 
 
+def _privacy_warnings(vs: Sequence[RunView]) -> str:
+    warned = tables.privacy_warnings(vs)
+    if not warned:
+        return ""
+    items = "".join(f"<li class='failed'><b>{html.escape(', '.join(labels))}</b>: {html.escape(text)}</li>"
+                    for text, labels in warned)
+    return f"<p>Privacy warnings (run.json <code>privacy_warnings</code>):</p><ul>{items}</ul>"
+
+
 def _html(name: str, study: Mapping[str, Any], vs: Sequence[RunView], gs: Any, found: Sequence[str],
           figs: Mapping[str, str]) -> str:
     n_ok = sum(v.ok for v in vs)
@@ -146,6 +155,7 @@ def _html(name: str, study: Mapping[str, Any], vs: Sequence[RunView], gs: Any, f
         "Poisson-sampled DP-SGD under add/remove-one neighbouring. <i>Certified</i> means an upper bound. "
         "Empirical audits are lower-bound <i>estimates</i> and are shown only beside the certified value.</p>",
         _table(tables.accounting(vs), empty="No DP run in this study."),
+        _privacy_warnings(vs),
         "<h2>Cost</h2>", _fig(figs.get("cost"), "cost per method", "Mean per configuration. Throughput is examples "
                               "per second of step time; for DP runs the expected number of examples (steps × "
                               "expected batch, fixed by the plan), since their realised batches are private."),

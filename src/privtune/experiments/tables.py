@@ -31,9 +31,10 @@ def epsilon_text(v: RunView) -> str:
     if eps is None:
         t = v.epsilon_target
         return f"target {t:g} (run unfinished)" if t is not None else "–"
+    warn = "; see its privacy warning" if v.privacy_warnings else ""
     if v.row.get("run.epsilon_certified") in (0, False):
-        return f"{eps:.2f} (estimate, {acc}{d}; no certified value recorded)"
-    return f"{eps:.2f} (certified, {v.certified_by}{d})"
+        return f"{eps:.2f} (estimate, {acc}{d}; no certified value recorded{warn})"
+    return f"{eps:.2f} (certified, {v.certified_by}{d}{warn})"
 
 
 def epsilon_short(v: RunView) -> str:
@@ -43,9 +44,19 @@ def epsilon_short(v: RunView) -> str:
     eps = v.get("run.epsilon")
     if eps is None:
         return "–"
+    warn = "; privacy warning" if v.privacy_warnings else ""
     if v.row.get("run.epsilon_certified") in (0, False):
-        return f"{eps:.2f} (estimate, {v.row.get('run.accountant') or '?'})"
-    return f"{eps:.2f} (certified, {v.certified_by})"
+        return f"{eps:.2f} (estimate, {v.row.get('run.accountant') or '?'}{warn})"
+    return f"{eps:.2f} (certified, {v.certified_by}{warn})"
+
+
+def privacy_warnings(vs: Sequence[RunView]) -> list[tuple[str, list[str]]]:
+    """Each distinct privacy warning (run.json ``privacy_warnings``) with the labels of the runs that carry it."""
+    found: dict[str, list[str]] = {}
+    for v in vs:
+        for w in v.privacy_warnings:
+            found.setdefault(w, []).append(v.label)
+    return list(found.items())
 
 
 def runs(vs: Sequence[RunView]) -> Table:

@@ -233,7 +233,7 @@ def build(cfg: BenchConfig, tmp: Path, progress: Callable[[str], None] | None = 
         trainer = Trainer(model=s.model, task="lm", data=data, optimizer=s.optimizer, scheduler=s.scheduler,
                           sampler=ShuffleSampler(n=len(data), batch_size=cfg.batch, seed=cfg.seed),
                           planned_steps=n_batches, physical_batch_size=cfg.batch, device=s.loaded.device,
-                          engine=s.engine, privacy=privacy, seed=cfg.seed)
+                          engine=s.engine, privacy=privacy, randomness=s.randomness)
         out[method] = _Bench(method, trainer, s, tcfg.dp_engine if dp else None)
     return out
 

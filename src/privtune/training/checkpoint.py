@@ -2,9 +2,11 @@
 
 ``RUN/checkpoints/step-0000123/`` holds the trainable tensors (``trainable.safetensors``), the optimizer and LR
 scheduler states, the global RNG states (Python, NumPy, torch; dropout draws from them) and ``state.json``
-(step, loss curve, counters, a copy of the ledger at that point). Sampler and noise randomness are functions of
-``(seed, step, ledger index)`` and need no state of their own. A checkpoint directory is written to a temporary
-sibling and renamed into place, so a checkpoint either exists whole or not at all; older ones are pruned.
+(step, loss curve, counters, the run's ``run_id`` and a copy of the ledger at that point). A DP run's noise and
+Poisson masks are keyed by the ledger index and a per-session secret (:mod:`privtune.training.randomness`) that is
+never saved: a resumed session draws a new one. A checkpoint directory is written to a temporary sibling and renamed
+into place, so a checkpoint either exists whole or not at all; older ones are pruned. A checkpoint damaged later
+(a truncated file) is skipped on resume for the newest one that loads whole (:func:`load_newest`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from privtune.errors import ResumeError, fmt
 from privtune.utils.fsio import atomic_dir, atomic_write_json
 
 CKPT_DIR = "checkpoints"
@@ -91,3 +95,75 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     training_state = torch.load(path / "training_state.pt", weights_only=False)
     state = json.loads((path / "state.json").read_text("utf-8"))
     return trainable, training_state, state
+
+
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    """Step numbers of every checkpoint directory, whole or damaged (each proves that many steps were taken)."""
+    root = Path(run_dir) / CKPT_DIR
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name[len(_PREFIX):]) for p in root.iterdir()
+                  if p.is_dir() and p.name.startswith(_PREFIX) and p.name[len(_PREFIX):].isdigit())
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint loaded whole, and the newer ones skipped as damaged (``(file, reason)``)."""
+
+    path: Path
+    step: int
+    trainable: dict[str, torch.Tensor]
+    training_state: dict[str, Any]
+    state: dict[str, Any]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _Damaged(Exception):
+    def __init__(self, file: str, reason: str):
+        super().__init__(file, reason)
+        self.file, self.reason = file, reason
+
+
+def _load_whole(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """:func:`load_checkpoint`, raising ``_Damaged(file, reason)`` for the first file that does not load."""
+    out = []
+    for name, read in (("state.json", lambda f: json.loads(f.read_text("utf-8"))),
+                       ("trainable.safetensors", lambda f: load_file(str(f))),
+                       ("training_state.pt", lambda f: torch.load(f, weights_only=False))):
+        try:
+            out.append(read(path / name))
+        except Exception as e:  # any parse failure of a truncated or corrupt file (safetensors, pickle, JSON, OS)
+            raise _Damaged(str(path / name), f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    state, trainable, training_state = out
+    if not isinstance(state, dict) or "train_state" not in state:
+        raise _Damaged(str(path / "state.json"), "no train_state")
+    return trainable, training_state, state
+
+
+
+def load_newest(run_dir: Path, *, run_id: str | None) -> Checkpoint | None:
+    """The newest checkpoint of ``run_id`` that loads whole (None when there is no checkpoint at all).
+
+    Damaged newer ones are skipped and listed; when none loads, or a checkpoint is another run's, a one-line
+    :class:`ResumeError` names the file.
+    """
+    root = Path(run_dir) / CKPT_DIR
+    skipped: list[tuple[str, str]] = []
+    for step in reversed(checkpoint_steps(run_dir)):
+        path = root / f"{_PREFIX}{step:07d}"
+        try:
+            trainable, training_state, state = _load_whole(path)
+        except _Damaged as d:
+            skipped.append((d.file, d.reason))
+            continue
+        if state.get("run_id") != run_id:
+            raise ResumeError(fmt(f"{path.name} run_id", f"this run's ({run_id})", state.get("run_id"),
+                                  f"{path} belongs to another run: remove it or restore this run's checkpoints."))
+        return Checkpoint(path=path, step=step, trainable=trainable, training_state=training_state, state=state,
+                          skipped=skipped)
+    if skipped:
+        file, reason = skipped[0]
+        raise ResumeError(fmt(file, "a whole checkpoint file", reason, "It is truncated or corrupt and no older "
+                              "checkpoint loads: restore it, or move RUN/checkpoints away to restart from step 0 "
+                              "(the ledger keeps counting every step already taken)."))
+    return None

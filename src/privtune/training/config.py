@@ -38,7 +38,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     accountant: str = "pld"
     noise_calibration: str = "certified"  # or "edgeworth-estimate": EW-Tune's, research only (see docs/ewtune.md)
-    secure_rng: bool = False
+    secure_rng: bool = False             # noise and masks straight from the OS CSPRNG (Opacus' secure mode)
+    noise_seed: int | None = None        # reproducible noise and masks: no guarantee against anyone who knows it
     dp_engine: str = "bk"                 # per-example gradient engine (docs/performance.md)
     dp_diagnostics: bool = False          # DP: record the non-noised training statistics, labelled (docs/training.md)
     # schedule
@@ -87,6 +88,12 @@ class TrainConfig:
         if self.noise_calibration not in NOISE_CALIBRATIONS:
             raise ConfigError(fmt("--noise-calibration", f"one of {', '.join(NOISE_CALIBRATIONS)}",
                                   self.noise_calibration))
+        if self.noise_seed is not None:
+            if isinstance(self.noise_seed, bool) or not isinstance(self.noise_seed, int) or self.noise_seed < 0:
+                raise ConfigError(fmt("--noise-seed", "a non-negative integer", self.noise_seed))
+            if self.secure_rng:
+                raise ConfigError(fmt("--noise-seed", "used without --secure-rng (reproducible noise cannot come "
+                                      "from the OS CSPRNG)", self.noise_seed, "Drop one of the two."))
         if not isinstance(self.dp_diagnostics, bool):
             raise ConfigError(fmt("dp_diagnostics", "true or false", self.dp_diagnostics))
         if self.noise_multiplier is not None and not self.noise_multiplier > 0:

@@ -1,16 +1,16 @@
 """Multi-process training (data parallel): ``torchrun --nproc_per_node N -m privtune train ...`` or ``--nproc N``.
 
-Every process (rank) builds the same model, draws the same logical batch (the sampler is a function of the seed and
-the ledger index; with ``--secure-rng`` rank 0 draws it and broadcasts it) and takes the examples ``r, r + N, ...``
-of it. DP methods: each rank forms the clipped per-example sum of its share with its own engine; rank 0 alone adds
+Every process (rank) builds the same model; rank 0 draws the logical batch and broadcasts it (a DP run's Poisson masks
+come from rank 0's secret key, :mod:`privtune.training.randomness`: no key is shared or written anywhere), and each
+rank takes the examples ``r, r + N, ...`` of it. DP methods: each rank forms the clipped per-example sum of its share with its own engine; rank 0 alone adds
 the Gaussian noise ``N(0, sigma^2 C^2 I)`` to *its* share; one all-reduce (sum) then gives every rank
 
     sum_{i in batch} clip_C(g_i) + N(0, sigma^2 C^2 I)
 
 so the noise enters exactly once, as in one process (and as Opacus' distributed optimizer does). Adding it before
-the all-reduce, on one rank, is the safe choice: the noise is drawn by one generator only (the CSPRNG stays local
-to rank 0 under ``--secure-rng``; no seed has to be shared for ranks to agree), and no process ever holds the
-un-noised sum of the whole batch. Non-private methods all-reduce their gradients (mean over the logical batch).
+the all-reduce, on one rank, is the safe choice: the noise is drawn by one generator only (rank 0's secret key, or
+its CSPRNG under ``--secure-rng``, stays local to rank 0; no secret has to be shared for ranks to agree), and no
+process ever holds the un-noised sum of the whole batch. Non-private methods all-reduce their gradients (mean over the logical batch).
 Identical gradients and identical optimizer steps keep the replicas identical.
 
 Rank 0 alone writes the run directory: run.json, the ledger (every rank keeps the same ledger in memory, so the
@@ -132,12 +132,15 @@ def _backend() -> str:
 
 
 def launch(*, nproc: int, out: str | Path | None = None, config: dict[str, Any] | None = None,
-           resume: str | Path | None = None, timeout: float | None = None) -> None:
-    """Run training in ``nproc`` local processes with ``torch.distributed.run`` (what ``--nproc N`` does)."""
+           resume: str | Path | None = None, lr: float | None = None, timeout: float | None = None) -> None:
+    """Run training in ``nproc`` local processes with ``torch.distributed.run`` (what ``--nproc N`` does);
+    ``lr``: the learning rate a resumed run continues with."""
     if not isinstance(nproc, int) or nproc < 1:
         raise ConfigError(fmt("--nproc", "a positive integer", nproc))
     with tempfile.TemporaryDirectory(prefix="privtune-launch-") as tmp:
         args = ["--resume", str(resume)] if resume is not None else []
+        if resume is not None and lr is not None:
+            args += ["--lr", repr(float(lr))]
         if config is not None:
             path = Path(tmp) / "config.json"
             path.write_text(json.dumps(config), "utf-8")
@@ -166,10 +169,11 @@ def _worker(argv: list[str] | None = None) -> None:
     ap.add_argument("--config-json")
     ap.add_argument("--out")
     ap.add_argument("--resume")
+    ap.add_argument("--lr", type=float)
     a = ap.parse_args(argv)
     try:
         if a.resume:
-            resume(a.resume)
+            resume(a.resume, lr=a.lr)
         else:
             train(TrainConfig.from_dict(json.loads(Path(a.config_json).read_text("utf-8"))), out=a.out)
     except PrivtuneError as e:  # one line for launch() to report

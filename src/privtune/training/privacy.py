@@ -11,6 +11,10 @@ target (:func:`privtune.accounting.max_steps`, computed once per session and cou
 ``edgeworth-estimate`` calibration cannot meet its target; its guard enforces the certified epsilon its noise costs
 over the planned steps plus the reserve, stated in run.json up front (:mod:`.estimate_calibration`).
 
+Resume never shrinks the ledger: ``ledger.json`` carries the run's ``run_id`` (as run.json and every checkpoint's
+copy do), and :meth:`PrivacyState.load` refuses a ledger that is missing while the run has taken steps, damaged,
+from another run, or shorter than the steps a checkpoint or run.json records (:class:`~privtune.errors.ResumeError`).
+
 Noise from a target: sigma is the smallest noise whose certified epsilon after ``steps + reserve`` steps meets the
 target (:func:`privtune.accounting.calibrate_noise`). The *reserve* (default: the checkpoint interval) is budget kept
 for steps executed again after one crash, so that a resumed run still completes its planned steps.
@@ -18,11 +22,12 @@ for steps executed again after one crash, so that a resumed run still completes 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from privtune.errors import BudgetError, ConfigError, fmt
+from privtune.errors import BudgetError, ConfigError, ResumeError, fmt
 from privtune.utils.fsio import atomic_write_json
 
 LEDGER_FILE = "ledger.json"
@@ -45,6 +50,8 @@ class PrivacyPlan:
     noise_calibration: str = "certified"   # or "edgeworth-estimate" (research only, :mod:`.estimate_calibration`)
     guard_epsilon: float | None = None     # the guard's certified limit when it is not the target (estimate mode)
     estimate: dict[str, Any] | None = None  # estimate mode: sigma_EW, the certified sigma, claimed/certified epsilon
+    noise_seed: int | None = None          # reproducible noise and masks (tests, debugging): no guarantee against
+                                           # anyone who knows it (:mod:`privtune.training.randomness`)
 
     @property
     def budget_epsilon(self) -> float | None:
@@ -61,7 +68,8 @@ class PrivacyPlan:
 
 def plan_privacy(*, epsilon: float | None, delta: float, noise_multiplier: float | None, max_grad_norm: float,
                  sample_rate: float, steps: int, reserve: int, accountant: str, secure_rng: bool,
-                 dataset_size: int | None = None, noise_calibration: str = "certified") -> PrivacyPlan:
+                 dataset_size: int | None = None, noise_calibration: str = "certified",
+                 noise_seed: int | None = None) -> PrivacyPlan:
     """Decide sigma: given directly, or calibrated (certified) to ``epsilon`` over ``steps + reserve`` steps.
 
     An estimate accountant (Edgeworth) may steer the calibration; the accounting module then returns the noise whose
@@ -83,7 +91,7 @@ def plan_privacy(*, epsilon: float | None, delta: float, noise_multiplier: float
                            max_grad_norm=max_grad_norm, accountant=accountant, target_epsilon=epsilon,
                            calibrated=True, calibrated_steps=steps, reserve_steps=reserve, secure_rng=secure_rng,
                            noise_calibration=noise_calibration, guard_epsilon=est.guard_epsilon,
-                           estimate=est.to_dict())
+                           estimate=est.to_dict(), noise_seed=noise_seed)
     if noise_multiplier is None:
         if epsilon is None:
             raise ConfigError(fmt("--epsilon", "given for a DP method (or give --noise-multiplier)", None))
@@ -92,10 +100,33 @@ def plan_privacy(*, epsilon: float | None, delta: float, noise_multiplier: float
         return PrivacyPlan(noise_multiplier=float(cal.noise_multiplier), sample_rate=sample_rate, delta=delta,
                            max_grad_norm=max_grad_norm, accountant=accountant, target_epsilon=epsilon,
                            calibrated=True, calibrated_steps=steps + reserve, reserve_steps=reserve,
-                           secure_rng=secure_rng)
+                           secure_rng=secure_rng, noise_seed=noise_seed)
     return PrivacyPlan(noise_multiplier=float(noise_multiplier), sample_rate=sample_rate, delta=delta,
                        max_grad_norm=max_grad_norm, accountant=accountant, target_epsilon=epsilon,
-                       calibrated=False, calibrated_steps=None, reserve_steps=reserve, secure_rng=secure_rng)
+                       calibrated=False, calibrated_steps=None, reserve_steps=reserve, secure_rng=secure_rng,
+                       noise_seed=noise_seed)
+
+
+def privacy_warnings(plan: PrivacyPlan | None, *, dataset_size: int) -> list[str]:
+    """What weakens or voids the guarantee of a run with this plan, one readable line each (run.json
+    ``privacy_warnings``, the CLI and the report show them)."""
+    if plan is None:
+        return []
+    out = []
+    if plan.delta >= 1.0 / dataset_size:
+        out.append(f"delta {plan.delta:g} is not below 1/N = {1.0 / dataset_size:.3g} (N = {dataset_size} training "
+                   "records): a mechanism that publishes one record in full meets (0, 1/N)-DP, so this "
+                   f"(epsilon, delta) guarantee allows whole records to leak. Use delta well below 1/N, e.g. "
+                   f"{0.1 / dataset_size:.1g}.")
+    if plan.noise_seed is not None:
+        out.append(f"reproducible DP run (--noise-seed {plan.noise_seed}): its noise and Poisson sampling can be "
+                   "regenerated from the seed stored in run.json, and the (epsilon, delta) guarantee does not hold "
+                   "against anyone who knows it. For tests and debugging only.")
+    if plan.noise_calibration == "edgeworth-estimate" and plan.estimate:
+        from privtune.training.estimate_calibration import EstimateCalibration
+
+        out.append(EstimateCalibration(**plan.estimate).warning(plan.target_epsilon))
+    return out
 
 
 class BudgetExhausted(Exception):
@@ -105,23 +136,39 @@ class BudgetExhausted(Exception):
 class PrivacyState:
     """The ledger of a run, persisted write-ahead, and the budget guard."""
 
-    def __init__(self, plan: PrivacyPlan, run_dir: Path, ledger: Any | None = None, *, persist: bool = True):
+    def __init__(self, plan: PrivacyPlan, run_dir: Path, ledger: Any | None = None, *, run_id: str | None = None,
+                 persist: bool = True):
         from privtune.accounting import Ledger
 
         self.plan = plan
+        self.run_id = run_id
         self.persist = persist  # False on the ranks > 0 of a multi-process run: rank 0 writes the one ledger
         self.path = Path(run_dir) / LEDGER_FILE
         self.ledger = ledger if ledger is not None else Ledger()
         self._allowed = self._compute_allowed()
 
     @classmethod
-    def load(cls, plan: PrivacyPlan, run_dir: Path, *, persist: bool = True) -> "PrivacyState":
-        from privtune.accounting import Ledger
-        import json
-
+    def load(cls, plan: PrivacyPlan, run_dir: Path, *, run_id: str | None, steps_taken: int = 0,
+             taken_by: str = "", persist: bool = True) -> "PrivacyState":
+        """The ledger of a run being resumed, refused unless it is this run's and counts ``steps_taken`` steps at
+        least (``taken_by`` says what records them: a checkpoint, run.json)."""
         path = Path(run_dir) / LEDGER_FILE
-        ledger = Ledger.from_dict(json.loads(path.read_text("utf-8"))["ledger"]) if path.is_file() else None
-        return cls(plan, run_dir, ledger, persist=persist)
+        if not path.is_file():
+            if steps_taken:
+                raise ResumeError(fmt(LEDGER_FILE, "present once a run has taken DP steps (it counts every one)",
+                                      f"no {path} while {taken_by} records {steps_taken} steps",
+                                      "Restore it from a backup: resuming without it would restart the privacy "
+                                      "accounting from zero and under-count the epsilon spent."))
+            return cls(plan, run_dir, run_id=run_id, persist=persist)
+        ledger, found_id = read_ledger_file(path)
+        if found_id != run_id:
+            raise ResumeError(fmt(f"{LEDGER_FILE} run_id", f"this run's ({run_id})", found_id,
+                                  f"{path} belongs to another run: restore this run's ledger."))
+        if ledger.steps < steps_taken:
+            raise ResumeError(fmt(LEDGER_FILE, f"at least as long as the {steps_taken} steps {taken_by} records",
+                                  f"{ledger.steps} steps in {path}", "It is an older or foreign copy: restore the "
+                                  "latest one. Resuming with it would under-count the epsilon spent."))
+        return cls(plan, run_dir, ledger, run_id=run_id, persist=persist)
 
     def _compute_allowed(self) -> int | None:
         if self.plan.budget_epsilon is None:
@@ -154,8 +201,8 @@ class PrivacyState:
     def save(self) -> None:
         if not self.persist:
             return
-        atomic_write_json(self.path, {"ledger": self.ledger.to_dict(), "delta": self.plan.delta,
-                                      "accountant": self.plan.accountant})
+        atomic_write_json(self.path, {"run_id": self.run_id, "ledger": self.ledger.to_dict(),
+                                      "delta": self.plan.delta, "accountant": self.plan.accountant})
 
     def epsilon(self) -> Any:
         """The accountant's EpsilonResult for the ledger (None for an empty ledger); see :func:`certified`."""
@@ -164,6 +211,18 @@ class PrivacyState:
         if self.ledger.steps == 0:
             return None
         return get_accountant(self.plan.accountant).epsilon(self.ledger, delta=self.plan.delta)
+
+
+def read_ledger_file(path: Path) -> tuple[Any, str | None]:
+    """(Ledger, run_id) of a ledger file; one-line :class:`ResumeError` naming the file when it is damaged."""
+    from privtune.accounting import Ledger
+
+    try:
+        data = json.loads(Path(path).read_text("utf-8"))
+        return Ledger.from_dict(data["ledger"]), data.get("run_id")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSONDecodeError and ConfigError are ValueErrors
+        raise ResumeError(fmt(str(path), "a whole privtune ledger file", f"{type(e).__name__}: {e}",
+                              "It is truncated or corrupt: restore it from a backup.")) from None
 
 
 def certified(result: Any) -> float:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
+import uuid
 from typing import Any
 
 import torch
@@ -29,7 +30,8 @@ from privtune import __version__
 from privtune.models.loading import count_params
 from privtune.training import estimate_calibration
 from privtune.training.evaluate import evaluate_split
-from privtune.training.privacy import certified
+from privtune.training.privacy import certified, privacy_warnings
+from privtune.training.randomness import run_fields as randomness_fields
 from privtune.training.trainer import snapshot_losses
 
 NEIGHBOURING = "add_or_remove_one"
@@ -103,7 +105,8 @@ def initial_record(plan: Any, s: Any) -> dict[str, Any]:
     cfg, p = plan.cfg, plan.privacy
     trainable, total = count_params(s.model)
     return {
-        "privtune_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "running",
+        "privtune_version": __version__, "run_id": uuid.uuid4().hex,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "running",
         "error": None, "method": cfg.method, "adapter": plan.method.adapter, "private": plan.method.private,
         "model": cfg.model, "model_source": s.loaded.source, "model_arch": s.loaded.arch, "task": cfg.task,
         "dataset": str(cfg.data), "dataset_name": plan.dataset.info.name,
@@ -116,7 +119,9 @@ def initial_record(plan: Any, s: Any) -> dict[str, Any]:
         "accountant": p.accountant if p else None, "sampling": "poisson" if p else "shuffle",
         "neighbouring": NEIGHBOURING if p else None, "noise_calibrated": p.calibrated if p else None,
         "calibrated_steps": p.calibrated_steps if p else None, "reserve_steps": p.reserve_steps if p else None,
-        "secure_rng": cfg.secure_rng, "dp_engine": cfg.dp_engine if p else None, "privacy_plan": p.to_dict() if p else None,
+        "secure_rng": cfg.secure_rng, **randomness_fields(p),
+        "privacy_warnings": privacy_warnings(p, dataset_size=plan.n_train),
+        "dp_engine": cfg.dp_engine if p else None, "privacy_plan": p.to_dict() if p else None,
         "steps": 0, "planned_steps": plan.steps, "ledger_steps": 0 if p else None,
         "epochs": cfg.epochs if cfg.steps is None else plan.steps * plan.sample_rate,
         "n_train": plan.n_train, "batch_size": cfg.batch_size, "expected_batch_size": cfg.batch_size,
@@ -162,13 +167,21 @@ def final_fields(s: Any, outcome: Any, privacy: Any, wall: float) -> dict[str, A
     out.update(release_stats(s.plan, stats))
     if privacy is not None:
         eps = privacy.epsilon()
-        out.update(ledger_steps=privacy.steps, epsilon=certified(eps) if eps is not None else 0.0,
-                   epsilon_certified=True, certified_by=(eps.accountant if eps.certified else "pld") if eps else None)
-        if eps is not None and not eps.certified:  # an estimate is shown beside the certified bound, labelled
-            out.update(epsilon_estimate=eps.epsilon, epsilon_estimate_accountant=eps.accountant)
+        out.update(spent_fields(privacy, eps))
         out.update(estimate_calibration.final_fields(privacy.plan, privacy.ledger, out["epsilon"] if eps else None))
     if s.test is not None and len(s.test):
         labels = s.plan.labels
         out.update(evaluate_split(s.model, s.test, task=s.plan.cfg.task, device=s.loaded.device,
                                   n_classes=len(labels) if labels else None))
+    return out
+
+
+def spent_fields(privacy: Any, eps: Any = None) -> dict[str, Any]:
+    """What the ledger has spent (finished runs, and failed or interrupted ones: every step taken costs)."""
+    eps = eps if eps is not None else privacy.epsilon()
+    out: dict[str, Any] = {
+        "ledger_steps": privacy.steps, "epsilon": certified(eps) if eps is not None else 0.0,
+        "epsilon_certified": True, "certified_by": (eps.accountant if eps.certified else "pld") if eps else None}
+    if eps is not None and not eps.certified:  # an estimate is shown beside the certified bound, labelled
+        out.update(epsilon_estimate=eps.epsilon, epsilon_estimate_accountant=eps.accountant)
     return out

@@ -4,7 +4,13 @@
 written ahead of each step), ``checkpoints/`` and, once finished, ``model/`` (``save_pretrained`` form: the adapter
 alone for LoRA methods, with the tokenizer and a ``privtune.json`` stamp). ``status`` is ``running`` while a process
 owns the run (or after it was killed: resumable), ``failed`` with an ``error`` (resumable from the last good
-checkpoint), ``interrupted``, ``budget_exhausted`` (finished early by the budget guard) or ``completed``.
+checkpoint), ``interrupted``, ``budget_exhausted`` (finished early by the budget guard) or ``completed``. A DP run
+that fails or is interrupted still reports the epsilon its ledger has spent.
+
+Resume continues from the newest checkpoint that loads whole (damaged newer ones are skipped and noted in
+``recovered``) with the ledger as ``ledger.json`` has it, which must be this run's (``run_id``) and count at least
+the steps every checkpoint and run.json record: the ledger never shrinks (:meth:`PrivacyState.load`). ``--lr`` may
+change on resume (run.json ``changes`` says from which step); nothing else may, the privacy plan least of all.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ from typing import Any, ContextManager, Iterator
 
 import torch
 
-from privtune.errors import ConfigError, ModelLoadError, PrivtuneError, fmt
-from privtune.training.checkpoint import (CKPT_DIR, clean_partial, latest_step, list_checkpoints, load_checkpoint,
-                                         save_checkpoint, set_rng_state)
+from privtune.errors import ConfigError, ModelLoadError, PrivtuneError, ResumeError, fmt
+from privtune.training.checkpoint import (CKPT_DIR, Checkpoint, checkpoint_steps, clean_partial, latest_step,
+                                         load_newest, save_checkpoint, set_rng_state)
 from privtune.training.config import TrainConfig
 from privtune.training.distributed import SINGLE, Dist, from_env, launch
 from privtune.training.privacy import PrivacyPlan, PrivacyState
@@ -56,7 +62,19 @@ def read_record(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(fmt("run directory", "a directory with run.json (from `privtune train --out`)",
                               str(run_dir)))
-    return json.loads(path.read_text("utf-8"))
+    try:
+        record = json.loads(path.read_text("utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        record, why = None, str(e).splitlines()[0]
+    else:
+        why = f"a JSON {type(record).__name__}, not an object" if not isinstance(record, dict) else ""
+    if not isinstance(record, dict) or not {"status", "config"} <= set(record):
+        # privtune writes run.json atomically: a damaged one was damaged afterwards, and it alone holds the run's
+        # configuration and privacy plan, so nothing can be rebuilt from the other files safely
+        raise ConfigError(fmt(str(path), "a whole run record", why or "no status or config",
+                              "It is truncated or corrupt: restore it from a backup (the run cannot be resumed or "
+                              "evaluated without it)."))
+    return record
 
 
 def train(config: TrainConfig | None = None, *, out: str | Path, nproc: int | None = None,
@@ -96,46 +114,108 @@ def _busy(run_dir: Path) -> str:
                "Wait for the other process to finish, or stop it.")
 
 
-def resume(run_dir: str | Path, *, nproc: int | None = None) -> RunResult:
-    """Continue a run that was killed, failed or interrupted; a finished run is returned as it is."""
+def resume(run_dir: str | Path, *, nproc: int | None = None, lr: float | None = None) -> RunResult:
+    """Continue a run that was killed, failed or interrupted; a finished run is returned as it is.
+
+    ``lr``: continue with this learning rate (e.g. after a NaN loss); the privacy plan is never touched.
+    """
     run_dir = Path(run_dir)
     record = read_record(run_dir)
     if record["status"] in FINISHED:
+        if lr is not None:
+            raise ConfigError(fmt("--lr", "given only to resume an unfinished run", lr,
+                                  f"{run_dir} is {record['status']}: nothing is left to train."))
         return RunResult(run_dir, record)
+    privacy = PrivacyPlan.from_dict(record["privacy_plan"]) if record.get("privacy_plan") else None
     if nproc is not None and nproc != 1 and not _under_torchrun():
-        launch(nproc=nproc, resume=run_dir)
+        _check_resumable(run_dir, record, privacy)  # the refusals, as one line, before any process starts
+        launch(nproc=nproc, resume=run_dir, lr=lr)
         return RunResult(run_dir, read_record(run_dir))
     cfg = TrainConfig.from_dict(record["config"])
-    privacy = PrivacyPlan.from_dict(record["privacy_plan"]) if record.get("privacy_plan") else None
-    plan = make_plan(cfg, privacy=privacy)
+    previous_lr = record.get("learning_rate")
+    if lr is not None:
+        cfg.lr = lr
+    plan = make_plan(cfg, privacy=privacy)     # validates --lr
     started_on = trained_dataset_hash(run_dir, record)
     if plan.dataset.info.content_hash != started_on:
         raise ConfigError(fmt("--data", "the dataset the run started with", cfg.data,
                               "Its content hash changed; restore the original data to resume."))
     dist = from_env()
-    session = build_session(plan)
     with _lock(run_dir) if dist.main else contextlib.nullcontext():
         if dist.main:
             clean_partial(run_dir)
         dist.barrier()  # every rank reads the checkpoint after rank 0 cleaned partial writes
-        state = TrainState()
-        ckpts = list_checkpoints(run_dir)
-        if ckpts:
-            trainable, training_state, saved = load_checkpoint(ckpts[-1])
-            plan.method.load_trainable_state(session.model, trainable)
-            session.optimizer.load_state_dict(training_state["optimizer"])
-            session.scheduler.load_state_dict(training_state["scheduler"])
-            set_rng_state(training_state["rng"])
-            state = TrainState.from_dict(saved["train_state"])
-            record["wall_time_s"] = saved["wall_time_s"]  # time of work that survived; lost work is not counted
-        record["resumes"] = record.get("resumes", 0) + 1
-        record["processes"] = dist.world
-    return _run(run_dir, session, record, state, dist)
+        ckpt = _check_resumable(run_dir, record, privacy)
+    session = build_session(plan)
+    state = TrainState()
+    if ckpt is not None:
+        plan.method.load_trainable_state(session.model, ckpt.trainable)
+        session.optimizer.load_state_dict(ckpt.training_state["optimizer"])
+        session.scheduler.load_state_dict(ckpt.training_state["scheduler"])
+        set_rng_state(ckpt.training_state["rng"])
+        _set_lr(session, plan.lr)  # the optimizer state carries the rate it was saved with
+        state = TrainState.from_dict(ckpt.state["train_state"])
+        record["wall_time_s"] = ckpt.state["wall_time_s"]  # time of work that survived; lost work is not counted
+        if ckpt.skipped:
+            record.setdefault("recovered", []).append(
+                {"resume": record.get("resumes", 0) + 1, "resumed_from": str(ckpt.path.relative_to(run_dir)),
+                 "skipped": [{"file": str(Path(f).relative_to(run_dir)), "error": why} for f, why in ckpt.skipped]})
+    if plan.lr != previous_lr:
+        record["learning_rate"] = record["config"]["lr"] = plan.lr
+        record.setdefault("changes", []).append({"option": "lr", "value": plan.lr, "previous": previous_lr,
+                                                 "from_step": state.step + 1,
+                                                 "resume": record.get("resumes", 0) + 1})
+    record["resumes"] = record.get("resumes", 0) + 1
+    record["processes"] = dist.world
+    return _run(run_dir, session, record, state, dist, steps_taken=_steps_taken(run_dir, record, ckpt))
+
+
+def _steps_taken(run_dir: Path, record: dict[str, Any], ckpt: Checkpoint | None) -> tuple[int, str]:
+    """The fewest DP steps this run has provably taken, and what records them (the ledger must count as many)."""
+    found = [(int(record.get("ledger_steps") or 0), RUN_FILE)]
+    found += [(step, f"checkpoint step-{step:07d}") for step in checkpoint_steps(run_dir)[-1:]]
+    if ckpt is not None and ckpt.state.get("ledger"):  # DP runs only
+        from privtune.accounting import Ledger
+
+        found.append((Ledger.from_dict(ckpt.state["ledger"]).steps, f"the ledger copy in {ckpt.path.name}"))
+    return max(found)
+
+
+def _check_resumable(run_dir: Path, record: dict[str, Any], privacy: PrivacyPlan | None) -> Checkpoint | None:
+    """The newest whole checkpoint; raises a one-line ResumeError when the checkpoints or the ledger forbid it."""
+    ckpt = load_newest(run_dir, run_id=record.get("run_id"))
+    if privacy is not None:
+        taken, by = _steps_taken(run_dir, record, ckpt)
+        PrivacyState.load(privacy, run_dir, run_id=record.get("run_id"), steps_taken=taken, taken_by=by,
+                          persist=False)
+    return ckpt
+
+
+def _set_lr(s: Session, lr: float) -> None:
+    """Every parameter group at ``lr`` times the schedule's factor where the schedule stands."""
+    sched = s.scheduler
+    if list(sched.base_lrs) == [lr] * len(sched.base_lrs):
+        return
+    sched.base_lrs = [lr] * len(sched.base_lrs)
+    for group, factor in zip(s.optimizer.param_groups, sched.lr_lambdas):
+        group["initial_lr"] = lr
+        group["lr"] = lr * factor(sched.last_epoch)
 
 
 def _resume_state(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RESUME_FILE
-    return json.loads(path.read_text("utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        state = json.loads(path.read_text("utf-8"))
+    except ValueError as e:
+        state, why = None, str(e).splitlines()[0]
+    else:
+        why = "not a JSON object"
+    if not isinstance(state, dict):
+        raise ResumeError(fmt(str(path), "a whole resume state file", why, "It is truncated or corrupt: restore it "
+                              "from a backup."))
+    return state
 
 
 def trained_dataset_hash(run_dir: str | Path, record: dict[str, Any]) -> str | None:
@@ -153,8 +233,12 @@ def _lock(run_dir: Path) -> ContextManager[None]:
     return exclusive_lock(run_dir / LOCK_FILE, _busy(run_dir))
 
 
-def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, dist: Dist = SINGLE) -> RunResult:
-    """Train (every rank); rank 0 alone writes run.json, the ledger, checkpoints and the model."""
+def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, dist: Dist = SINGLE, *,
+         steps_taken: tuple[int, str] = (0, "")) -> RunResult:
+    """Train (every rank); rank 0 alone writes run.json, the ledger, checkpoints and the model.
+
+    ``steps_taken``: (a resume) the DP steps the run has provably taken, which the ledger must count.
+    """
     plan = s.plan
     main = dist.main
     t_start = time.perf_counter()
@@ -162,7 +246,8 @@ def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, d
     if s.loaded.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(s.loaded.device)
     with _lock(run_dir) if main else contextlib.nullcontext():
-        privacy = PrivacyState.load(plan.privacy, run_dir, persist=main) if plan.privacy is not None else None
+        privacy = PrivacyState.load(plan.privacy, run_dir, run_id=record.get("run_id"), steps_taken=steps_taken[0],
+                                    taken_by=steps_taken[1], persist=main) if plan.privacy is not None else None
         record.update(status="running", error=None)
         if main:
             atomic_write_json(run_dir / RUN_FILE, record)
@@ -171,7 +256,7 @@ def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, d
         def checkpoint(st: TrainState) -> None:
             if not main:
                 return
-            saved = {"train_state": st.to_dict(),
+            saved = {"train_state": st.to_dict(), "run_id": record.get("run_id"),
                      "ledger": privacy.ledger.to_dict() if privacy is not None else None,
                      "wall_time_s": wall_before + time.perf_counter() - t_start}
             save_checkpoint(run_dir, step=st.step, trainable=plan.method.trainable_state(s.model),
@@ -182,7 +267,7 @@ def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, d
                 trainer = Trainer(model=s.model, task=plan.cfg.task, data=s.data, sampler=s.sampler,
                                   optimizer=s.optimizer, scheduler=s.scheduler, planned_steps=plan.steps,
                                   physical_batch_size=plan.physical_batch_size, device=s.loaded.device,
-                                  engine=s.engine, privacy=privacy, seed=plan.cfg.seed,
+                                  engine=s.engine, privacy=privacy, randomness=s.randomness,
                                   checkpoint_every=plan.checkpoint_every, on_checkpoint=checkpoint, state=state,
                                   progress=progress if progress_enabled() and main else None, method=plan.method,
                                   dist=dist, format_loss=rec_mod.loss_text(plan))
@@ -196,16 +281,17 @@ def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, d
                 record.update(rec_mod.final_fields(s, outcome, privacy, wall_before + time.perf_counter() - t_start))
         except PrivtuneError as e:
             if main:
-                _fail(run_dir, record, "failed", str(e), wall_before + time.perf_counter() - t_start)
+                _fail(run_dir, record, "failed", str(e), wall_before + time.perf_counter() - t_start, privacy)
             raise
         except KeyboardInterrupt:
             if main:
                 _fail(run_dir, record, "interrupted", "interrupted by the user",
-                      wall_before + time.perf_counter() - t_start)
+                      wall_before + time.perf_counter() - t_start, privacy)
             raise
         except Exception as e:
             if main:
-                _fail(run_dir, record, "failed", f"{type(e).__name__}: {e}", wall_before + time.perf_counter() - t_start)
+                _fail(run_dir, record, "failed", f"{type(e).__name__}: {e}", wall_before + time.perf_counter() - t_start,
+                      privacy)
             raise
         if main:
             atomic_write_json(run_dir / RUN_FILE, record)
@@ -213,8 +299,11 @@ def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, d
     return RunResult(run_dir, record)
 
 
-def _fail(run_dir: Path, record: dict[str, Any], status: str, error: str, wall: float) -> None:
+def _fail(run_dir: Path, record: dict[str, Any], status: str, error: str, wall: float,
+          privacy: PrivacyState | None) -> None:
     record.update(status=status, error=error, wall_time_s=round(wall, 3))
+    if privacy is not None and privacy.steps:  # the steps it took are spent, finished or not
+        record.update(rec_mod.spent_fields(privacy))
     atomic_write_json(run_dir / RUN_FILE, record)
 
 

@@ -6,21 +6,22 @@
 - :class:`ShuffleSampler` (non-DP runs): fixed batches of exactly ``batch_size`` from a stream of per-epoch
   permutations, so that non-private runs use the same logical batch and number of steps as private ones.
 
-Both are stateless functions of ``(seed, step, draw)``: resuming at step ``t`` needs no saved generator state, and a
-DP step executed again after a crash gets fresh, independent randomness because its ``draw`` (the ledger index of
-the mechanism invocation) differs. ``secure=True`` draws Poisson masks from the operating system's CSPRNG
-(``os.urandom``) instead, as secure-RNG mode requires; such runs are not reproducible.
+Both are stateless: resuming at step ``t`` needs no saved generator state. The shuffle order is a function of
+``(seed, epoch)`` (reproducible). A Poisson mask is part of the DP mechanism: it comes from the run's
+:class:`~privtune.training.randomness.DPRandomness` (by default a secret key never written down) and depends on
+``draw``, the ledger index of the mechanism invocation, so that a DP step executed again after a crash gets fresh,
+independent randomness.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from privtune.errors import ConfigError, fmt
+from privtune.training.randomness import DPRandomness
 
 
 def step_rng(seed: int, *parts: int) -> np.random.Generator:
@@ -28,20 +29,13 @@ def step_rng(seed: int, *parts: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *[int(p) for p in parts]]))
 
 
-def secure_uniform(n: int) -> np.ndarray:
-    """``n`` uniforms in [0, 1) with 53 random bits each, from the OS CSPRNG."""
-    raw = np.frombuffer(os.urandom(8 * n), dtype=np.uint64)
-    return (raw >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
-
 @dataclass(frozen=True)
 class PoissonSampler:
-    """Poisson sampling with rate ``sample_rate`` over ``n`` examples."""
+    """Poisson sampling with rate ``sample_rate`` over ``n`` examples, with the masks drawn from ``randomness``."""
 
     n: int
     sample_rate: float
-    seed: int
-    secure: bool = False
+    randomness: DPRandomness
     name = "poisson"
 
     def __post_init__(self):
@@ -49,8 +43,9 @@ class PoissonSampler:
             raise ConfigError(fmt("sample_rate", "in (0, 1]", self.sample_rate))
 
     def batch(self, step: int, *, draw: int | None = None) -> np.ndarray:
-        """Indices of the examples in the batch of ``step``; ``draw`` distinguishes repeated executions."""
-        u = secure_uniform(self.n) if self.secure else step_rng(self.seed, 1, step, step if draw is None else draw).random(self.n)
+        """Indices of the examples in the batch of ``step``; ``draw`` (default ``step``) is the ledger index of the
+        invocation, which distinguishes repeated executions of a step."""
+        u = self.randomness.uniforms(self.n, draw=step if draw is None else draw)
         return np.flatnonzero(u < self.sample_rate)
 
     @property

@@ -8,6 +8,7 @@ Every check that can fail on bad input runs here, before a run directory exists.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from privtune.training.dp import get_engine
 from privtune.training.dp.engine import DPEngine
 from privtune.training.methods import Method, get_method
 from privtune.training.privacy import PrivacyPlan, check_budget_feasible, plan_privacy
+from privtune.training.randomness import DPRandomness
 from privtune.training.sampling import PoissonSampler, ShuffleSampler, planned_steps
 
 
@@ -73,10 +75,17 @@ def make_plan(cfg: TrainConfig, *, privacy: PrivacyPlan | None = None) -> Plan:
                 lr=cfg.lr if cfg.lr is not None else method.default_lr, privacy=privacy)
     if method.private and plan.privacy is None:
         reserve = cfg.resume_reserve if cfg.resume_reserve is not None else every
-        plan.privacy = plan_privacy(epsilon=cfg.epsilon, delta=cfg.delta, noise_multiplier=cfg.noise_multiplier,
-                                    max_grad_norm=cfg.max_grad_norm, sample_rate=plan.sample_rate, steps=steps,
-                                    reserve=reserve, accountant=cfg.accountant, secure_rng=cfg.secure_rng,
-                                    dataset_size=n, noise_calibration=cfg.noise_calibration)
+        from privtune.accounting.events import AccountingWarning
+        from privtune.training.estimate_calibration import UnsafeCalibrationWarning
+
+        with warnings.catch_warnings():  # a run states them in run.json's privacy_warnings (the CLI prints them)
+            warnings.simplefilter("ignore", AccountingWarning)
+            warnings.simplefilter("ignore", UnsafeCalibrationWarning)
+            plan.privacy = plan_privacy(epsilon=cfg.epsilon, delta=cfg.delta, noise_multiplier=cfg.noise_multiplier,
+                                        max_grad_norm=cfg.max_grad_norm, sample_rate=plan.sample_rate, steps=steps,
+                                        reserve=reserve, accountant=cfg.accountant, secure_rng=cfg.secure_rng,
+                                        dataset_size=n, noise_calibration=cfg.noise_calibration,
+                                        noise_seed=cfg.noise_seed)
         check_budget_feasible(plan.privacy, steps)
     elif not method.private and (cfg.epsilon is not None or cfg.noise_multiplier is not None
                                  or cfg.noise_calibration != "certified"):
@@ -96,6 +105,7 @@ class Session:
     engine: DPEngine | None
     optimizer: torch.optim.Optimizer
     scheduler: Any
+    randomness: DPRandomness | None = None  # DP: this session's source of noise and masks (its key is never saved)
 
 
 def lr_lambda(schedule: str, warmup: int, total: int):
@@ -126,14 +136,15 @@ def build_session(plan: Plan, loaded: LoadedModel | None = None) -> Session:
     if cfg.eval_test and "test" in plan.dataset.splits:
         test = encode(loaded.tokenizer, plan.dataset.test, max_length=cfg.max_length, task=cfg.task,
                       labels=plan.labels)
-    engine = None
+    engine, randomness = None, None
     if plan.privacy is not None:
-        sampler: Any = PoissonSampler(n=plan.n_train, sample_rate=plan.privacy.sample_rate, seed=cfg.seed,
-                                      secure=cfg.secure_rng)
+        # the mechanism's coins: a fresh secret per session unless the plan asks otherwise (never written down)
+        randomness = DPRandomness.for_plan(plan.privacy)
+        sampler: Any = PoissonSampler(n=plan.n_train, sample_rate=plan.privacy.sample_rate, randomness=randomness)
         engine = plan.method.make_engine(model, cfg=cfg, max_grad_norm=plan.privacy.max_grad_norm)
     else:
         sampler = ShuffleSampler(n=plan.n_train, batch_size=cfg.batch_size, seed=cfg.seed)
     optimizer = torch.optim.AdamW(plan.method.optimizer_params(model), lr=plan.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, plan.steps))
     return Session(plan=plan, loaded=loaded, model=model, data=data, test=test, sampler=sampler, engine=engine,
-                   optimizer=optimizer, scheduler=scheduler)
+                   optimizer=optimizer, scheduler=scheduler, randomness=randomness)

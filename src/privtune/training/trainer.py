@@ -6,7 +6,9 @@ One optimizer step ``t`` (1-based):
 2. the sampler draws the logical batch (Poisson for DP, fixed-size shuffled batches otherwise);
 3. the batch is split into physical micro-batches; each runs forward, per-example losses are checked for NaN/inf,
    and backward — plain (mean over the logical batch) or through the DP engine (clipped per-example sum);
-4. DP runs add Gaussian noise ``N(0, sigma^2 C^2)`` to the clipped sum once and divide by the expected batch ``B``;
+4. DP runs add Gaussian noise ``N(0, sigma^2 C^2)`` to the clipped sum once and divide by the expected batch ``B``
+   (noise and Poisson masks from the run's :class:`~privtune.training.randomness.DPRandomness`, keyed by the
+   ledger index);
 5. the optimizer and the LR schedule step; after the first step the guards check that the update reached the
    model (:meth:`Trainer._check_first_step`);
 6. every ``checkpoint_every`` steps (and at the end) a checkpoint is written.
@@ -28,9 +30,9 @@ from privtune.models.loading import autocast
 from privtune.training.data import Encoded
 from privtune.training.dp.engine import ClipStats, DPEngine, unique_trainable
 from privtune.training.distributed import SINGLE, Dist
-from privtune.training.dp.noise import add_noise_, noise_generator
 from privtune.training.losses import per_example_loss
 from privtune.training.privacy import BudgetExhausted, PrivacyState, certified
+from privtune.training.randomness import DPRandomness
 from privtune.training.sampling import split_micro
 
 
@@ -72,16 +74,19 @@ class Trainer:
 
     def __init__(self, *, model: nn.Module, task: str, data: Encoded, sampler: Any, optimizer: torch.optim.Optimizer,
                  scheduler: Any, planned_steps: int, physical_batch_size: int, device: torch.device,
-                 engine: DPEngine | None = None, privacy: PrivacyState | None = None, seed: int = 0,
+                 engine: DPEngine | None = None, privacy: PrivacyState | None = None,
+                 randomness: DPRandomness | None = None,
                  checkpoint_every: int = 0, on_checkpoint: Callable[[TrainState], None] | None = None,
                  state: TrainState | None = None, progress: Any = None, method: Any = None,
                  dist: Dist = SINGLE, format_loss: Callable[[float | None], str] | None = None):
-        if (engine is None) != (privacy is None):
-            raise TrainingError("`engine` and `privacy` must be given together (DP) or not at all.")
+        randomness = randomness if randomness is not None else getattr(sampler, "randomness", None)
+        if (engine is None) != (privacy is None) or (engine is not None and randomness is None):
+            raise TrainingError("`engine` and `privacy` must be given together (DP, with the `randomness` of the noise "
+                                "unless the sampler carries it) or not at all.")
         self.model, self.task, self.data, self.sampler = model, task, data, sampler
         self.optimizer, self.scheduler = optimizer, scheduler
         self.planned_steps, self.physical = planned_steps, physical_batch_size
-        self.device, self.engine, self.privacy, self.seed = device, engine, privacy, seed
+        self.device, self.engine, self.privacy, self.randomness = device, engine, privacy, randomness
         self.checkpoint_every, self.on_checkpoint = checkpoint_every, on_checkpoint
         self.state = state or TrainState()
         self.progress = progress
@@ -99,7 +104,9 @@ class Trainer:
 
     def step(self, t: int) -> tuple[float | None, ClipStats | None, int, int]:
         draw = self.privacy.begin_step() if self.privacy is not None else t
-        idx = self.dist.same_batch(self.sampler.batch(t, draw=draw), len(self.data))
+        # rank 0 draws the batch (its DP randomness alone decides) and every rank uses it
+        local = self.sampler.batch(t, draw=draw) if self.dist.main else np.empty(0, dtype=np.int64)
+        idx = self.dist.same_batch(local, len(self.data))
         self.model.train()
         if self.method is not None:
             self.method.before_step(self.model, step=t)
@@ -124,8 +131,7 @@ class Trainer:
             sums, stats = self.engine.take_sum()
             plan = self.privacy.plan
             if self.dist.main:  # the noise enters once: on rank 0's share, before the all-reduce
-                gen = None if plan.secure_rng else noise_generator(self.seed, draw)
-                add_noise_(sums, plan.noise_multiplier * plan.max_grad_norm, generator=gen, secure=plan.secure_rng)
+                self.randomness.add_noise_(sums, plan.noise_multiplier * plan.max_grad_norm, draw=draw)
             self.dist.all_reduce(sums)
             expected = self.sampler.expected_batch_size
             for p, s in zip(self.params, sums):
@@ -141,7 +147,8 @@ class Trainer:
         grad_sq = sum(float(p.grad.float().pow(2).sum()) for p in self.updated if p.grad is not None)
         if not math.isfinite(grad_sq):
             raise TrainingError(f"`gradient` must be finite. Found a non-finite gradient norm at step {t}. "
-                                "Lower --lr; the last good checkpoint is kept and the run can be resumed.")
+                                "The last good checkpoint is kept: resume with a lower rate, `privtune train "
+                                "--resume RUN --lr LR`.")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -150,9 +157,8 @@ class Trainer:
 
     @staticmethod
     def _nonfinite_loss(value: float, t: int) -> None:
-        raise TrainingError(f"`loss` must be finite. Found {value!r} at step {t}. Lower --lr (or check the data); "
-                            "the last good checkpoint is kept and the run can be resumed with "
-                            "`privtune train --resume`.")
+        raise TrainingError(f"`loss` must be finite. Found {value!r} at step {t}. The last good checkpoint is kept: "
+                            "resume with a lower rate, `privtune train --resume RUN --lr LR` (or check the data).")
 
     @staticmethod
     def _grad(p: nn.Parameter) -> torch.Tensor:
