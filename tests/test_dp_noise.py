@@ -24,7 +24,6 @@ def test_noise_is_fresh_per_invocation_and_reproducible():
 
 
 def test_secure_rng_run(tmp_path):
-    pytest.importorskip("privtune.accounting")
     from _train_helpers import lm_dataset
     from privtune.training.run import train
 

@@ -39,7 +39,7 @@ class ClipStats:
     n_clipped: int = 0         # with ||g_i|| > C
     norm_sum: float = 0.0      # sum of ||g_i|| before clipping
     norm_max: float = 0.0
-    clipped_norm_max: float = 0.0  # max ||clip_C(g_i)||, must be <= C
+    clipped_norm_max: float = 0.0  # max ||clip_C(g_i)|| = min(norm_max, C): <= C by construction, no check
 
     def add(self, norms: torch.Tensor, coef: torch.Tensor, max_grad_norm: float) -> None:
         norms = norms.detach().float()
