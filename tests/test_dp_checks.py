@@ -110,7 +110,8 @@ class _Net(nn.Module):
 
 @pytest.mark.parametrize("engine", ENGINES.names())
 @pytest.mark.parametrize("norm,frozen,match", [
-    (lambda: nn.BatchNorm1d(4), True, "`norm` must be free of layers that mix examples.*Found 'BatchNorm1d'.*GroupNorm"),
+    (lambda: nn.BatchNorm1d(4), True,
+     "`norm` must be free of layers that mix examples.*Found 'BatchNorm1d'.*GroupNorm"),
     (lambda: nn.BatchNorm1d(4), False, "`norm` must be free of layers that mix examples"),
     (lambda: nn.BatchNorm1d(4, affine=False), True, "Found 'BatchNorm1d'"),  # no parameters at all
     (lambda: nn.SyncBatchNorm(4), True, "Found 'SyncBatchNorm'"),
