@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow test-all test-ray gpu-check bench lint clean
+.PHONY: setup demo test test-slow test-all test-ray gpu-check mutation bench lint clean
 
 $(BIN)/privtune: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,8 +38,18 @@ test-ray: setup
 gpu-check:
 	bash scripts/gpu_check.sh
 
+# Mutation testing of the DP engines (src/privtune/training/dp/) against the DP tests: [tool.mutmut] in
+# pyproject.toml. Slow (hours on 2 cores; not part of `make test`). MUTANTS narrows it, e.g.
+# MUTANTS='privtune.training.dp.bk.*'. Prints killed/survived/total; `$(BIN)/mutmut results` lists the survivors.
+MUTANTS ?=
+mutation: setup
+	$(BIN)/pip install -e ".[test,mutation]"
+	rm -rf mutants
+	env -u PYTHONPATH OMP_NUM_THREADS=1 PRIVTUNE_TEST_CACHE=$(CURDIR)/mutants/cache $(BIN)/mutmut run $(MUTANTS)
+	$(BIN)/mutmut export-cicd-stats && cat mutants/mutmut-cicd-stats.json
+
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache mutants

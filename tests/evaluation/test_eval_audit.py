@@ -58,12 +58,17 @@ def test_bound_is_valid_for_randomised_response():
 
 def test_one_run_audit_guesses_and_bonferroni():
     inc = np.array([True, False] * 50)
-    perfect = one_run_audit(np.where(inc, 1.0, -1.0) + np.linspace(0, 0.1, 100), inc, delta=1e-5,
-                            certified_epsilon=8.0)
-    assert perfect.n_correct == perfect.n_guesses == 100 and perfect.consistent
+    scores = np.where(inc, 1.0, -1.0) + np.linspace(0, 0.1, 100)
+    perfect = one_run_audit(scores, inc, delta=1e-5, certified_epsilon=8.0)
+    assert perfect.n_correct == perfect.n_guesses == 100
     level = 1 - 0.05 / len(default_guess_counts(100))
-    assert perfect.epsilon_lower_bound == pytest.approx(
-        epsilon_lower_bound(m=100, r=100, v=100, delta=1e-5, confidence=level))
+    bound = perfect.epsilon_lower_bound
+    assert bound == pytest.approx(epsilon_lower_bound(m=100, r=100, v=100, delta=1e-5, confidence=level))
+    # consistency compares the bound with the certified epsilon: at the bound it holds, just below it does not
+    # (100 canaries, all guessed right, bound epsilon by about 3 at most: a certified 8 could never be contradicted)
+    assert 1.0 < bound < 8.0
+    assert one_run_audit(scores, inc, delta=1e-5, certified_epsilon=bound).consistent is True
+    assert one_run_audit(scores, inc, delta=1e-5, certified_epsilon=0.99 * bound).consistent is False
     assert len(perfect.tried) == len(default_guess_counts(100))
     flipped = one_run_audit(np.where(inc, -1.0, 1.0), inc, delta=1e-5, certified_epsilon=8.0)
     assert flipped.epsilon_lower_bound == 0.0 and flipped.n_correct == 0

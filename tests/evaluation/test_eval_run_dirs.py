@@ -44,12 +44,14 @@ def test_evaluate_run_writes_eval_json(runs, data):
         assert isinstance(res["privacy"][key], float)
 
 
-def test_dp_run_audit_sits_below_its_certified_epsilon(runs, data):
+def test_dp_run_audit_reads_its_certified_epsilon(runs, data):
+    """The audit of a DP run compares with the run's certified epsilon and delta. Whether it is consistent is not
+    asserted here: 8 audit canaries bound epsilon by 0.40 at most, which can never contradict epsilon 8 (the
+    comparison itself is tested at its boundary in test_eval_audit.py)."""
     res = evaluate_run(runs / "dp", data, only="audit,utility", config=QUICK)
     rec = json.loads((runs / "dp" / "run.json").read_text())
     assert res["audit"]["certified_epsilon"] == rec["epsilon"] <= 8.0 + 1e-9
     assert res["audit"]["delta"] == rec["delta"]
-    assert res["audit"]["consistent"] is True
     assert res["stages"] == ["utility", "audit"]
 
 

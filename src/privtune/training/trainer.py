@@ -10,7 +10,7 @@ One optimizer step ``t`` (1-based):
    (noise and Poisson masks from the run's :class:`~privtune.training.randomness.DPRandomness`, keyed by the
    ledger index);
 5. the optimizer and the LR schedule step; after the first step the guards check that the update reached the
-   model (:meth:`Trainer._check_first_step`);
+   model and that the clipped sum is bounded as clipping implies (:meth:`Trainer._check_first_step`);
 6. every ``checkpoint_every`` steps (and at the end) a checkpoint is written.
 """
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from privtune.errors import TrainingError
+from privtune.errors import TrainingError, fmt
 from privtune.models.loading import autocast
 from privtune.training.data import Encoded
 from privtune.training.dp.engine import ClipStats, DPEngine, unique_trainable
@@ -97,6 +97,7 @@ class Trainer:
         self.params = engine.params if engine is not None else unique_trainable(model)
         # what the optimizer updates: the differentiated parameters, or (RGP) the tensors their gradients map to
         self.updated = [p for g in optimizer.param_groups for p in g["params"]]
+        self._sum_norm = 0.0  # norm of the first step's clipped sum before noise (this process's share)
 
     # -- one step -------------------------------------------------------------------------------------------------
     def _forward_module(self) -> nn.Module:
@@ -129,6 +130,8 @@ class Trainer:
         stats = None
         if self.engine is not None:
             sums, stats = self.engine.take_sum()
+            if not self.state.guard_checked:  # for the first-step guard: the sum itself, before noise
+                self._sum_norm = math.sqrt(sum(float(s.float().pow(2).sum()) for s in sums))
             plan = self.privacy.plan
             if self.dist.main:  # the noise enters once: on rank 0's share, before the all-reduce
                 self.randomness.add_noise_(sums, plan.noise_multiplier * plan.max_grad_norm, draw=draw)
@@ -210,9 +213,11 @@ class Trainer:
                 raise TrainingError(f"per-example gradients must be produced for every example of the batch. "
                                     f"Found {stats.n} for {batch_size} examples: the DP hooks do not see the "
                                     "model being trained.")
-            if stats.clipped_norm_max > C * (1 + 1e-3):
-                raise TrainingError(f"clipped per-example gradient norms must be <= max_grad_norm {C}. "
-                                    f"Found {stats.clipped_norm_max:.4g}: clipping was not applied.")
+            # ||sum_i clip_C(g_i)|| <= n C, measured on the engine's sum itself (not on its own statistics)
+            if self._sum_norm > stats.n * C * (1 + 1e-3):
+                raise TrainingError(fmt("clipped gradient sum", f"of norm <= examples x max_grad_norm = {stats.n} "
+                                        f"x {C}", float(f"{self._sum_norm:.4g}"),
+                                        "The DP engine did not clip every example: use a built-in --dp-engine."))
 
     # -- loop -----------------------------------------------------------------------------------------------------
     def run(self) -> TrainOutcome:

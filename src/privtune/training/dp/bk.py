@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from privtune.errors import TrainingError
-from privtune.training.dp.engine import ENGINES, EPS, DPEngine, quiet_backward_hooks
-from privtune.training.dp.layers import STRATEGIES, Rule, make_rule, to_per_example
+from privtune.training.dp.checks import outside_use_error
+from privtune.training.dp.engine import ENGINES, EPS, DPEngine, quiet_backward_hooks, unique_trainable
+from privtune.training.dp.layers import STRATEGIES, EmbeddingRule, LinearRule, Rule, make_rule, to_per_example
 from privtune.training.dp.samplers import check_private_trainable
 
 if TYPE_CHECKING:
@@ -53,6 +54,10 @@ class BookKeepingEngine(DPEngine):
                 rule = make_rule(self, mod, name)
                 rule.attach()
                 self.rules.append(rule)
+        # parameters whose captured uses give autograd no gradient at all (their rules' backward returns none): any
+        # .grad they get in accumulate's backward pass comes from a use outside their module
+        self._no_autograd = {id(p) for r in self.rules if isinstance(r, (LinearRule, EmbeddingRule))
+                             for p in r.params()}
         self.batch_size = 0
         self.collecting = False  # True only inside accumulate's backward pass: the rules hand their work here
         self._uses = {}
@@ -69,15 +74,20 @@ class BookKeepingEngine(DPEngine):
 
     # -- the DPEngine interface -----------------------------------------------------------------------------------
     def accumulate(self, loss_per_example: torch.Tensor) -> None:
-        if [id(p) for p in self.params] != list(self._index):
+        if [id(p) for p in unique_trainable(self.model)] != list(self._index):  # e.g. LoRA applied after attaching
             raise TrainingError(_STALE)
         self.batch_size = n = int(loss_per_example.shape[0])
         self._uses: dict[int, list[tuple[str, Any, torch.Tensor | None]]] = {}
+        for p in self.params:
+            p.grad = None
         self.collecting = True
         try:
             with quiet_backward_hooks():
                 loss_per_example.sum().backward()
             self.collecting = False
+            leaked = [p for p in self.params if id(p) in self._no_autograd and p.grad is not None]
+            if leaked:
+                raise outside_use_error(self._names.get(id(leaked[0]), "?"), "a gradient from outside that module")
             missing = [self._names.get(id(p), "?") for i, p in enumerate(self.params) if i not in self._uses]
             if missing:
                 raise TrainingError(f"per-example gradients must exist for every trainable parameter. Found none for "
@@ -107,6 +117,7 @@ class BookKeepingEngine(DPEngine):
                 p.grad = None
 
     def close(self) -> None:
+        super().close()
         for rule in self.rules:
             rule.detach()
         self.rules = []

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from privtune.errors import TrainingError
 from privtune.registry import Registry
+from privtune.training.dp.checks import OwnerUseCheck, refuse_example_mixing
 
 if TYPE_CHECKING:
     import torch
@@ -38,7 +39,7 @@ class ClipStats:
     n_clipped: int = 0         # with ||g_i|| > C
     norm_sum: float = 0.0      # sum of ||g_i|| before clipping
     norm_max: float = 0.0
-    clipped_norm_max: float = 0.0  # max ||clip_C(g_i)||, must be <= C
+    clipped_norm_max: float = 0.0  # max ||clip_C(g_i)|| = min(norm_max, C): <= C by construction, no check
 
     def add(self, norms: torch.Tensor, coef: torch.Tensor, max_grad_norm: float) -> None:
         norms = norms.detach().float()
@@ -57,10 +58,12 @@ class ClipStats:
 class DPEngine(ABC):
     """Accumulates ``sum_i clip_C(g_i)`` over the micro-batches of one logical batch.
 
-    Lifecycle: ``__init__(model, max_grad_norm=C)`` attaches to the *final* model (after any adapter wrapping);
-    per micro-batch the trainer runs the forward pass on :attr:`module` and calls :meth:`accumulate` with the
-    per-example losses; at the end of the logical batch :meth:`take_sum` returns one tensor per trainable parameter
-    (zeros for an empty batch) and resets. :meth:`close` detaches.
+    Lifecycle: ``__init__(model, max_grad_norm=C)`` attaches to the *final* model (after any adapter wrapping),
+    refuses layers that mix examples and watches the first training forward pass for parameters used outside their
+    modules (:mod:`privtune.training.dp.checks`); per micro-batch the trainer runs the forward pass on
+    :attr:`module` and calls :meth:`accumulate` with the per-example losses; at the end of the logical batch
+    :meth:`take_sum` returns one tensor per trainable parameter (zeros for an empty batch) and resets.
+    :meth:`close` detaches.
     """
 
     name: ClassVar[str] = ""
@@ -74,6 +77,8 @@ class DPEngine(ABC):
         if not self.params:
             raise TrainingError("`model` must have trainable parameters for DP training. Found none. "
                                 "Apply the method (e.g. LoRA) before attaching the DP engine.")
+        refuse_example_mixing(model)
+        self._use_check = OwnerUseCheck(model, self.params)
         self._sum: list[torch.Tensor] | None = None
         self.stats = ClipStats()
 
@@ -103,7 +108,8 @@ class DPEngine(ABC):
         return out, stats
 
     def close(self) -> None:
-        """Remove hooks and attributes added to the model."""
+        """Remove hooks and attributes added to the model (engines extend this and call it)."""
+        self._use_check.close()
 
 
 ENGINES: Registry[type[DPEngine]] = Registry("--dp-engine")

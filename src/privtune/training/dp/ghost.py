@@ -60,4 +60,5 @@ class GhostEngine(DPEngine):
                 del p._norm_sample
 
     def close(self) -> None:
+        super().close()
         self._hooks.cleanup()

@@ -67,4 +67,5 @@ class HooksEngine(DPEngine):
             p.grad = None
 
     def close(self) -> None:
+        super().close()
         self._hooks.cleanup()
