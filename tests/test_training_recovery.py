@@ -96,7 +96,7 @@ def test_sweep_exit_status_reaches_the_shell(tmp_path, capsys, monkeypatch):
     import privtune.experiments.sweep as sweep_mod
     from privtune.experiments.sweep import RunOutcome, SweepResult
 
-    def failing(study, *, out, workers, retry_failed):
+    def failing(study, *, out, **options):
         return SweepResult(tmp_path, [RunOutcome("a", "failed", "train", "boom")])
 
     monkeypatch.setattr(sweep_mod, "run_sweep", failing)
