@@ -188,8 +188,11 @@ def read_gguf_header(path: Path, *, spec: str) -> dict[str, Any]:
         raise ModelLoadError(fmt("--model", "a GGUF file holding a model", where,
                                  f"It is a {fields.get('general.type', 'file without an architecture')!r} file; "
                                  "pass the model's GGUF file."))
+    from privtune.models.loading import _hf_errors_only
+
     try:
-        config = load_gguf_checkpoint(str(path), return_tensors=False)["config"]
+        with _hf_errors_only():  # metadata only: its note on a missing vocabulary size is noise here
+            config = load_gguf_checkpoint(str(path), return_tensors=False)["config"]
     except (ValueError, KeyError) as e:
         raise ModelLoadError(fmt("--model", "a GGUF causal LM whose architecture transformers reads", where,
                                  f"{_first_line(e)} Pick a supported model (llama, qwen2, gemma3, ...).")) from None
