@@ -1,6 +1,7 @@
 """Result rows built by hand from run.json / eval.json dicts with exactly the contract's keys (design.md)."""
 
 from privtune.experiments.store import make_row
+from privtune.training.record import OUTSIDE_DP, PRIVATE_STATS, WITHHELD
 
 DEFS = {"privacy": "gain = NLL_base - NLL_tuned on sensitive tokens", "utility": "NLL on non-sensitive test tokens",
         "exposure": "log2(candidates) - log2(rank)", "mia": "AUC of the attack score", "extraction": "share extracted",
@@ -8,14 +9,23 @@ DEFS = {"privacy": "gain = NLL_base - NLL_tuned on sensitive tokens", "utility":
 
 
 def run_json(method, *, eps=None, wall=100.0, mem=500.0, tps=1000.0, trainable=4_000_000, total=4_000_000,
-             loss=2.0, steps=30):
+             loss=2.0, steps=30, dp_diagnostics=False):
+    """A DP run (``eps`` given) releases no training statistics (null) unless ``dp_diagnostics``: then they sit under
+    ``dp_diagnostics`` beside their label, as training.record writes them."""
     private = eps is not None
+    stats = {"tokens_per_s": tps, "final_train_loss": loss,
+             "train_loss_curve": [[s, loss + 1.0 / s] for s in range(1, steps + 1)]}
+    diag = None
+    if private:
+        diag = ({"enabled": True, "label": OUTSIDE_DP, **stats} if dp_diagnostics
+                else {"enabled": False, "label": WITHHELD, "withheld": list(PRIVATE_STATS)})
+        stats = dict.fromkeys(stats)
     return {"method": method, "model": "embedded", "dataset": "/data/cs", "status": "completed",
             "epsilon": eps, "delta": 1e-5 if private else None, "noise_multiplier": 0.7 if private else None,
             "max_grad_norm": 1.0 if private else None, "sample_rate": 0.05, "steps": steps, "epochs": 3,
             "accountant": "pld" if private else None, "wall_time_s": wall, "peak_memory_mb": mem,
-            "tokens_per_s": tps, "trainable_params": trainable, "total_params": total, "final_train_loss": loss,
-            "train_loss_curve": [[s, loss + 1.0 / s] for s in range(1, steps + 1)]}
+            "examples_per_s": tps / 100, "trainable_params": trainable, "total_params": total, **stats,
+            "private": private, "dp_diagnostics": diag}
 
 
 def eval_json(*, nll_train, nll_train_base=3.0, nll_test=2.9, util, util_base=2.5, exposure=2.0, max_exposure=19.9,
@@ -44,10 +54,11 @@ def row(method, *, eps=None, gain, util, wall=100.0, seed=0, **kw):
     """A completed run whose sensitive-token gain on training data is ``gain`` (base NLL 3.0)."""
     trainable = 60_000 if "lora" in method else 4_000_000
     mem = kw.pop("mem", 500.0)
+    diag = kw.pop("dp_diagnostics", False)
     ev = eval_json(nll_train=3.0 - gain, util=util, **kw)
     return make_row(run_id=f"{method}-{eps}-{seed}", status="completed", grid=grid(method, eps, seed),
                     run_dir=f"runs/{method}", run_json=run_json(method, eps=eps, wall=wall, mem=mem,
-                                                                trainable=trainable),
+                                                                trainable=trainable, dp_diagnostics=diag),
                     eval_json=ev)
 
 

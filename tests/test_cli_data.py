@@ -86,3 +86,71 @@ def test_import_cli_bad_input_one_line(tmp_path, capsys):
     code, _, err = run(["data", "import", str(src), "--out", str(tmp_path / "ds")], capsys)
     assert code == 2 and "rows.csv:1" in err and "--text-column" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "ds").exists()
+
+
+
+# A child process in which any network attempt (name lookup or connect) ends the process with status 97.
+_NO_NETWORK = """
+import os, socket, sys
+def refuse(*args, **kwargs):
+    sys.stderr.write("NETWORK ATTEMPT\\n"); sys.stderr.flush(); os._exit(97)
+socket.getaddrinfo = refuse
+socket.socket.connect = socket.socket.connect_ex = refuse
+from privtune.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_stats_tokenizer_is_never_downloaded_without_allow_download(tmp_path, capsys):
+    # The test session runs with HF_HUB_OFFLINE=1; the child (a fresh process) does not: privtune itself must keep
+    # the hub libraries from connecting (this took 50 s of retries before failing).
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ds"
+    assert run(["data", "synth", "customersim", "--out", str(out), "--train", "4", "--test", "0"], capsys)[0] == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["HF_HOME"] = str(tmp_path / "hf")  # an empty cache
+    proc = subprocess.run([sys.executable, "-c", _NO_NETWORK, "data", "stats", str(out), "--tokenizer", "nosuch/tok"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert "NETWORK ATTEMPT" not in proc.stderr and proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and "nosuch/tok" in err and "--allow-download" in err
+
+
+@pytest.fixture
+def no_network(monkeypatch, tmp_path):
+    """The hub libraries told they are online (as without HF_HUB_OFFLINE), every connection refused and recorded."""
+    import socket
+
+    from huggingface_hub import constants
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network refused by the test")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    return attempts
+
+
+def test_tag_eval_and_model_tokenizer_stay_offline(no_network, tmp_path, capsys):
+    from huggingface_hub import constants
+
+    from privtune.errors import ModelLoadError
+    from privtune.models.loading import load_tokenizer
+
+    out = tmp_path / "ds"
+    assert run(["data", "synth", "customersim", "--out", str(out), "--train", "4", "--test", "0"], capsys)[0] == 0
+    code, _, err = run(["data", "tag-eval", str(out), "--tokenizer", "nosuch/tok"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--allow-download" in err
+    with pytest.raises(ModelLoadError, match="--allow-download"):
+        load_tokenizer("nosuch/tok")
+    assert no_network == [] and constants.HF_HUB_OFFLINE is False  # no attempt; the flag restored

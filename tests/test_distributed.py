@@ -23,16 +23,18 @@ def _adapter(run):
 
 def test_two_processes_match_one(data, tmp_path):
     cfg = dict(data=str(data), method="dp-lora", model="tiny:gpt_neox", noise_multiplier=1.0, batch_size=6,
-               physical_batch_size=2, max_length=24, steps=3, lora_r=2, seed=5, eval_test=False)
+               physical_batch_size=2, max_length=24, steps=3, lora_r=2, seed=5, eval_test=False,
+               dp_diagnostics=True)   # the per-step statistics compared below (recorded under dp_diagnostics)
     one = train(out=tmp_path / "one", **cfg)
     two = train(out=tmp_path / "two", nproc=2, **cfg)
     r1, r2 = one.record, two.record
+    d1, d2 = r1["dp_diagnostics"], r2["dp_diagnostics"]
     assert r2["status"] == "completed" and r2["processes"] == 2 and r1["processes"] == 1
     assert json.loads((tmp_path / "two" / "ledger.json").read_text()) == \
         json.loads((tmp_path / "one" / "ledger.json").read_text())
     assert r2["epsilon"] == r1["epsilon"] and r2["ledger_steps"] == r1["ledger_steps"] == 3
-    assert r2["examples"] == r1["examples"] and r2["tokens"] == r1["tokens"]  # the same logical batches
-    assert r2["clip_fraction"] == r1["clip_fraction"]
+    assert d2["examples"] == d1["examples"] and d2["tokens"] == d1["tokens"]  # the same logical batches
+    assert d2["clip_fraction"] == d1["clip_fraction"]
     a1, a2 = _adapter(tmp_path / "one"), _adapter(tmp_path / "two")
     assert a1.keys() == a2.keys()
     moved = 0
@@ -40,7 +42,7 @@ def test_two_processes_match_one(data, tmp_path):
         torch.testing.assert_close(a2[k], a1[k], rtol=1e-4, atol=1e-5)
         moved += int(not torch.equal(a1[k], torch.zeros_like(a1[k])))
     assert moved  # the adapters trained
-    for (s1, l1), (s2, l2) in zip(r1["train_loss_curve"], r2["train_loss_curve"]):
+    for (s1, l1), (s2, l2) in zip(d1["train_loss_curve"], d2["train_loss_curve"]):
         assert s1 == s2 and l1 == pytest.approx(l2, rel=1e-4)
 
 

@@ -28,7 +28,11 @@ def test_tiny_demo_end_to_end_and_rerun_reuses_it(tmp_path):
     # the canary secret never reaches the report
     secret = json.loads((out / "data" / "customersim" / "dataset.json").read_text())["canary"]["secret"]
     assert len(secret) == SCALES["tiny"].canary_digits
-    assert f"My ID is {secret}" not in res.report.read_text()
+    page = res.report.read_text()
+    assert f"My ID is {secret}" not in page
+    # non-DP runs keep their training curves; the DP runs' (computed without noise) are withheld and named
+    assert "curves.png" in {p.name for p in (out / "plots").iterdir()}
+    assert "Not shown: the training losses of DP runs (dp-fft ε=8, dp-lora ε=8)" in page
     again = run_demo(out=out, scale="tiny")
     assert [o.status for o in again.sweep.outcomes] == ["skipped"] * 4
     assert json.loads((out / "demo.json").read_text())["timings_s"]["base_model_built"] is False

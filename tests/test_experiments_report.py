@@ -110,3 +110,50 @@ def test_estimates_are_labelled_and_shown_beside_certified_values():
     assert "extrapolated (estimate)" in page
     vs = views(rows)
     assert "Canary exposure in bits (estimates: extrapolated)" in " ".join(findings(groups(vs), vs))
+
+
+def _curve_axes(rows, monkeypatch):
+    """Titles and legend labels of the training-curves figure's panels (the figure captured before encoding)."""
+    from privtune.experiments import plots
+
+    seen = []
+    real = plots._png
+    monkeypatch.setattr(plots, "_png", lambda fig: seen.append(fig) or real(fig))
+    vs = views(rows)
+    assert plots.curves(vs, plots.colours([v.method for v in vs])) is not None
+    return [(ax.get_title(), [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else [])
+            for ax in seen[-1].axes if ax.get_visible()]
+
+
+def test_dp_training_statistics_are_withheld_by_default(monkeypatch):
+    """DP runs release no training loss or token throughput: the curves show the non-DP runs, the page says why the
+    DP ones are missing, the cost table says withheld; examples/s (fixed by the plan) is there for every run."""
+    rows = study_rows()
+    page = build_report(rows).html
+    assert [t for t, _ in _curve_axes(rows, monkeypatch)] == ["FFT", "LoRA"]
+    assert "Not shown: the training losses of DP runs (dp-fft ε=1, dp-fft ε=8, dp-lora ε=8)" in page
+    cost = page.split("<h2>Cost</h2>")[1].split("<h2>")[0]
+    dp_rows = [r for r in cost.split("<tr>") if r.startswith('<td class="">dp-')]
+    assert len(dp_rows) == 3 and all("withheld (DP)" in r for r in dp_rows)
+    assert '<td class="">fft</td>' in cost and "1,000" in cost and "<th>examples/s</th>" in cost
+    assert all('<td class="num">10.0</td>' in r for r in dp_rows)            # examples/s of every run
+
+
+def test_dp_diagnostics_are_labelled_wherever_shown(monkeypatch):
+    """A DP run recorded with dp_diagnostics (or an older run.json that released them at the top level) is shown
+    only with the label: in the curve panel's title and legend, the caption and the cost table."""
+    rows = study_rows()
+    diag = row("dp-lora", eps=8.0, gain=0.06, util=2.35, dp_diagnostics=True)
+    old = row("dp-fft", eps=8.0, gain=0.05, util=2.3)
+    old.update({"run.train_loss_curve": "[[1, 3.0], [2, 2.5]]", "run.tokens_per_s": 900.0, "run.dp_diagnostics": None})
+    old.pop("run.dp_diagnostics.enabled"), old.pop("run.dp_diagnostics.label"), old.pop("run.dp_diagnostics.withheld")
+    rows[3], rows[4] = old, diag
+    label = "outside the DP guarantee (computed from private data without noise)"
+    axes = dict(_curve_axes(rows, monkeypatch))
+    assert set(axes) == {"FFT", "LoRA", f"DP-FFT\nDP diagnostic: {label}", f"DP-LoRA\nDP diagnostic: {label}"}
+    assert axes[f"DP-LoRA\nDP diagnostic: {label}"] == ["dp-lora ε=8 (outside the DP guarantee)"]
+    page = build_report(rows).html
+    assert f"The curves of DP runs (dp-fft ε=8, dp-lora ε=8) are diagnostics {label}" in page
+    assert "Not shown: the training losses of DP runs (dp-fft ε=1)" in page
+    cost = page.split("<h2>Cost</h2>")[1].split("<h2>")[0]
+    assert f"1,000 ({label})" in cost and f"900 ({label})" in cost

@@ -28,7 +28,16 @@ def test_row_has_every_contract_field_as_a_column(tmp_path):
     assert r["privacy.sensitive_train_nll"] == 2.9 and r["utility.nonsensitive_test_nll_base"] == 2.5
     assert r["mia.loss.auc"] == 0.6 and r["mia.zlib.tpr_at_1pct_fpr"] == 0.005
     assert r["exposure.exposure_bits"] == 2.0 and r["grid.epsilon"] == 8.0 and r["run.epsilon"] == 8.0
-    assert json.loads(r["run.train_loss_curve"])[0] == [1, 3.0]
+    # a DP run's training statistics are not released (null) ...
+    assert r["run.train_loss_curve"] is None and r["run.final_train_loss"] is None and r["run.tokens_per_s"] is None
+    assert r["run.dp_diagnostics.enabled"] == 0 and "not released" in r["run.dp_diagnostics.label"]
+    # ... unless recorded as diagnostics: then in their own columns, beside the label
+    d = make_row(run_id="y", status="completed", grid=grid("dp-fft", 8.0),
+                 run_json=run_json("dp-fft", eps=8.0, dp_diagnostics=True))
+    assert json.loads(d["run.dp_diagnostics.train_loss_curve"])[0] == [1, 3.0] and d["run.train_loss_curve"] is None
+    assert d["run.dp_diagnostics.label"] == "outside the DP guarantee (computed from private data without noise)"
+    plain = make_row(run_id="z", status="completed", grid=grid("fft"), run_json=run_json("fft"))
+    assert json.loads(plain["run.train_loss_curve"])[0] == [1, 3.0] and plain["run.dp_diagnostics"] is None
 
 
 def test_store_upsert_evolves_schema_and_exports(tmp_path):

@@ -136,6 +136,15 @@ def test_stats_by_hand_with_tokenizer(tmp_path):
     assert (bert.tokens, bert.sensitive_tokens) == (9, 7)
 
 
+def test_malformed_json_message_reads_once(tmp_path):
+    # json's "Unterminated string starting at" used to become "... starting at at column 10"
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"text": "unterminated}\n')
+    with pytest.raises(DataError) as e:
+        import_dataset(src, out=tmp_path / "out", test_fraction=0)
+    assert "(Unterminated string starting at: column 10)" in str(e.value) and "at at" not in str(e.value)
+
+
 def _customersim_release(root, *, n_train=6, n_test=4):
     """Generated CustomerSim dialogs laid out as the public release is: one folder per split, one dialog per file,
     the same file names in both folders."""

@@ -3,6 +3,8 @@
 import random
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from privtune.data.masks import NO_SPAN, encode_records, token_mask, token_span_index, whitespace_offsets
 from privtune.data.schema import Record, Span
@@ -159,3 +161,72 @@ def test_rejects_slow_tokenizer_and_bad_length(bert):
         encode_records(object(), [], max_length=8)
     with pytest.raises(ConfigError, match="max_length"):
         encode_records(bert, [], max_length=0)
+
+
+# --- long records: only a bounded head is tokenized, with the tokens the whole text gives -----------------------
+
+class SpyTokenizer:
+    """A fast tokenizer that records the longest text it was asked to tokenize."""
+
+    def __init__(self, tok):
+        self._tok = tok
+        self.longest = 0
+
+    def __call__(self, texts, **kwargs):
+        self.longest = max([self.longest, *map(len, texts)])
+        return self._tok(texts, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+
+def long_record(n_chars):
+    text, spans = [], []
+    size = 0
+    while size < n_chars:
+        chunk = CORPUS[len(text) % len(CORPUS)]
+        i = chunk.find("555-")
+        if i >= 0:
+            spans.append(Span(size + i, size + i + 12, "PHONE"))
+        text.append(chunk)
+        size += len(chunk) + 1
+    return Record(id="long", text=" ".join(text), spans=spans)
+
+
+def test_multi_megabyte_record_tokenizes_a_bounded_head(bpe):
+    from privtune.training.data import encode
+
+    rec = long_record(3_000_000)
+    # the first 128 tokens lie in the first 20,000 characters (tokenizing all 3 MB takes the time and memory the
+    # head avoids; test_bounded_head_gives_the_tokens_of_the_whole_text compares with whole texts)
+    expected = bpe(rec.text[:20_000], truncation=True, max_length=128, return_offsets_mapping=True)
+    spy = SpyTokenizer(bpe)
+    [e] = encode_records(spy, [rec], max_length=128)
+    assert e.input_ids == expected["input_ids"] and e.offsets == [tuple(o) for o in expected["offset_mapping"]]
+    assert e.truncated and 0 < e.n_sensitive < 128
+    assert spy.longest <= 16 * 128  # not 3 MB
+    spy = SpyTokenizer(bpe)
+    assert encode(spy, [rec], max_length=128, task="lm").input_ids == [expected["input_ids"]]
+    assert spy.longest <= 16 * 128
+
+
+_pieces = st.sampled_from(["Ada", " Lovelace", " ", "  ", "\n", "\n\n", "555-123-4567", ",", ".", "USR:", "é",
+                           "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "12", "Main",
+                           "\t", "naïve", "日本", "x" * 300])
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_pieces, min_size=1, max_size=400).map("".join), st.integers(2, 40))
+def test_bounded_head_gives_the_tokens_of_the_whole_text(bpe, bert, text, max_length):
+    # short max_length makes the head path run on texts of a few hundred to a few thousand characters
+    assume(text.strip())
+    for tok in (bpe, bert):
+        for special in (True, False):
+            expected = tok(text, truncation=True, max_length=max_length, add_special_tokens=special,
+                           return_offsets_mapping=True)
+            [e] = encode_records(tok, [Record(id="r", text=text)], max_length=max_length,
+                                 add_special_tokens=special)
+            assert e.input_ids == expected["input_ids"]
+            assert e.offsets == [tuple(o) for o in expected["offset_mapping"]]
+            last = max((b for a, b in e.offsets if b > a), default=0)
+            assert e.truncated == (len(e.offsets) >= max_length and last < len(text.rstrip()))

@@ -104,3 +104,15 @@ def test_outputs_have_normal_permissions(tmp_path):
     os.umask(mask)
     assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~mask
     assert stat.S_IMODE((out / "dataset.json").stat().st_mode) == 0o666 & ~mask
+
+
+def test_malformed_json_messages_read_once(tmp_path):
+    p = tmp_path / "train.jsonl"
+    p.write_text('{"id": "a", "text": "unterminated}')  # no newline: it would be a control character
+    with pytest.raises(DataError, match=r"\(Unterminated string starting at: column 21\)") as e:
+        read_jsonl(p)
+    assert "at at" not in str(e.value)
+    (tmp_path / "dataset.json").write_text('{"name": "x')
+    with pytest.raises(DataError, match=r"\(Unterminated string starting at: line 1\)") as e:
+        load_dataset(tmp_path)
+    assert "at at" not in str(e.value)

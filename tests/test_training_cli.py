@@ -39,6 +39,21 @@ def test_cli_trains_and_prints_summary(data, tmp_path, capsys):
     assert json.loads((out / "run.json").read_text())["steps"] == 2
 
 
+def test_cli_dp_summary_withholds_the_loss_unless_diagnostics(data, tmp_path, capsys, monkeypatch):
+    """The one-line summary of a DP run prints no training loss (computed from private data without noise); with
+    --dp-diagnostics it prints it labelled. The progress bar (forced on) follows the same rule."""
+    monkeypatch.setenv("PRIVTUNE_PROGRESS", "1")
+    dp = ["train", "--data", str(data), "--method", "dp-lora", "--epsilon", "8", *FAST]
+    err = " ".join(_ok([*dp, "--out", str(tmp_path / "a")], capsys).err.split())   # rich wraps long lines
+    assert "train loss withheld (DP: computed from private data without noise" in err
+    assert not any(c.isdigit() for c in err.split("loss")[1].split("ε")[0])            # the bar shows no value
+    err = " ".join(_ok([*dp, "--dp-diagnostics", "--out", str(tmp_path / "b")], capsys).err.split())
+    loss = json.loads((tmp_path / "b" / "run.json").read_text())["dp_diagnostics"]["final_train_loss"]
+    label = "outside the DP guarantee (computed from private data without noise)"
+    assert f"train loss {round(loss, 4)} (diagnostic: {label})" in err
+    assert "(diagnostic, outside the DP guarantee)" in err
+
+
 def test_cli_config_file_with_override(data, tmp_path, capsys):
     cfg = tmp_path / "t.toml"
     cfg.write_text(f'[train]\ndata = "{data}"\nmethod = "fft"\nmodel = "tiny:gemma"\nsteps = 2\nbatch-size = 4\n'

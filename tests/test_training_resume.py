@@ -118,3 +118,29 @@ def test_resume_of_finished_run_is_a_no_op(data, tmp_path):
                 out=tmp_path / "r")
     again = resume(tmp_path / "r")
     assert again.record == res.record
+
+
+def test_dp_run_keeps_the_data_hash_out_of_run_json_but_resume_still_checks_it(tmp_path):
+    """A content hash identifies the whole training set (a membership test for one record), so a DP run publishes
+    none; its internal resume state keeps it, and resuming on changed data is still refused."""
+    from privtune.errors import ConfigError
+
+    data = lm_dataset(tmp_path / "cs", n_train=24)
+    run = tmp_path / "run"
+    train(data=str(data), method="dp-lora", model="tiny:llama", epsilon=8.0, steps=4, batch_size=4, max_length=32,
+          checkpoint_every=2, out=run)
+    rec = json.loads((run / "run.json").read_text())
+    digest = json.loads((data / "dataset.json").read_text())["content_hash"]
+    assert rec["dataset_hash"] is None and digest not in (run / "run.json").read_text()
+    assert json.loads((run / "checkpoints" / "resume.json").read_text()) == {"dataset_hash": digest}
+    rec.update(status="running")                 # as if killed after its last checkpoint
+    (run / "run.json").write_text(json.dumps(rec))
+    lm_dataset(tmp_path / "other", n_train=24, seed=1)
+    for name in ("train.jsonl", "test.jsonl", "dataset.json"):     # the same path now holds different records
+        (data / name).write_bytes((tmp_path / "other" / name).read_bytes())
+    with pytest.raises(ConfigError, match="restore the original data"):
+        resume(run)
+    for name in ("train.jsonl", "test.jsonl", "dataset.json"):
+        (data / name).unlink()
+    lm_dataset(data, n_train=24)
+    assert resume(run).record["status"] == "completed"

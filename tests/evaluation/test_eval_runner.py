@@ -161,7 +161,8 @@ def test_partial_evaluations_merge_into_the_previous_file(tmp_path):
     assert merged["stages"] == ["privacy", "mia"]
     assert merged["timings_s"] == {"privacy": 1.0, "mia": 3.0}
     other = {**new, "dataset": {"content_hash": "other"}}
-    assert merge_previous(path, other) == other
+    with pytest.raises(ConfigError, match="another run or dataset"):   # never dropped silently (issue 18)
+        merge_previous(path, other)
     assert merge_previous(tmp_path / "missing.json", new) == new
 
 

@@ -12,6 +12,7 @@ import sys
 
 import click
 import typer
+from rich.markup import escape
 
 from privtune import __version__
 from privtune.errors import PrivtuneError
@@ -57,9 +58,9 @@ for _mod in _command_modules():
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI; user errors become one line on stderr and exit status 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)   # a command's typer.Exit(N) comes back as N
     except PrivtuneError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
@@ -72,3 +73,5 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")
         sys.exit(130)
+    if isinstance(code, int) and code:
+        sys.exit(code)

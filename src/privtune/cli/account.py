@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import typer
+from rich.markup import escape
 
 from privtune.accounting import ACCOUNTANTS, Ledger
 from privtune.accounting import tuning
@@ -45,7 +46,7 @@ def _warnings_as_lines() -> Iterator[None]:
         yield
     for w in caught:
         if issubclass(w.category, UserWarning):
-            console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+            console.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
 
 
 def _accountants(name: str, order: int):
@@ -198,7 +199,7 @@ def curve_cmd(noise_multiplier: float = SIGMA, sample_rate: Optional[float] = RA
     if as_json:
         typer.echo(json.dumps({**curve.to_dict(), "out": str(path)}))
     else:
-        console.print(f"[green]wrote[/] {path}")
+        console.print(f"[green]wrote[/] {escape(str(path))}")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from privtune.utils.progress import console
 
@@ -39,7 +40,7 @@ def bench_cmd(
         from privtune.training.dp import get_engine
 
         get_engine(dp_engine)
-    note = (lambda s: console.print(f"[dim]{s}[/]", highlight=False)) if not as_json else None
+    note = (lambda s: console.print(f"[dim]{escape(s)}[/]", highlight=False)) if not as_json else None
     if scaling:
         from privtune.training.bench_scaling import ScalingConfig, plot_scaling, run_scaling
 
@@ -53,7 +54,7 @@ def bench_cmd(
         if as_json:
             typer.echo(json.dumps(data, indent=2))
         else:
-            console.print(f"wrote {png} and {png.with_suffix('.json')}", highlight=False)
+            console.print(escape(f"wrote {png} and {png.with_suffix('.json')}"), highlight=False)
         return
     result = run_bench(cfg, progress=note)
     d = result.to_dict()
@@ -61,9 +62,9 @@ def bench_cmd(
         typer.echo(json.dumps(d, indent=2))
         return
     env = d["environment"]
-    console.print(f"{model}: batch {batch} x {seq} tokens, {rounds} rounds after {warmup} warm-up, "
-                  f"threads {env['threads']} on {env['device']}, load {env['loadavg_before'][0]:.1f} -> "
-                  f"{env['loadavg_after'][0]:.1f}", highlight=False)
+    console.print(escape(f"{model}: batch {batch} x {seq} tokens, {rounds} rounds after {warmup} warm-up, "
+                         f"threads {env['threads']} on {env['device']}, load {env['loadavg_before'][0]:.1f} -> "
+                         f"{env['loadavg_after'][0]:.1f}"), highlight=False)
     for name, m in d["methods"].items():
         mem = "-" if m["peak_memory_mb"] is None else f"{m['peak_memory_mb']:.1f} MiB"
         console.print(f"  {name:8s} {m['step_s']:.3f} s/step   peak {mem:>12s}   trainable "

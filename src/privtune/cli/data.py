@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from privtune.data.synth import GENERATORS
 from privtune.data.taggers import TAGGERS
@@ -23,7 +24,7 @@ def _summary(path: Path) -> None:
     ds = load_dataset(path)
     info = ds.info
     counts = ", ".join(f"{k} {v}" for k, v in info.counts.items())
-    console.print(f"[green]wrote[/] {path}: {info.name} ({counts})", highlight=False)
+    console.print(f"[green]wrote[/] {escape(f'{path}: {info.name} ({counts})')}", highlight=False)
     if info.labels:
         t = Table("label", "spans", box=None, pad_edge=False)
         for label, n in info.labels.items():
@@ -31,8 +32,8 @@ def _summary(path: Path) -> None:
         console.print(t)
     if info.canary:
         c = info.canary
-        console.print(f"canary: {c['template'].replace('{secret}', '[CANARY]')} x{c['repeats']} "
-                      f"({c['candidates']:,} candidates; secret in dataset.json)", highlight=False)
+        console.print(escape(f"canary: {c['template'].replace('{secret}', '[CANARY]')} x{c['repeats']} "
+                             f"({c['candidates']:,} candidates; secret in dataset.json)"), highlight=False)
     if info.audit:
         a = info.audit
         console.print(f"audit canaries: {len(a['secrets'])} ({sum(a['included'])} in train)", highlight=False)
@@ -105,6 +106,8 @@ def stats(
     path: Path = typer.Argument(..., help="Dataset directory."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Count tokens with this Hugging Face fast "
                                             "tokenizer (local directory or cached id) instead of whitespace."),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Let transformers download the "
+                                        "--tokenizer from the Hugging Face hub (otherwise: local cache only)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Documents, tokens, sensitive-token share, spans per label and canary info (secrets redacted)."""
@@ -114,11 +117,11 @@ def stats(
 
     from privtune.data.stats import dataset_stats
 
-    st = dataset_stats(path, tokenizer=tokenizer)
+    st = dataset_stats(path, tokenizer=tokenizer, allow_download=allow_download)
     if as_json:
         typer.echo(json.dumps(st.to_dict(), indent=2))
         return
-    t = Table(title=f"{st.name} ({st.task}; tokens: {st.token_unit})")
+    t = Table(title=escape(f"{st.name} ({st.task}; tokens: {st.token_unit})"))
     t.add_column("", no_wrap=True)
     for name in [*st.splits, "total"]:
         t.add_column(name, justify="right")
@@ -134,12 +137,12 @@ def stats(
         t.add_row(f"  {label}", *[f"{s.spans.get(label, 0):,} / {s.sensitive_tokens_by_label.get(label, 0):,}"
                                   for s in rows])
     for cls in sorted(st.total.class_counts):
-        t.add_row(f"  class {cls}", *[f"{s.class_counts.get(cls, 0):,}" for s in rows])
+        t.add_row(f"  class {escape(cls)}", *[f"{s.class_counts.get(cls, 0):,}" for s in rows])
     console.print(t)
     if st.canary:
         c = st.canary
-        console.print(f"canary: {c['template'].replace('{secret}', c['secret'])} x{c['repeats']} in "
-                      f"{c['split']}, {c['candidates']:,} candidates", highlight=False)
+        console.print(escape(f"canary: {c['template'].replace('{secret}', c['secret'])} x{c['repeats']} in "
+                             f"{c['split']}, {c['candidates']:,} candidates"), highlight=False)
     if st.audit:
         console.print(f"audit canaries: {st.audit['included_count']} of {st.audit['secrets']} in train "
                       f"(p = {st.audit['inclusion_probability']})", highlight=False)
@@ -152,6 +155,8 @@ def tag_eval(
     split: str = typer.Option("all", "--split", help="train, test, valid or all."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Token level with this fast tokenizer "
                                             "instead of whitespace tokens."),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Let transformers download the "
+                                        "--tokenizer from the Hugging Face hub (otherwise: local cache only)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Precision and recall of a tagger against the dataset's exact spans (span, character and token level)."""
@@ -166,19 +171,20 @@ def tag_eval(
     from privtune.errors import DataError
 
     tg = build_tagger(tagger)
+    tok = load_fast_tokenizer(tokenizer, allow_download=allow_download) if tokenizer else None
     ds = load_dataset(path)
     recs = [r for v in ds.splits.values() for r in v] if split == "all" else ds.split(check_split_name(split))
     if not ds.has_spans:
         raise DataError(f"`{path}` must carry exact spans to score a tagger against. Found none. "
                         "Use a generated dataset or one imported with spans.")
-    tok = load_fast_tokenizer(tokenizer) if tokenizer else None
     res = evaluate_tagger(recs, tg, tokenizer=tok)
     if as_json:
         typer.echo(json.dumps({**res.to_dict(), "dataset": str(path), "split": split}, indent=2))
         return
     from rich import box
 
-    t = Table(title=f"{res.tagger} on {path} ({split}, {res.documents:,} documents; tokens: {res.token_unit})",
+    t = Table(title=escape(f"{res.tagger} on {path} ({split}, {res.documents:,} documents; tokens: "
+                           f"{res.token_unit})"),
               box=box.SIMPLE_HEAD)
     for col in ("label", "gold", "pred", "span P", "span R", "char P", "char R", "token P", "token R"):
         t.add_column(col, justify="left" if col == "label" else "right", no_wrap=col == "label")
@@ -196,7 +202,7 @@ def validate(path: Path = typer.Argument(..., help="Dataset directory.")) -> Non
 
     ds = load_dataset(path)
     counts = ", ".join(f"{k} {len(v)}" for k, v in ds.splits.items())
-    console.print(f"[green]ok[/] {path}: {counts}")
+    console.print(f"[green]ok[/] {escape(f'{path}: {counts}')}")
 
 
 def register(app: typer.Typer) -> None:

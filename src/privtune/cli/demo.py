@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from privtune.utils.progress import console
 
@@ -33,8 +34,9 @@ def demo_cmd(
     console.print(f"time: base model {t['base_model']:.0f} s ({base}), runs {t['sweep']:.0f} s, report "
                   f"{t['report']:.0f} s, total {t['total']:.0f} s", highlight=False)
     for o in res.sweep.failed:
-        console.print(f"[red]failed[/] {o.run_id} at {o.stage}: {o.error}", highlight=False, soft_wrap=True)
-    console.print(f"[bold green]report[/] {res.report}", highlight=False)
+        console.print(f"[red]failed[/] {escape(f'{o.run_id} at {o.stage}: {o.error}')}", highlight=False,
+                      soft_wrap=True)
+    console.print(f"[bold green]report[/] {escape(str(res.report))}", highlight=False)
     if res.sweep.failed:
         raise typer.Exit(1)
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from privtune.utils.progress import console
 
@@ -21,17 +22,23 @@ def eval_cmd(
     exposure_method: str = typer.Option("auto", "--exposure-method",
                                         help="auto (exact up to 2e6 candidates), exact, or extrapolated."),
     seed: int = typer.Option(0, "--seed", help="Seed of subsampling, extraction prompts and distractors."),
+    other_data: bool = typer.Option(False, "--other-data", help="DATA is not the dataset RUN was trained on, on "
+                                    "purpose: write the results to RUN/eval-other/NAME-HASH.json (eval.json is "
+                                    "kept). Without it such a dataset is refused."),
     as_json: bool = typer.Option(False, "--json", help="Also print eval.json to stdout."),
 ) -> None:
     """Evaluate RUN on DATA and write RUN/eval.json (privacy, utility, exposure, MIA, extraction, audit)."""
-    from privtune.evaluation.evaluate import EvalConfig, evaluate_run, print_summary
+    from privtune.evaluation.evaluate import EvalConfig, eval_path, evaluate_run, print_summary
 
     cfg = EvalConfig(max_records=max_records or None, exposure_method=exposure_method, seed=seed)
     cfg.extraction.seed = seed
-    result = evaluate_run(run, data, only=only, config=cfg,
-                          on_stage=lambda name, s: console.print(f"[green]✓[/] {name} ({s:.1f} s)"))
+    result = evaluate_run(run, data, only=only, config=cfg, other_data=other_data,
+                          on_stage=lambda name, s: console.print(f"[green]✓[/] {escape(name)} ({s:.1f} s)"))
     print_summary(result)
-    console.print(f"[green]wrote[/] {run / 'eval.json'}")
+    ds = result["dataset"]
+    path = eval_path(run, ds["name"], ds["content_hash"], trained_on=ds["trained_on"])
+    console.print(f"[green]wrote[/] {escape(str(path))}" + ("" if ds["trained_on"] else " (not the run's training data)"),
+                  highlight=False, soft_wrap=True)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import typer
+from rich.markup import escape
 
 from privtune.utils.progress import console
 
@@ -23,7 +24,7 @@ def build(size: str = typer.Option("default", "--size", help="Embedded model siz
         typer.echo(json.dumps(res.to_dict(), indent=2))
         return
     what = "built" if res.built else "cached"
-    console.print(f"[green]{what}[/] embedded:{size} at {res.path}: {res.params / 1e6:.2f}M parameters, held-out "
+    console.print(f"[green]{what}[/] embedded:{escape(size)} at {escape(str(res.path))}: {res.params / 1e6:.2f}M parameters, held-out "
                   f"loss {res.heldout_loss:.3f} nats/token, build {res.build_time_s:.0f} s", highlight=False)
 
 
@@ -50,7 +51,7 @@ def info(spec: str = typer.Argument("embedded", help="Model spec: embedded[:SIZE
         typer.echo(json.dumps(out, indent=2, default=str))
         return
     for k, v in out.items():
-        console.print(f"[bold]{k}[/]: {v}", highlight=False)
+        console.print(f"[bold]{k}[/]: {escape(str(v))}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

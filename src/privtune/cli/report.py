@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from privtune.utils.progress import console
 
@@ -33,7 +34,8 @@ def report_cmd(
 
     rep = write_report(study_dir, out=out)
     print_markdown(rep.markdown)
-    console.print(f"[green]report[/] {rep.html_path} (summary: {rep.markdown_path})", highlight=False)
+    console.print(f"[green]report[/] {escape(str(rep.html_path))} (summary: {escape(str(rep.markdown_path))})",
+                  highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from privtune.utils.progress import console
 
@@ -21,11 +22,13 @@ def sweep_cmd(
     from privtune.experiments.sweep import run_sweep
 
     res = run_sweep(study, out=out, workers=workers, retry_failed=not skip_failed)
-    console.print(f"[bold]{out}[/]: {res.count('completed')} run(s) done now, {res.count('skipped')} already done, "
-                  f"{len(res.failed)} failed, in {res.wall_s:.0f} s. Results: {out / 'results.sqlite'}, "
-                  f"{out / 'results.csv'}. Report: privtune report {out}", highlight=False)
+    console.print(f"[bold]{escape(str(out))}[/]: " + escape(
+        f"{res.count('completed')} run(s) done now, {res.count('skipped')} already done, {len(res.failed)} failed, "
+        f"in {res.wall_s:.0f} s. Results: {out / 'results.sqlite'}, {out / 'results.csv'}. Report: privtune report "
+        f"{out}"), highlight=False)
     for o in res.failed:
-        console.print(f"  [red]failed[/] {o.run_id} at {o.stage}: {o.error}", highlight=False, soft_wrap=True)
+        console.print(f"  [red]failed[/] {escape(f'{o.run_id} at {o.stage}: {o.error}')}", highlight=False,
+                      soft_wrap=True)
     if res.failed:
         raise typer.Exit(1)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 
 from privtune.utils.progress import console
 
@@ -67,20 +68,25 @@ def train_cmd(
                                               help="Sampling and noise from the OS CSPRNG (not reproducible)."),
     dp_engine: Optional[str] = typer.Option(None, "--dp-engine", help="Per-example gradient engine (default bk: "
                                             "one backward pass, see docs/performance.md)."),
+    dp_diagnostics: Optional[bool] = typer.Option(
+        None, "--dp-diagnostics/--no-dp-diagnostics", help="DP: also record the training loss, token/example counts, "
+        "empty batches and clip fraction, labelled as outside the DP guarantee (they are computed from the private "
+        "data without noise; by default a DP run does not release them)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
     resume_reserve: Optional[int] = typer.Option(None, "--resume-reserve",
                                                  help="DP: steps of budget kept for re-execution after a crash."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu, cuda."),
     allow_download: Optional[bool] = typer.Option(None, "--allow-download/--offline",
                                                   help="Let transformers download a hub model."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with these options ([train] table)."),
+    config: Optional[Path] = typer.Option(None, "--config", help=escape("TOML file with these options ([train] table).")),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
     nproc: Optional[int] = typer.Option(None, "--nproc", help="Train in N local processes (data parallel, noise "
                                         "added once; as torchrun --nproc_per_node N -m privtune train)."),
     as_json: bool = typer.Option(False, "--json", help="Print run.json."),
 ) -> None:
     """Fine-tune with fft, lora, dp-fft, dp-lora, rgp or dp-rgp; writes model, ledger, checkpoints and run.json to
-    --out."""
+    --out. Exit status 0: completed; 3: stopped early by the privacy budget (budget_exhausted; the model is saved);
+    2: bad input."""
     opts = dict(locals())
     from privtune.errors import ConfigError, fmt
     from privtune.training.config import TrainConfig
@@ -109,21 +115,48 @@ def train_cmd(
         return
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
-        return
+    else:
+        _print_result(result)
+    if rec["status"] == "budget_exhausted":
+        raise typer.Exit(EXIT_BUDGET_EXHAUSTED)
+
+
+#: Exit status of a run that the privacy budget guard finished early (run.json ``status`` ``budget_exhausted``):
+#: the model is saved and evaluable, but trained for fewer steps than planned. 0 is a completed run, 2 bad input.
+EXIT_BUDGET_EXHAUSTED = 3
+
+
+def _print_result(result: Any) -> None:
+    rec = result.record
     eps = rec.get("epsilon")
     priv = (f"ε = {eps:.3f} (certified, {rec.get('certified_by') or rec['accountant']}, δ = {rec['delta']:g})"
             if eps is not None else "no DP guarantee")
     if rec.get("epsilon_estimate") is not None:
         priv += f", estimate {rec['epsilon_estimate']:.3f} ({rec['epsilon_estimate_accountant']})"
-    loss = rec.get("final_train_loss")
     if rec.get("privacy_warning"):
-        console.print(f"[bold red]{rec['privacy_warning']}[/]", highlight=False)
+        console.print(f"[bold red]{escape(rec['privacy_warning'])}[/]", highlight=False)
     elif rec.get("target_met") is False:
         console.print(f"[bold red]certified ε {eps:.3f} exceeds the target {rec['target_epsilon']:g}[/]",
                       highlight=False)
-    console.print(f"[green]{rec['status']}[/] {result.run_dir}: {rec['method']} on {rec['model']}, "
-                  f"{rec['steps']}/{rec['planned_steps']} steps, {priv}, train loss "
-                  f"{loss if loss is None else round(loss, 4)}, {rec['wall_time_s']:.1f} s", highlight=False)
+    color = "green" if rec["status"] == "completed" else "yellow"
+    console.print(f"[{color}]{rec['status']}[/] " + escape(
+        f"{result.run_dir}: {rec['method']} on {rec['model']}, {rec['steps']}/{rec['planned_steps']} steps, {priv}, "
+        f"{_train_loss(rec)}, {rec['wall_time_s']:.1f} s"), highlight=False)
+    if rec["status"] == "budget_exhausted":
+        console.print(f"[yellow]the privacy budget allowed {rec['steps']} of {rec['planned_steps']} planned steps; "
+                      f"the model is saved (exit status {EXIT_BUDGET_EXHAUSTED})[/]", highlight=False)
+
+
+def _train_loss(rec: dict[str, Any]) -> str:
+    """The final training loss as run.json releases it: a DP run's only as a labelled diagnostic."""
+    diag = rec.get("dp_diagnostics")
+    if not diag:
+        loss = rec.get("final_train_loss")
+        return f"train loss {loss if loss is None else round(loss, 4)}"
+    if not diag.get("enabled"):
+        return "train loss withheld (DP: computed from private data without noise; --dp-diagnostics records it)"
+    loss = diag.get("final_train_loss")
+    return f"train loss {loss if loss is None else round(loss, 4)} (diagnostic: {diag['label']})"
 
 
 def register(app: typer.Typer) -> None:

@@ -21,7 +21,9 @@ all in train) go to test, chosen with ``seed``. With two sources every id is qua
 in both (CustomerSim's ``train/dial-0.txt`` and ``test/dial-0.txt`` are different dialogs) import as they are. A
 record whose text (whitespace aside) is in both splits is refused: it would make the train/test comparison of every
 memorisation measure meaningless. Taggers add sensitive spans. Any bad input raises a one-line
-:class:`DataError` naming the file and line (or record id); nothing is written unless everything succeeds.
+:class:`DataError` naming the file and line (or record id); nothing is written unless everything succeeds. Errors
+never quote record content: not a text, a label value, nor the first row of a CSV unless it looks like a header
+(:mod:`privtune.data.headers`; a headerless CSV's "column names" are its first record).
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from privtune.data.schema import DatasetInfo, Record, write_dataset
+from privtune.data.headers import describe_columns
+from privtune.data.schema import DatasetInfo, Record, shown_keys, write_dataset
 from privtune.errors import ConfigError, DataError, fmt
 from privtune.utils.fsio import read_text_utf8
+from privtune.utils.owned import check_out
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 CSV_SUFFIXES = (".csv", ".tsv")
@@ -67,7 +71,7 @@ def read_jsonl_source(path: Path, *, label_column: str | None = None) -> list[Re
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"{where}malformed JSON ({e.msg} at column {e.colno}). Fix or remove the line.") from None
+            raise DataError(f"{where}malformed JSON ({e.msg}: column {e.colno}). Fix or remove the line.") from None
         if isinstance(obj, dict) and (isinstance(obj.get("id"), int) or not obj.get("id")):
             obj = {**obj, "id": str(obj["id"]) if isinstance(obj.get("id"), int) else f"{path.stem}-{lineno:06d}"}
         if isinstance(obj, dict) and label_column is not None:
@@ -84,9 +88,10 @@ def read_csv_source(path: Path, *, text_column: str = "text", label_column: str 
     try:
         header = next(reader, [])
         for opt, col in [*(("--text-column", c) for c in text_columns), ("--label-column", label_column)]:
-            if col is not None and col not in header:
-                raise DataError(f"{path}:1: `{opt}` must name a column of the CSV. Found {col!r}; columns are "
-                                f"{header}. Pass {opt} with one of them.")
+            if col is not None and col not in header:   # the header is quoted only if it looks like one
+                raise DataError(f"{path}:1: `{opt}` must name a column of the CSV header. Found {col!r}; "
+                                f"{describe_columns(header)}. Pass {opt} with one of the columns, or add a header "
+                                "row naming them (e.g. `id,text,label`).")
         records = []
         for row in reader:
             if not row:
@@ -143,10 +148,10 @@ def read_source(src: str | Path, *, text_column: str = "text", label_column: str
     if label_column is not None:
         _coerce_labels(records)
         kinds = {type(r.label) for r in records}
-        if len(kinds) > 1:
+        if len(kinds) > 1:  # located by record id; the values themselves are record content
             raise DataError(f"{src}: `{label_column}` labels must be all integers or all strings. Found both "
-                            f"(e.g. {next(r.label for r in records if isinstance(r.label, int))!r} and "
-                            f"{next(r.label for r in records if isinstance(r.label, str))!r}). Make them one kind.")
+                            f"(e.g. records {next(r.id for r in records if isinstance(r.label, int))!r} and "
+                            f"{next(r.id for r in records if isinstance(r.label, str))!r}). Make them one kind.")
     return records
 
 
@@ -154,7 +159,7 @@ def _label_from(obj: dict[str, Any], label_column: str, where: str) -> dict[str,
     """A JSONL object with its ``label_column`` value moved to ``label`` (which must then be the only label key)."""
     if obj.get(label_column) is None:
         raise DataError(f"{where}`{label_column}` must be present on every record of a classification dataset. "
-                        f"Found keys {sorted(obj)}. Add the label, or pass --label-column with the key that holds "
+                        f"Found keys {shown_keys(obj)}. Add the label, or pass --label-column with the key that holds "
                         "it.")
     if label_column != "label":
         if "label" in obj:
@@ -168,8 +173,8 @@ def check_classes(records: Sequence[Record], *, label_column: str, where: str) -
     """The class set of a classification dataset: at least two classes, or a one-line DataError."""
     classes = sorted({r.label for r in records}, key=str)
     if len(classes) < 2:
-        raise DataError(f"{where}: `{label_column}` must hold at least two classes for classification. Found only "
-                        f"{classes}. Add records of another class.")
+        raise DataError(f"{where}: `{label_column}` must hold at least two classes for classification. Found "
+                        f"{len(classes)}. Add records of another class.")
     return classes
 
 
@@ -219,6 +224,8 @@ def import_dataset(src: str | Path, *, out: str | Path, test: str | Path | None 
 
     if test is not None and test_fraction is not None:
         raise ConfigError(fmt("--test-fraction", "unset when --test gives a test source", test_fraction))
+    sources = [("the import source", src), ("the --test source", test)]
+    check_out(out, overwrite=overwrite, sources=sources)  # never the source or a parent of it; before reading
     tagger = build_tagger(taggers) if taggers else None  # fail on a bad tagger before reading anything
     train = read_source(src, text_column=text_column, label_column=label_column)
     if test is not None:
@@ -242,4 +249,4 @@ def import_dataset(src: str | Path, *, out: str | Path, test: str | Path | None 
                                                                else test_fraction),
                 "text_column": text_column, "label_column": label_column,
                 "taggers": tagger.spec if tagger is not None else None})
-    return write_dataset(out, splits, info, overwrite=overwrite)
+    return write_dataset(out, splits, info, overwrite=overwrite, sources=sources)

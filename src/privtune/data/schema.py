@@ -20,17 +20,37 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from privtune import __version__
 from privtune.errors import ConfigError, DataError
 from privtune.utils.fsio import atomic_dir, atomic_write_json, is_empty_dir, sha256_files
+from privtune.utils.owned import check_out, recognise
 
 SPLITS = ("train", "valid", "test")
 LABEL_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 #: Labels privtune's generators and taggers emit. Other upper-case labels are allowed.
 KNOWN_LABELS = ("PERSON", "PHONE", "ADDRESS", "EMAIL", "ORDER_ID", "TRACKING_ID", "DATE", "ID_NUMBER",
                 "CANARY", "LOCATION", "ORGANIZATION", "URL", "CREDIT_CARD", "IBAN", "SSN", "NUMBER")
+
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
+
+
+# Errors name files, lines, record ids, offsets and keys, never record content: a malformed label or key may be the
+# span's text or another value of the record, so those are shown only when they have the syntax of a name.
+def _label_text(label: Any) -> str:
+    """A span label as an error may show it: itself when it has label syntax, else only its kind and length."""
+    if isinstance(label, str) and LABEL_RE.match(label):
+        return label
+    return f"a label of {len(label)} characters" if isinstance(label, str) else f"a label of type {type(label).__name__}"
+
+
+def shown_keys(keys: Iterable[Any]) -> str:
+    """``['id', 'txt']`` — the keys of a JSON object as an error may show them (the others only counted)."""
+    keys = list(keys)
+    names = sorted(str(k) for k in keys if isinstance(k, str) and _KEY_RE.match(k))
+    hidden = len(keys) - len(names)
+    return f"{names}" + (f" and {hidden} other key{'s' if hidden > 1 else ''} (not shown)" if hidden else "")
 
 
 @dataclass(frozen=True, order=True)
@@ -73,7 +93,8 @@ class Record:
         """Raise :class:`DataError` unless the record satisfies the contract."""
         loc = f"{where}record {self.id!r}: " if self.id else f"{where}"
         if not isinstance(self.id, str) or not self.id:
-            raise DataError(f"{where}`id` must be a non-empty string. Found {self.id!r}. Give every record an id.")
+            found = "an empty string" if self.id == "" else f"type {type(self.id).__name__}"
+            raise DataError(f"{where}`id` must be a non-empty string. Found {found}. Give every record an id.")
         if not isinstance(self.text, str):
             raise DataError(f"{loc}`text` must be a string. Found {type(self.text).__name__}.")
         if not self.text.strip():
@@ -81,20 +102,22 @@ class Record:
         if not isinstance(self.meta, dict):
             raise DataError(f"{loc}`meta` must be an object. Found {type(self.meta).__name__}.")
         if self.label is not None and (isinstance(self.label, bool) or not isinstance(self.label, (int, str))):
-            raise DataError(f"{loc}`label` must be an integer or a string. Found {self.label!r}.")
+            raise DataError(f"{loc}`label` must be an integer or a string. Found type {type(self.label).__name__}.")
         n = len(self.text)
         prev_end = -1
         for s in self.spans:
             if not (isinstance(s.start, int) and isinstance(s.end, int)) or isinstance(s.start, bool):
-                raise DataError(f"{loc}span offsets must be integers. Found {s.start!r}..{s.end!r}.")
-            if not (0 <= s.start < s.end <= n):
-                raise DataError(f"{loc}span [{s.start}, {s.end}) {s.label} must lie inside the text "
+                raise DataError(f"{loc}span offsets must be integers. Found types {type(s.start).__name__} and "
+                                f"{type(s.end).__name__}.")
+            if not (0 <= s.start < s.end <= n):  # offsets and lengths only: never the text, nor the label unchecked
+                raise DataError(f"{loc}span [{s.start}, {s.end}) {_label_text(s.label)} must lie inside the text "
                                 f"(length {n}) and be non-empty. Fix or drop the span.")
             if not isinstance(s.label, str) or not LABEL_RE.match(s.label):
-                raise DataError(f"{loc}span label must be upper case like PERSON or PHONE. Found {s.label!r}.")
+                raise DataError(f"{loc}span label must be upper case like PERSON or PHONE. Found "
+                                f"{_label_text(s.label)}.")
             if s.start < prev_end:
                 raise DataError(f"{loc}spans must be sorted and non-overlapping; the span at [{s.start}, {s.end}) "
-                                f"{s.label} overlaps or precedes the previous one ending at {prev_end}. "
+                                f"{_label_text(s.label)} overlaps or precedes the previous one ending at {prev_end}. "
                                 "Merge or drop overlapping spans.")
             prev_end = s.end
 
@@ -105,16 +128,19 @@ class Record:
             raise DataError(f"{where}each line must be a JSON object. Found {type(d).__name__}.")
         unknown = set(d) - {"id", "text", "spans", "meta", "label"}
         if unknown:
-            raise DataError(f"{where}unknown record keys {sorted(unknown)}; allowed: id, text, spans, meta, label.")
+            raise DataError(f"{where}unknown record keys {shown_keys(unknown)}; allowed: id, text, spans, meta, "
+                            "label.")
         if "text" not in d:
-            raise DataError(f"{where}a record must have a `text` key. Found keys {sorted(d)}.")
+            raise DataError(f"{where}a record must have a `text` key. Found keys {shown_keys(d)}.")
         raw_spans = d.get("spans") or []
         if not isinstance(raw_spans, list):
             raise DataError(f"{where}`spans` must be a list. Found {type(raw_spans).__name__}.")
         spans = []
         for s in raw_spans:
-            if not isinstance(s, dict) or not {"start", "end", "label"} <= set(s):
-                raise DataError(f"{where}each span must be an object with start, end and label. Found {s!r}.")
+            if not isinstance(s, dict) or not {"start", "end", "label"} <= set(s):  # never its values
+                found = (f"one without {', '.join(k for k in ('start', 'end', 'label') if k not in s)}"
+                         if isinstance(s, dict) else f"type {type(s).__name__}")
+                raise DataError(f"{where}each span must be an object with start, end and label. Found {found}.")
             spans.append(Span(s["start"], s["end"], s["label"]))
         rec = cls(id=d.get("id", ""), text=d["text"], spans=spans, meta=d.get("meta") or {},
                   label=d.get("label"))
@@ -155,7 +181,7 @@ def read_jsonl(path: str | Path) -> list[Record]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{where}malformed JSON ({e.msg} at column {e.colno}). Fix or remove the line.") from None
+                raise DataError(f"{where}malformed JSON ({e.msg}: column {e.colno}). Fix or remove the line.") from None
             rec = Record.from_dict(obj, where)
             if rec.id in seen:
                 raise DataError(f"{where}record id {rec.id!r} appears twice. Ids must be unique within a split.")
@@ -250,21 +276,21 @@ def _label_counts(splits: dict[str, list[Record]]) -> dict[str, int]:
 
 
 def _save_dataset(out: str | Path, splits: dict[str, list[Record]], info: DatasetInfo, *,
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, sources: Sequence[tuple[str, str | Path | None]] = ()) -> Path:
     """Validate and write a dataset directory atomically; fills counts, labels, content hash and timestamp.
 
     If ``out`` already holds a dataset with the same content, nothing is written (idempotent). If it holds
-    anything else, :class:`ConfigError` unless ``overwrite``.
+    anything else, :class:`ConfigError` unless ``overwrite``, which replaces only a directory privtune wrote
+    (:func:`privtune.utils.owned.check_out`): never one of ``sources`` (what was read), the current directory or a
+    parent of them.
     """
-    out = Path(out)
+    out = check_out(out, overwrite=overwrite, sources=sources)
     bad = set(splits) - set(SPLITS)
     if bad:
         raise ConfigError(f"`splits` must be among {', '.join(SPLITS)}. Found {sorted(bad)}.")
     if not splits.get("train"):
         raise DataError("`train` split must hold at least one record. Found an empty dataset. "
                         "Check the source file or generator counts.")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"`--out` must be a directory. Found a file at {out}. Choose another path.")
     with atomic_dir(out, overwrite=True) as tmp:
         files = []
         for name in SPLITS:
@@ -279,9 +305,11 @@ def _save_dataset(out: str | Path, splits: dict[str, list[Record]], info: Datase
             existing = _existing_hash(out)
             if existing == info.content_hash:
                 raise _SameDataset()
-            raise ConfigError(f"`--out` must be a new or empty directory. Found {out} holding "
-                              f"{'a different dataset' if existing else 'other files'}. "
-                              "Choose another path, remove it, or pass --overwrite.")
+            kind = recognise(out)   # --overwrite replaces privtune's own directories only
+            held = ("a different dataset" if existing else f"a privtune {kind}" if kind
+                    else "files privtune did not write")
+            fix = "Choose another path, remove it, or pass --overwrite." if kind else "Choose another path."
+            raise ConfigError(f"`--out` must be a new or empty directory. Found {out} holding {held}. {fix}")
         info.privtune_version = __version__
         info.created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         atomic_write_json(tmp / "dataset.json", info.to_dict())
@@ -300,10 +328,10 @@ def _existing_hash(path: Path) -> str | None:
 
 
 def write_dataset(out: str | Path, splits: dict[str, list[Record]], info: DatasetInfo, *,
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False, sources: Sequence[tuple[str, str | Path | None]] = ()) -> Path:
     """Validate and write a dataset directory atomically (see :func:`_save_dataset`): re-writing the same dataset to the same place is a no-op."""
     try:
-        return _save_dataset(out, splits, info, overwrite=overwrite)
+        return _save_dataset(out, splits, info, overwrite=overwrite, sources=sources)
     except _SameDataset:
         return Path(out)
 
@@ -321,7 +349,7 @@ def load_dataset(path: str | Path, *, verify_hash: bool = True) -> Dataset:
     try:
         info = DatasetInfo.from_dict(json.loads(meta_path.read_text("utf-8")), f"{meta_path}: ")
     except json.JSONDecodeError as e:
-        raise DataError(f"{meta_path}: malformed JSON ({e.msg} at line {e.lineno}). Regenerate the dataset.") from None
+        raise DataError(f"{meta_path}: malformed JSON ({e.msg}: line {e.lineno}). Regenerate the dataset.") from None
     splits: dict[str, list[Record]] = {}
     files = []
     for name in SPLITS:

@@ -86,14 +86,15 @@ def _split_stats(records: list[Record], offsets: list[list[tuple[int, int]]]) ->
     return st
 
 
-def dataset_stats(data: Dataset | str | Path, *, tokenizer: Any = None) -> DatasetStats:
+def dataset_stats(data: Dataset | str | Path, *, tokenizer: Any = None, allow_download: bool = False) -> DatasetStats:
     """Statistics of a dataset (a loaded :class:`Dataset` or a directory). ``tokenizer``: a fast tokenizer or a
-    name/path to load one; tokens are counted without special tokens."""
+    name/path to load one (from the local cache only, unless ``allow_download``); tokens are counted without
+    special tokens."""
     from privtune.data.synth.canaries import redacted
 
+    if isinstance(tokenizer, (str, Path)):  # before reading the data: a missing tokenizer fails at once
+        tokenizer = load_fast_tokenizer(str(tokenizer), allow_download=allow_download)
     ds = data if isinstance(data, Dataset) else load_dataset(data)
-    if isinstance(tokenizer, (str, Path)):
-        tokenizer = load_fast_tokenizer(str(tokenizer))
     unit = "whitespace" if tokenizer is None else (getattr(tokenizer, "name_or_path", "") or "tokenizer")
     splits: dict[str, SplitStats] = {}
     total = SplitStats()

@@ -11,12 +11,14 @@ stages.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
+from rich.markup import escape
 
 from privtune import __version__
 from privtune.data.schema import Dataset, Record, load_dataset
@@ -34,6 +36,8 @@ from privtune.utils.progress import console
 EVAL_FILE = "eval.json"
 STAGES = ("privacy", "utility", "exposure", "mia", "extraction", "audit")
 NEEDS_SPANS = {"privacy", "extraction"}
+RUN_KEYS = ("method", "model", "epsilon", "delta", "accountant")   # run.json keys copied into eval.json's `run`
+OTHER_DIR = "eval-other"   # evaluations on data the run was not trained on (see evaluate_run)
 DEFAULT_AUDIT_DELTA = 1e-5
 
 
@@ -231,7 +235,7 @@ def evaluate_models(model: Any, base_model: Any, tokenizer: Any, dataset: Datase
     header = {"privtune_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "dataset": {"name": dataset.info.name, "content_hash": dataset.info.content_hash,
                           "path": str(dataset.path) if dataset.path else None},
-              "run": {k: run_info.get(k) for k in ("method", "model", "epsilon", "delta", "accountant")
+              "run": {k: run_info.get(k) for k in RUN_KEYS
                       if k in run_info},
               "records": {"train": len(train), "test": len(test), "truncated": scores.truncated},
               "stages": [s for s in STAGES if s in out], "timings_s": timings, "config": cfg.to_dict()}
@@ -254,41 +258,103 @@ def _finite(obj: Any) -> Any:
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path, *, only: str | Iterable[str] | None = None,
-                 config: EvalConfig | None = None, write: bool = True,
+                 config: EvalConfig | None = None, write: bool = True, other_data: bool = False,
                  on_stage: Callable[[str, float], None] | None = None) -> dict[str, Any]:
     """Evaluate a run directory on a dataset and write ``RUN/eval.json`` (atomically) unless ``write=False``.
 
-    With ``only``, sections of an existing eval.json for the same run and dataset are kept and the stages
-    asked for are replaced, so stages can be (re)computed one at a time.
+    The dataset must be the one the run was trained on (its content hash is in run.json): measures of
+    memorisation compare training records with test records, and on other data they mean something else. With
+    ``other_data=True`` another dataset is evaluated anyway and the result goes beside eval.json, to
+    ``RUN/eval-other/<name>-<hash>.json`` (see :func:`eval_path`), with ``dataset.trained_on: false`` and the run's
+    own ``dataset.run_dataset_hash``; eval.json is left as it is.
+
+    With ``only``, the stages asked for replace theirs in the existing file and the others are kept, so stages
+    can be (re)computed one at a time; a file that cannot be read, or that describes another run or dataset, is
+    refused before anything is computed rather than replaced (run without ``only`` to rewrite it whole).
     """
+    from privtune.training.run import read_record, trained_dataset_hash
+
     run_dir = Path(run_dir)
     parse_only(only)  # fail on a typo or a missing run before loading anything
     if not (run_dir / "run.json").is_file():
         raise ModelLoadError(fmt("RUN", "a run directory written by `privtune train` (with run.json)",
                                  str(run_dir), "Train one with `privtune train --data DATA --out RUN`."))
     dataset = load_dataset(data_dir)
+    record = read_record(run_dir)
+    trained_on = _check_dataset(record, trained_dataset_hash(run_dir, record), dataset, data_dir,
+                                other_data=other_data)
+    path = eval_path(run_dir, dataset.info.name, dataset.info.content_hash, trained_on=trained_on)
+    if only is not None:
+        _previous(path, dataset.info.content_hash, _run_header(record))  # refuse now, not after the work
     model, tokenizer, info, base, base_tok = _load_run(run_dir)
     result = evaluate_models(model, base, tokenizer, dataset, only=only, config=config, run_info=info,
                              base_tokenizer=base_tok, on_stage=on_stage)
     result["run"]["path"] = str(run_dir)
+    result["dataset"]["trained_on"] = trained_on
+    if not trained_on:
+        result["dataset"]["run_dataset_hash"] = record.get("dataset_hash")
     if only is not None:
-        result = merge_previous(run_dir / EVAL_FILE, result)
+        result = merge_previous(path, result)
     if write:
-        atomic_write_json(run_dir / EVAL_FILE, result)
+        atomic_write_json(path, result)
     return result
 
 
-def merge_previous(path: Path, result: dict[str, Any]) -> dict[str, Any]:
-    """``result`` completed with the other stages of the eval.json at ``path`` when it describes the same run
-    (method, model, ε, δ) on the same dataset (content hash); otherwise ``result`` alone."""
+def eval_path(run_dir: str | Path, dataset_name: str, content_hash: str | None, *, trained_on: bool) -> Path:
+    """``RUN/eval.json`` for the run's own dataset; ``RUN/eval-other/<name>-<hash[:12]>.json`` for another."""
+    if trained_on:
+        return Path(run_dir) / EVAL_FILE
+    slug = re.sub(r"[^\w.-]+", "_", dataset_name or "dataset")
+    return Path(run_dir) / OTHER_DIR / f"{slug}-{(content_hash or 'nohash')[:12]}.json"
+
+
+def _check_dataset(record: dict[str, Any], want: str | None, dataset: Dataset, data_dir: str | Path, *,
+                   other_data: bool) -> bool:
+    """Whether ``dataset`` is the one the run was trained on (content hash ``want``); a ConfigError when it is not
+    and ``other_data`` is not set. Runs that predate the hash count as trained on it."""
+    have = dataset.info.content_hash
+    if want is None or want == have:
+        return True
+    if not other_data:
+        raise ConfigError(fmt("--data", f"the dataset the run was trained on (content hash {want[:12]}, "
+                              f"{record.get('dataset', '?')})", f"{data_dir} (content hash {(have or '?')[:12]})",
+                              "Pass --other-data to evaluate on it anyway (written to RUN/eval-other/, eval.json "
+                              "is kept)."))
+    return False
+
+
+def _run_header(record: dict[str, Any]) -> dict[str, Any]:
+    """The ``run`` section of eval.json (without its path), from run.json."""
+    return {k: record.get(k) for k in RUN_KEYS if k in record}
+
+
+def _previous(path: Path, content_hash: str | None, run: dict[str, Any]) -> dict[str, Any] | None:
+    """The eval file at ``path`` for a partial update, or None when there is none; a ConfigError when it cannot
+    be read or describes another run or dataset (its stages would be lost, or mixed with these)."""
+    if not path.exists():
+        return None
+    fix = "Move it aside, or re-run `privtune eval` without --only to rewrite it whole."
     try:
         old = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return result
-    same = (old.get("dataset", {}).get("content_hash") == result["dataset"]["content_hash"]
-            and {k: v for k, v in old.get("run", {}).items() if k != "path"}
-            == {k: v for k, v in result["run"].items() if k != "path"})
-    if not same:
+    except (OSError, ValueError) as e:
+        raise ConfigError(fmt(str(path), "readable JSON to update with --only", f"{type(e).__name__}", fix)) \
+            from None
+    if not isinstance(old, dict) or not isinstance(old.get("dataset"), dict) or not isinstance(old.get("run"), dict):
+        raise ConfigError(fmt(str(path), "an eval.json written by privtune to update with --only",
+                              "another kind of file", fix))
+    if old["dataset"].get("content_hash") != content_hash or \
+            {k: v for k, v in old["run"].items() if k != "path"} != run:
+        raise ConfigError(fmt(str(path), "results of this run on this dataset to update with --only",
+                              "results of another run or dataset", fix))
+    return old
+
+
+def merge_previous(path: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` completed with the other stages of the eval file at ``path`` (``result`` alone when there is
+    none); a ConfigError rather than dropping them when it cannot be read or describes another run or dataset."""
+    old = _previous(path, result["dataset"]["content_hash"],
+                    {k: v for k, v in result["run"].items() if k != "path"})
+    if old is None:
         return result
     merged = {**old, **result}
     merged["stages"] = [s for s in STAGES if s in merged]
@@ -327,7 +393,7 @@ def print_summary(result: dict[str, Any]) -> None:
         console.print(f"utility  non-sensitive test NLL {f(u['nonsensitive_test_nll'])} (base "
                       f"{f(u['nonsensitive_test_nll_base'])}), perplexity {f(u['nonsensitive_test_ppl'])}")
     if e:
-        console.print(f"exposure {e['skipped']}" if "skipped" in e else
+        console.print(f"exposure {escape(e['skipped'])}" if "skipped" in e else
                       f"exposure {f(e['exposure_bits'])} of {f(e['max_exposure_bits'])} bits ({e['method']}"
                       f"{', estimate' if e.get('estimate') else ''}; base {f(e.get('exposure_bits_base'))})")
     if m:
@@ -335,7 +401,7 @@ def print_summary(result: dict[str, Any]) -> None:
                 if k != "definition" and isinstance(v, dict) and "auc" in v]
         console.print("mia      " + ", ".join(aucs))
     if a:
-        console.print(f"audit    {a['skipped']}" if "skipped" in a else
+        console.print(f"audit    {escape(a['skipped'])}" if "skipped" in a else
                       f"audit    ε ≥ {f(a['epsilon_lower_bound'])} (estimate: empirical lower bound at "
                       f"{a['confidence']:.0%}) vs "
                       f"certified ε {f(a['certified_epsilon'])}")

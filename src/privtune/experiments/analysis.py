@@ -19,6 +19,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+#: How a DP run's training statistics are labelled wherever they are shown (they are computed without noise).
+OUTSIDE_DP = "outside the DP guarantee (computed from private data without noise)"
 #: Grid columns a variant is keyed by (everything but the seed).
 VARIANT_KEYS = ("dataset", "model", "method", "epsilon", "lora_r", "lr", "epochs")
 
@@ -85,8 +87,18 @@ class RunView:
         scored = [(a, v) for a, v in scored if v is not None]
         return max(scored, key=lambda t: t[1]) if scored else None
 
+    def training_stat(self, key: str) -> float | None:
+        """A training statistic of run.json (``tokens_per_s``, ``final_train_loss``): at the top level, or a DP run's
+        diagnostic copy (``dp_diagnostics.<key>``). For a DP run it is computed from the private data without noise:
+        show it only labelled :data:`OUTSIDE_DP` (see :attr:`private`)."""
+        v = self.get(f"run.{key}")
+        return v if v is not None else self.get(f"run.dp_diagnostics.{key}")
+
     def curve(self) -> list[tuple[float, float]]:
+        """``[(step, loss)]``; for a DP run only when recorded as a diagnostic (outside the DP guarantee: label it)."""
         raw = self.row.get("run.train_loss_curve")
+        if raw is None:
+            raw = self.row.get("run.dp_diagnostics.train_loss_curve")
         try:
             pts = json.loads(raw) if isinstance(raw, str) else (raw or [])
         except json.JSONDecodeError:

@@ -235,14 +235,17 @@ def load_study(path: str | Path) -> Study:
     return study
 
 
-def parse_study(data: dict[str, Any], *, base_dir: str | Path = ".", where: str = "study") -> Study:
-    """Validate a study given as a dict (the parsed TOML); see :func:`load_study`."""
+def parse_study(data: dict[str, Any], *, base_dir: str | Path = ".", where: str = "study",
+                check_paths: bool = True) -> Study:
+    """Validate a study given as a dict (the parsed TOML); see :func:`load_study`. ``check_paths=False`` accepts
+    dataset paths that do not resolve from ``base_dir`` (re-reading a study's copy in its study directory: the
+    configurations and run ids are the same)."""
     c = Checker(where)
     c.unknown(data, STUDY_KEYS, "")
     name = data.get("name", Path(where).stem if where != "study" else "study")
     if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name):
         raise c.fail("name", "a name of letters, digits, '.', '_' or '-'", name)
-    datasets = _datasets(data.get("datasets"), c, Path(base_dir))
+    datasets = _datasets(data.get("datasets"), c, Path(base_dir), check_paths)
     models = c.str_list(data, "models", ["embedded"])
     methods = c.str_list(data, "methods", ["fft", "lora", "dp-fft", "dp-lora"])
     train = validate.train_options(data, c)
@@ -277,7 +280,7 @@ def parse_study(data: dict[str, Any], *, base_dir: str | Path = ".", where: str 
                  eval=dict(ev), method_options=method_options, variants=variants)
 
 
-def _datasets(raw: Any, c: Checker, base_dir: Path) -> dict[str, DatasetSpec]:
+def _datasets(raw: Any, c: Checker, base_dir: Path, check_paths: bool = True) -> dict[str, DatasetSpec]:
     if not isinstance(raw, dict) or not raw:
         raise c.fail("datasets", "a table of named datasets", raw,
                      'Add e.g. [datasets.cs] with generator = "customersim" or path = "data/cs".')
@@ -294,6 +297,9 @@ def _datasets(raw: Any, c: Checker, base_dir: Path) -> dict[str, DatasetSpec]:
             c.unknown(spec, ("path",), f"{key}.")
             p = spec["path"]
             resolved = (base_dir / p).resolve() if isinstance(p, str) else None
+            if not check_paths and isinstance(p, str):
+                out[name] = DatasetSpec(name=name, path=p)
+                continue
             if resolved is None or not (resolved / "dataset.json").is_file():
                 raise c.fail(f"{key}.path", "a dataset directory (with dataset.json)", p,
                              "Create it with `privtune data synth` or `privtune data import`.")

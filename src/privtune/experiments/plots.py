@@ -11,7 +11,7 @@ import base64
 import io
 from typing import Any, Sequence
 
-from privtune.experiments.analysis import Group, RunView, Variant
+from privtune.experiments.analysis import OUTSIDE_DP, Group, RunView, Variant
 from privtune.experiments.findings import display
 
 NLL = "nats/token"
@@ -134,8 +134,10 @@ def versus_epsilon(gs: Sequence[Group], col: dict[str, Any]) -> str | None:
     return _png(fig)
 
 
+#: Throughput in examples/s: defined for every run (a DP run's realised token and example counts are private, its
+#: expected example count is fixed by the plan), so DP and non-DP runs compare on one axis.
 COST = (("run.wall_time_s", "Wall time (s)"), ("run.peak_memory_mb", "Peak memory (MB)"),
-        ("run.tokens_per_s", "Throughput (tokens/s)"), ("run.trainable_params", "Trainable parameters"))
+        ("run.examples_per_s", "Throughput (examples/s)"), ("run.trainable_params", "Trainable parameters"))
 
 
 def cost(gs: Sequence[Group], col: dict[str, Any]) -> str | None:
@@ -149,7 +151,7 @@ def cost(gs: Sequence[Group], col: dict[str, Any]) -> str | None:
     for ax, (key, title) in zip(axes, COST):
         vals = [v.mean(key) or 0.0 for v in vs]
         bars = ax.barh(range(len(vs)), vals, color=[col[v.method] for v in vs])
-        fmt = "{:,.0f}" if key != "run.tokens_per_s" else "{:,.0f}"
+        fmt = "{:,.1f}" if key == "run.examples_per_s" else "{:,.0f}"
         ax.bar_label(bars, labels=[fmt.format(x) if x else "n/a" for x in vals], padding=3, fontsize=8)
         if key == "run.trainable_params" and any(vals):
             ax.set_xscale("log")
@@ -179,7 +181,10 @@ def _smooth(ys: Sequence[float]) -> list[float]:
 
 
 def curves(vs: Sequence[RunView], col: dict[str, Any]) -> str | None:
-    """Training loss against step, one panel per method: each step's batch (faint) and a running mean (bold)."""
+    """Training loss against step, one panel per method: each step's batch (faint) and a running mean (bold).
+
+    A DP run's curve exists only when it was recorded as a diagnostic; it is computed from the private data without
+    noise, so its panel says so in the title and its legend entry carries the label."""
     runs = [v for v in vs if v.ok and v.curve()]
     if not runs:
         return None
@@ -196,13 +201,18 @@ def curves(vs: Sequence[RunView], col: dict[str, Any]) -> str | None:
             pts = v.curve()
             xs, ys = [p[0] for p in pts], [p[1] for p in pts]
             ax.plot(xs, ys, "-", color=col[m], alpha=0.25, lw=1.0)   # per step: batch-to-batch noise
-            ax.plot(xs, _smooth(ys), styles[i % 4], color=col[m], lw=1.8, label=v.label)
-        ax.set_title(display(m))
+            ax.plot(xs, _smooth(ys), styles[i % 4], color=col[m], lw=1.8,
+                    label=f"{v.label} (outside the DP guarantee)" if v.private else v.label)
+        dp = any(v.private for v in mine)
+        if dp:
+            ax.set_title(f"{display(m)}\nDP diagnostic: {OUTSIDE_DP}", fontsize=9)
+        else:
+            ax.set_title(display(m))
         ax.set_xlabel("Optimizer step")
         cls = all(v.row.get("run.task") == "classification" for v in mine)  # cross-entropy per example
         ax.set_ylabel(f"Training loss ({'nats/example' if cls else NLL})")
         ax.yaxis.set_tick_params(labelleft=True)   # shared scale, labels on every panel
-        if len(mine) > 1:
+        if len(mine) > 1 or dp:
             ax.legend(fontsize=8, frameon=True, framealpha=0.85, loc="upper right")
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)

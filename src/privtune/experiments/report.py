@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from privtune import __version__
 from privtune.experiments import classification, plots, tables
-from privtune.experiments.analysis import RunView, groups, views
+from privtune.experiments.analysis import OUTSIDE_DP, RunView, groups, views
 from privtune.experiments.findings import findings
 from privtune.experiments.tables import epsilon_short, f, secs
 from privtune.experiments.store import open_store
@@ -146,16 +146,14 @@ def _html(name: str, study: Mapping[str, Any], vs: Sequence[RunView], gs: Any, f
         "Poisson-sampled DP-SGD under add/remove-one neighbouring. <i>Certified</i> means an upper bound. "
         "Empirical audits are lower-bound <i>estimates</i> and are shown only beside the certified value.</p>",
         _table(tables.accounting(vs), empty="No DP run in this study."),
-        "<h2>Cost</h2>", _fig(figs.get("cost"), "cost per method", "Mean per configuration."),
+        "<h2>Cost</h2>", _fig(figs.get("cost"), "cost per method", "Mean per configuration. Throughput is examples "
+                              "per second of step time; for DP runs the expected number of examples (steps × "
+                              "expected batch, fixed by the plan), since their realised batches are private."),
         _table(tables.cost(vs)),
     ]
     if lm:
         parts += _lm_attacks(vs, gs)
-    parts += [
-        "<h2>Training curves</h2>", _fig(figs.get("curves"), "training curves", "Mean per-example loss of each "
-                                         "optimizer step's batch (faint) and its running mean over a tenth of the "
-                                         "run (bold)."),
-    ]
+    parts += _curves(vs, figs)
     if defs:
         parts.append("<h2>Definitions</h2><details><summary>Every measure as eval.json defines it</summary><dl>"
                      + "".join(f"<dt><code>{html.escape(k)}</code></dt><dd>{html.escape(d)}</dd>"
@@ -165,6 +163,26 @@ def _html(name: str, study: Mapping[str, Any], vs: Sequence[RunView], gs: Any, f
                      "</pre></details>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _curves(vs: Sequence[RunView], figs: Mapping[str, str]) -> list[str]:
+    """Training curves: every run that released one; a DP run's only as a labelled diagnostic (it is computed from
+    the private data without noise), and the DP runs without one named as withheld."""
+    caption = ("Mean per-example loss of each optimizer step's batch (faint) and its running mean over a tenth of "
+               "the run (bold).")
+    shown = [v for v in vs if v.ok and v.private and v.curve()]
+    withheld = [v for v in vs if v.ok and v.private and not v.curve()]
+    if shown:
+        caption += (f" The curves of DP runs ({', '.join(v.label for v in shown)}) are diagnostics {OUTSIDE_DP}: "
+                    "they are not covered by the run's ε.")
+    note = ""
+    if withheld:
+        names = html.escape(", ".join(v.label for v in withheld))
+        note = (f"<p class='note'>Not shown: the training losses of DP runs ({names}). They are computed from the private data without noise, so a DP run does not "
+                "release them; <code>dp_diagnostics = true</code> (in <code>[train]</code>) records them, labelled "
+                "as outside the DP guarantee.</p>")
+    fig = _fig(figs.get("curves"), "training curves", caption) if figs.get("curves") or not withheld else ""
+    return ["<h2>Training curves</h2>", fig, note]
 
 
 def _lm_measures(vs: Sequence[RunView], figs: Mapping[str, str]) -> list[str]:

@@ -90,6 +90,8 @@ class ResultStore:
         if not create and not self.path.is_file():
             raise ConfigError(fmt("DIR", "a study directory with results.sqlite (from `privtune sweep`)",
                                   str(study_dir)))
+        if self.path.exists():
+            check_store(self.path)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._con = sqlite3.connect(self.path, timeout=30)
         self._con.execute("PRAGMA journal_mode=WAL")   # a crash mid-write leaves the last committed state
@@ -188,6 +190,51 @@ class ResultStore:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         return out
+
+
+def check_store(path: Path) -> None:
+    """Refuse a results store that is empty (0 bytes), not SQLite, damaged, or without the runs table, naming the
+    file and how to rebuild it; reading one would report nothing (or fail mid-way) instead."""
+    found = None
+    if not path.is_file():
+        found = "not a file"
+    elif path.stat().st_size == 0:
+        found = "an empty file (0 bytes)"
+    else:
+        try:
+            con = sqlite3.connect(path, timeout=30)
+            try:
+                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                check = con.execute("PRAGMA quick_check").fetchone()
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as e:
+            found = f"an unreadable file ({e})"
+        else:
+            if check is None or check[0] != "ok":
+                found = f"a damaged database ({check[0] if check else 'no check result'})"
+            elif TABLE not in tables:
+                found = "a database without the runs table"
+    if found is not None:
+        raise ConfigError(fmt(str(path), "a privtune results store", found,
+                              f"Rebuild it from the run directories with `privtune results {path.parent} "
+                              "--rebuild` (the damaged file is kept beside it)."))
+
+
+def recorded_study_name(study_dir: str | Path) -> str | None:
+    """The name of the study whose results ``DIR/results.sqlite`` holds, or None (no store, or unreadable)."""
+    path = Path(study_dir) / STORE_FILE
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            row = con.execute("SELECT value FROM study WHERE key = 'name'").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
 
 
 def _ident(name: str) -> str:

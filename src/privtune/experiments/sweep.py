@@ -32,9 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from rich.markup import escape
+
 from privtune.errors import ConfigError, PrivtuneError, fmt
 from privtune.experiments.config import RunConfig, Study, load_study
-from privtune.experiments.store import CSV_FILE, ResultStore, make_row
+from privtune.experiments.store import CSV_FILE, STORE_FILE, ResultStore, make_row, recorded_study_name
+from privtune.utils import owned
 from privtune.utils.fsio import atomic_write_json, atomic_write_text, exclusive_lock
 from privtune.utils.progress import console, make_progress
 
@@ -218,10 +221,9 @@ class Sweep:
     # -- the sweep ---------------------------------------------------------------------------------------------
     def run(self) -> SweepResult:
         t0 = time.perf_counter()
+        check_study_dir(self.dir, self.study.name)
         self.dir.mkdir(parents=True, exist_ok=True)
-        with exclusive_lock(self.dir / ".sweep.lock", fmt(
-                "--out", "a study directory no other sweep is using", str(self.dir),
-                "Wait for the other `privtune sweep` (or demo) to finish.")):
+        with _sweep_lock(self.dir):
             self._run()
         self.result.wall_s = time.perf_counter() - t0
         return self.result
@@ -262,9 +264,10 @@ class Sweep:
         store.upsert(self._row(rc, status, stage, error))
         self.result.outcomes.append(RunOutcome(rc.run_id, status, stage, error, wall_s))
         if status == "completed":
-            console.print(f"[green]done[/] {rc.run_id} ({wall_s:.0f} s)", highlight=False)
+            console.print(f"[green]done[/] {escape(rc.run_id)} ({wall_s:.0f} s)", highlight=False)
         else:
-            console.print(f"[red]failed[/] {rc.run_id} at {stage}: {error}", highlight=False, soft_wrap=True)
+            console.print(f"[red]failed[/] {escape(f'{rc.run_id} at {stage}: {error}')}", highlight=False,
+                          soft_wrap=True)
 
     def _start(self, store: ResultStore, rc: RunConfig) -> None:
         row = self._row(rc, "running")
@@ -333,6 +336,83 @@ class Sweep:
             for _, proc, _ in running.values():   # interrupted: stop the runs (they resume next time)
                 proc.terminate()
                 proc.join()
+
+
+def _sweep_lock(study_dir: Path) -> Any:
+    return exclusive_lock(study_dir / ".sweep.lock", fmt(
+        "--out", "a study directory no other sweep is using", str(study_dir),
+        "Wait for the other `privtune sweep` (or demo) to finish."))
+
+
+def check_study_dir(study_dir: Path, name: str) -> None:
+    """A sweep writes into ``study_dir``: refuse it unless it is new, empty, or the directory of the study
+    ``name`` (results.sqlite or study.toml; the name results.sqlite records, when it records one)."""
+    if study_dir.exists() and not study_dir.is_dir():
+        raise ConfigError(fmt("--out", "a directory path", str(study_dir), "It is a file: choose another path."))
+    if not study_dir.is_dir() or owned.is_empty(study_dir):
+        return
+    kind = owned.recognise(study_dir)
+    if kind == "study":
+        recorded = recorded_study_name(study_dir)
+        if recorded is None or recorded == name:
+            return
+        held = f"the results of study {recorded!r}"
+    else:
+        held = f"a privtune {kind}" if kind else "files privtune did not write"
+    raise ConfigError(fmt("--out", f"a new or empty directory, or the directory of study {name!r}", str(study_dir),
+                          f"It holds {held}: choose another --out."))
+
+
+def rebuild_store(study_dir: str | Path) -> Path | None:
+    """Rebuild ``DIR/results.sqlite`` (and results.csv) from ``DIR/study.toml`` and the run directories.
+
+    Every configuration of the study gets its row again: ``completed`` with its run.json and eval.json figures
+    when its run directory is done, ``failed`` (with run.json's error) when its training failed, ``pending``
+    otherwise (the next ``privtune sweep`` runs it). A store already there, damaged or not, is moved aside to
+    ``results.sqlite.old-<time>``, never deleted; its path is returned (None when there was none).
+    """
+    d = Path(study_dir)
+    toml = d / "study.toml"
+    if not toml.is_file():
+        raise ConfigError(fmt("DIR", "a study directory with study.toml (written by `privtune sweep`)", str(d),
+                              "Re-run the study with `privtune sweep STUDY --out DIR`: finished runs are read back, "
+                              "not trained again."))
+    import re
+
+    from privtune.experiments.config import parse_study, tomllib
+
+    text = toml.read_text("utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(fmt(str(toml), "valid TOML", "a parse error", f"({e}).")) from None
+    if "name" not in data:  # the study was named after its file; the store that knew it may be the damaged one
+        data["name"] = recorded_study_name(d) or re.sub(r"[^\w.-]+", "_", d.resolve().name) or "study"
+    study = parse_study(data, base_dir=d, where=str(toml), check_paths=False)
+    study.source = text
+    sweep = Sweep(study, d)
+    with _sweep_lock(d):
+        moved = None
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            p = d / f"{STORE_FILE}{suffix}"
+            if p.exists():
+                dest = d / f"{STORE_FILE}.old-{stamp}{suffix}"
+                os.replace(p, dest)
+                moved = moved or dest
+        with ResultStore(d) as store:
+            store.put_study({"name": study.name, "config": study.to_dict(), "toml": text,
+                             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            for rc in sweep.configs:
+                record = _read_json(sweep.run_dir(rc) / "run.json") or {}
+                if run_state(sweep.run_dir(rc), study.eval) == "done":
+                    store.upsert(sweep._row(rc, "completed"))
+                elif record.get("status") == "failed":
+                    store.upsert(sweep._row(rc, "failed", "train", record.get("error")))
+                else:
+                    store.upsert(sweep._row(rc, "pending"))
+            store.export_csv(d / CSV_FILE)
+    return moved
 
 
 def _worker(conn: Any, threads: int, payload: dict[str, Any], run_dir: str, data_dir: str,

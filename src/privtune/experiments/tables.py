@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from privtune.experiments.analysis import Group, RunView
+from privtune.experiments.analysis import OUTSIDE_DP, Group, RunView
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -86,12 +86,23 @@ def accounting(vs: Sequence[RunView]) -> Table:
 
 
 def cost(vs: Sequence[RunView]) -> Table:
-    head = ["run", "wall time (s)", "peak memory (MB)", "memory measure", "tokens/s", "trainable params",
-            "total params"]
+    """Examples/s for every run (DP: the expected count, fixed by the plan); tokens/s only where released — a DP
+    run's token count is private, shown only as a labelled diagnostic."""
+    head = ["run", "wall time (s)", "peak memory (MB)", "memory measure", "examples/s", "tokens/s",
+            "trainable params", "total params"]
     rows = [[v.label, secs(v.get("run.wall_time_s")), f(v.get("run.peak_memory_mb"), 0),
-             str(v.row.get("run.peak_memory_kind") or "–"), f(v.get("run.tokens_per_s"), 0),
-             f(v.get("run.trainable_params"), 0), f(v.get("run.total_params"), 0)] for v in vs if v.ok]
+             str(v.row.get("run.peak_memory_kind") or "–"), f(v.get("run.examples_per_s"), 1),
+             training_stat_text(v, "tokens_per_s", 0), f(v.get("run.trainable_params"), 0),
+             f(v.get("run.total_params"), 0)] for v in vs if v.ok]
     return head, rows
+
+
+def training_stat_text(v: RunView, key: str, digits: int = 3) -> str:
+    """A training statistic as released: plain without DP; a DP run's labelled, or ``withheld (DP)``."""
+    x = v.training_stat(key)
+    if not v.private:
+        return f(x, digits)
+    return "withheld (DP)" if x is None else f"{f(x, digits)} ({OUTSIDE_DP})"
 
 
 def exposure(vs: Sequence[RunView], gs: Sequence[Group]) -> Table:

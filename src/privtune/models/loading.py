@@ -33,6 +33,7 @@ from torch import nn
 from privtune.errors import ConfigError, ModelLoadError, fmt
 from privtune.models.gguf import PACKAGED, gguf_model_path, is_gguf_spec
 from privtune.models.pooling import apply_pooling, declared_pooling
+from privtune.utils.hub import hub_offline
 
 TASKS = ("lm", "classification")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -152,7 +153,7 @@ def load_tokenizer(source: str, *, allow_download: bool = False, spec: str | Non
     quiet_transformers()
     if spec is None:  # a spec, or a directory with tokenizer files (an adapter directory has no config.json)
         spec, source = source, source if Path(source).expanduser().is_dir() else resolve_spec(source)
-    with _load_errors(spec, allow_download):
+    with _load_errors(spec, allow_download), hub_offline(allow_download):
         tok = AutoTokenizer.from_pretrained(source, local_files_only=not allow_download)
     if not getattr(tok, "is_fast", False):
         raise ModelLoadError(fmt("tokenizer", "a fast (Rust) tokenizer, which gives character offsets",
@@ -186,7 +187,8 @@ def load_model(spec: str, *, task: str = "lm", num_labels: int | None = None, de
     # a classifier's head is new by design (and a model saved with mean pooling has no pooler weights):
     # transformers' per-load report of those missing weights is noise
     quiet = task == "classification"
-    with _load_errors(spec, allow_download), (_hf_errors_only() if quiet else contextlib.nullcontext()):
+    with _load_errors(spec, allow_download), hub_offline(allow_download), \
+            (_hf_errors_only() if quiet else contextlib.nullcontext()):
         try:
             model = auto.from_pretrained(source, **kwargs)
         except ValueError as e:

@@ -8,6 +8,7 @@ the sample rate is ``q = batch_size / N`` (expected batch over training-set size
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -39,6 +40,7 @@ class TrainConfig:
     noise_calibration: str = "certified"  # or "edgeworth-estimate": EW-Tune's, research only (see docs/ewtune.md)
     secure_rng: bool = False
     dp_engine: str = "bk"                 # per-example gradient engine (docs/performance.md)
+    dp_diagnostics: bool = False          # DP: record the non-noised training statistics, labelled (docs/training.md)
     # schedule
     epochs: float | None = 3.0
     steps: int | None = None
@@ -85,6 +87,8 @@ class TrainConfig:
         if self.noise_calibration not in NOISE_CALIBRATIONS:
             raise ConfigError(fmt("--noise-calibration", f"one of {', '.join(NOISE_CALIBRATIONS)}",
                                   self.noise_calibration))
+        if not isinstance(self.dp_diagnostics, bool):
+            raise ConfigError(fmt("dp_diagnostics", "true or false", self.dp_diagnostics))
         if self.noise_multiplier is not None and not self.noise_multiplier > 0:
             raise ConfigError(fmt("--noise-multiplier", "positive", self.noise_multiplier))
         if not self.max_grad_norm > 0:
@@ -130,7 +134,7 @@ class TrainConfig:
         unknown = sorted(set(norm) - names)
         if unknown:
             raise ConfigError(fmt(f"{where} keys", f"among {', '.join(sorted(names))}", unknown))
-        return cls(**norm)
+        return cls(**{k: _typed(k, v, where) for k, v in norm.items()})
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "TrainConfig":
@@ -143,3 +147,32 @@ class TrainConfig:
             raise ConfigError(fmt("--config", "valid TOML", str(path), f"({e}).")) from None
         d = d.get("train", d)  # a [train] table or top-level keys
         return cls.from_dict(d, where=str(path))
+
+
+def _typed(key: str, value: Any, where: str) -> Any:
+    """``value`` checked against the field's annotation (a TOML file or a JSON config can hold anything): a
+    number for float fields (an int is one), an integer for int fields (a float with an integral value is taken
+    as one), a string, a bool, a list of strings or a table; None where the field allows it."""
+    kinds = {t.strip() for t in _ANNOTATIONS[key].split("|")}
+    if value is None and "None" in kinds:
+        return value
+    if "bool" in kinds and isinstance(value, bool):
+        return value
+    if not isinstance(value, bool):
+        if "int" in kinds and (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            return int(value)
+        if "float" in kinds and isinstance(value, (int, float)):
+            return value
+    if "str" in kinds and isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    if "list[str]" in kinds and isinstance(value, list) and all(isinstance(x, str) for x in value):
+        return value
+    if "dict[str, Any]" in kinds and isinstance(value, dict):
+        return value
+    names = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+             "list[str]": "a list of strings", "dict[str, Any]": "a table", "None": "unset"}
+    want = " or ".join(names[k] for k in sorted(kinds, key=lambda k: k == "None"))
+    raise ConfigError(fmt(key, want, value, f"Fix it in {where}." if where != "config" else None))
+
+
+_ANNOTATIONS = {f.name: str(f.type) for f in fields(TrainConfig)}

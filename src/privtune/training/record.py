@@ -3,7 +3,16 @@
 Efficiency figures: ``wall_time_s`` (seconds of the training sessions, summed over resumes, setup excluded),
 ``peak_memory_mb`` (CPU: the process's peak resident set size, ``getrusage`` ``ru_maxrss``; GPU: CUDA max allocated —
 ``peak_memory_kind`` says which), ``tokens_per_s`` (non-padding tokens through forward+backward per second of step
-time), ``trainable_params``/``total_params`` (tied weights once; LoRA totals include the frozen base).
+time), ``examples_per_s`` (examples per second of step time; for DP runs the *expected* count, steps × expected batch
+size, which the plan fixes), ``trainable_params``/``total_params`` (tied weights once; LoRA totals include the frozen
+base).
+
+What a DP run releases: the model and everything the plan fixes (ε from the ledger, σ, C, q, steps, expected batch
+size). The training statistics in :data:`PRIVATE_STATS` (step losses, token and example counts, empty batches, clip
+fraction) are computed from the private data without noise, so they are outside the DP guarantee: a DP run leaves them
+``null`` and says so in ``dp_diagnostics``; with ``dp_diagnostics = true`` they are recorded there, beside the label
+:data:`OUTSIDE_DP`, and nowhere else. Non-DP runs publish them at the top level as usual. (Checkpoints keep the
+counters for resume; they are internal state, not a release.)
 """
 
 from __future__ import annotations
@@ -24,6 +33,43 @@ from privtune.training.privacy import certified
 from privtune.training.trainer import snapshot_losses
 
 NEIGHBOURING = "add_or_remove_one"
+#: run.json keys computed from the training data without noise (withheld from DP runs unless --dp-diagnostics)
+PRIVATE_STATS = ("final_train_loss", "train_loss_curve", "tokens", "tokens_per_s", "examples", "epochs_run",
+                 "empty_batches", "clip_fraction")
+#: the label every diagnostic of a DP run carries, wherever it appears
+OUTSIDE_DP = "outside the DP guarantee (computed from private data without noise)"
+WITHHELD = ("not released: computed from private data without noise, outside the DP guarantee "
+            "(--dp-diagnostics records them here, labelled)")
+
+
+def diagnostics(private: bool, enabled: bool) -> dict[str, Any] | None:
+    """The ``dp_diagnostics`` object of run.json before the statistics are known (None for non-DP runs)."""
+    if not private:
+        return None
+    if enabled:
+        return {"enabled": True, "label": OUTSIDE_DP}
+    return {"enabled": False, "label": WITHHELD, "withheld": list(PRIVATE_STATS)}
+
+
+def release_stats(plan: Any, stats: dict[str, Any]) -> dict[str, Any]:
+    """Top-level run.json fields for the training statistics ``stats``: as they are without DP; for a DP run all
+    ``null``, and (with diagnostics) the values under ``dp_diagnostics`` beside their label."""
+    private = plan.privacy is not None
+    diag = diagnostics(private, plan.cfg.dp_diagnostics)
+    if not private:
+        return {**stats, "dp_diagnostics": diag}
+    if diag["enabled"]:
+        diag.update(stats)
+    return {**dict.fromkeys(stats), "dp_diagnostics": diag}
+
+
+def loss_text(plan: Any) -> Any:
+    """How the progress bar shows a step's loss: plainly without DP, labelled with diagnostics, else withheld."""
+    if plan.privacy is None:
+        return lambda loss: "-" if loss is None else f"{loss:.3f}"
+    if plan.cfg.dp_diagnostics:
+        return lambda loss: "-" if loss is None else f"{loss:.3f} (diagnostic, outside the DP guarantee)"
+    return lambda loss: "withheld (DP)"
 
 
 def progress_columns() -> list[TextColumn]:
@@ -53,7 +99,9 @@ def initial_record(plan: Any, s: Any) -> dict[str, Any]:
         "error": None, "method": cfg.method, "adapter": plan.method.adapter, "private": plan.method.private,
         "model": cfg.model, "model_source": s.loaded.source, "model_arch": s.loaded.arch, "task": cfg.task,
         "dataset": str(cfg.data), "dataset_name": plan.dataset.info.name,
-        "dataset_hash": plan.dataset.info.content_hash, "class_labels": plan.labels,
+        # a hash of the whole training set identifies it exactly (membership of one record can be tested against
+        # it): DP runs keep it in internal resume state only (training.run.RESUME_FILE)
+        "dataset_hash": None if p else plan.dataset.info.content_hash, "class_labels": plan.labels,
         "epsilon": None, "epsilon_certified": None, "target_epsilon": cfg.epsilon if p else None,
         "delta": p.delta if p else None, "noise_multiplier": p.noise_multiplier if p else None,
         "max_grad_norm": p.max_grad_norm if p else None, "sample_rate": plan.sample_rate,
@@ -71,7 +119,8 @@ def initial_record(plan: Any, s: Any) -> dict[str, Any]:
         "seed": cfg.seed, "device": str(s.loaded.device), "checkpoint_every": plan.checkpoint_every, "resumes": 0,
         "trainable_params": trainable, "total_params": total,
         "wall_time_s": 0.0, "train_time_s": 0.0, "peak_memory_mb": None, "peak_memory_kind": None,
-        "tokens": 0, "tokens_per_s": None, "final_train_loss": None, "train_loss_curve": [],
+        "tokens": None if p else 0, "tokens_per_s": None, "examples_per_s": None, "final_train_loss": None,
+        "train_loss_curve": None if p else [], "dp_diagnostics": diagnostics(p is not None, cfg.dp_diagnostics),
         "test_loss": None, "n_test": None, "config": cfg.to_dict(), "model_dir": "model",
         "ledger_file": "ledger.json" if p else None,
         **plan.method.record_fields(s.model), **estimate_calibration.plan_fields(p),
@@ -86,19 +135,26 @@ def _lora_targets(model: Any) -> list[str] | None:
 def final_fields(s: Any, outcome: Any, privacy: Any, wall: float) -> dict[str, Any]:
     st = outcome.state
     peak, kind = peak_memory_mb(s.loaded.device)
+    # DP: the realised batch sizes are private; the expected ones (steps × expected batch) are fixed by the plan
+    examples = st.step * s.sampler.expected_batch_size if privacy is not None else st.examples
     out: dict[str, Any] = {
         "status": outcome.status, "error": None, "steps": st.step, "wall_time_s": round(wall, 3),
         "train_time_s": round(st.train_time_s, 3), "peak_memory_mb": round(peak, 1), "peak_memory_kind": kind,
+        "examples_per_s": round(examples / st.train_time_s, 2) if st.train_time_s else None,
+    }
+    stats: dict[str, Any] = {
         "tokens": st.tokens, "tokens_per_s": round(st.tokens / st.train_time_s, 1) if st.train_time_s else None,
         "examples": st.examples, "epochs_run": st.examples / s.plan.n_train,
         "final_train_loss": snapshot_losses(st.loss_curve), "train_loss_curve": st.loss_curve,
         "empty_batches": st.empty_batches,
     }
     if privacy is not None:
+        stats["clip_fraction"] = st.clip_clipped / st.clip_n if st.clip_n else None
+    out.update(release_stats(s.plan, stats))
+    if privacy is not None:
         eps = privacy.epsilon()
         out.update(ledger_steps=privacy.steps, epsilon=certified(eps) if eps is not None else 0.0,
-                   epsilon_certified=True, certified_by=(eps.accountant if eps.certified else "pld") if eps else None,
-                   clip_fraction=st.clip_clipped / st.clip_n if st.clip_n else None)
+                   epsilon_certified=True, certified_by=(eps.accountant if eps.certified else "pld") if eps else None)
         if eps is not None and not eps.certified:  # an estimate is shown beside the certified bound, labelled
             out.update(epsilon_estimate=eps.epsilon, epsilon_estimate_accountant=eps.accountant)
         out.update(estimate_calibration.final_fields(privacy.plan, privacy.ledger, out["epsilon"] if eps else None))

@@ -15,12 +15,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any, ContextManager, Iterator
 
 import torch
 
-from privtune.errors import ConfigError, PrivtuneError, fmt
-from privtune.training.checkpoint import (clean_partial, latest_step, list_checkpoints, load_checkpoint,
+from privtune.errors import ConfigError, ModelLoadError, PrivtuneError, fmt
+from privtune.training.checkpoint import (CKPT_DIR, clean_partial, latest_step, list_checkpoints, load_checkpoint,
                                          save_checkpoint, set_rng_state)
 from privtune.training.config import TrainConfig
 from privtune.training.distributed import SINGLE, Dist, from_env, launch
@@ -28,11 +28,13 @@ from privtune.training.privacy import PrivacyPlan, PrivacyState
 from privtune.training.session import Session, build_session, make_plan
 from privtune.training.trainer import Trainer, TrainState
 from privtune.training import record as rec_mod  # noqa: E402
-from privtune.utils.fsio import atomic_dir, atomic_write_json, ensure_fresh_dir, exclusive_lock
+from privtune.utils.fsio import LOCK_FILE, atomic_dir, atomic_write_json, claim_dir, ensure_fresh_dir, exclusive_lock
 from privtune.utils.progress import make_progress, progress_enabled
 
 RUN_FILE = "run.json"
 MODEL_DIR = "model"
+#: internal resume state, not a release: the training set's content hash (which a DP run's run.json leaves out)
+RESUME_FILE = Path(CKPT_DIR) / "resume.json"
 FINISHED = ("completed", "budget_exhausted")
 
 
@@ -65,21 +67,33 @@ def train(config: TrainConfig | None = None, *, out: str | Path, nproc: int | No
     processes are already there and ``nproc`` is not needed.
     """
     cfg = TrainConfig.from_dict({**(config.to_dict() if config else {}), **overrides})
-    out = ensure_fresh_dir(out, what="--out")
+    out = ensure_fresh_dir(out, what="--out", fix=_TAKEN)   # early; the claim below is what makes it exclusive
     plan = make_plan(cfg)                      # bad input fails here, before anything is written
     if nproc is not None and nproc != 1 and not _under_torchrun():
         launch(nproc=nproc, out=out, config=cfg.to_dict())
         return RunResult(out, read_record(out))
     dist = from_env()
-    session = build_session(plan)
-    dist.broadcast_module(session.model)
-    record = rec_mod.initial_record(plan, session)
-    record["processes"] = dist.world
-    if dist.main:
-        with atomic_dir(out, overwrite=True) as tmp:   # the run directory appears whole, already marked running
-            atomic_write_json(tmp / RUN_FILE, record)
-    dist.barrier()
-    return _run(out, session, record, TrainState(), dist)
+    # Rank 0 claims --out before the model loads and holds its lock through _run: of two `train --out` on one
+    # directory exactly one runs, the other fails at once. A failure before run.json exists removes the claim.
+    with claim_dir(out, busy=_busy(out), fix=_TAKEN) if dist.main else contextlib.nullcontext():
+        session = build_session(plan)
+        dist.broadcast_module(session.model)
+        record = rec_mod.initial_record(plan, session)
+        record["processes"] = dist.world
+        if dist.main:
+            atomic_write_json(out / RESUME_FILE, {"dataset_hash": plan.dataset.info.content_hash})
+            atomic_write_json(out / RUN_FILE, record)   # whole run.json, already marked running
+        dist.barrier()
+        return _run(out, session, record, TrainState(), dist)
+
+
+_TAKEN = ("Choose another path; to continue a run that stopped, use `privtune train --resume RUN`; "
+          "to train again, remove the directory first.")
+
+
+def _busy(run_dir: Path) -> str:
+    return fmt("run directory", "not in use by another privtune process", str(run_dir),
+               "Wait for the other process to finish, or stop it.")
 
 
 def resume(run_dir: str | Path, *, nproc: int | None = None) -> RunResult:
@@ -94,7 +108,8 @@ def resume(run_dir: str | Path, *, nproc: int | None = None) -> RunResult:
     cfg = TrainConfig.from_dict(record["config"])
     privacy = PrivacyPlan.from_dict(record["privacy_plan"]) if record.get("privacy_plan") else None
     plan = make_plan(cfg, privacy=privacy)
-    if plan.dataset.info.content_hash != record.get("dataset_hash"):
+    started_on = trained_dataset_hash(run_dir, record)
+    if plan.dataset.info.content_hash != started_on:
         raise ConfigError(fmt("--data", "the dataset the run started with", cfg.data,
                               "Its content hash changed; restore the original data to resume."))
     dist = from_env()
@@ -118,14 +133,24 @@ def resume(run_dir: str | Path, *, nproc: int | None = None) -> RunResult:
     return _run(run_dir, session, record, state, dist)
 
 
+def _resume_state(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / RESUME_FILE
+    return json.loads(path.read_text("utf-8")) if path.is_file() else {}
+
+
+def trained_dataset_hash(run_dir: str | Path, record: dict[str, Any]) -> str | None:
+    """Content hash of the dataset the run was trained on: run.json's, or (DP runs, which do not publish it) the
+    run directory's internal resume state; None for runs that predate both."""
+    return record.get("dataset_hash") or _resume_state(Path(run_dir)).get("dataset_hash")
+
+
 def _under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def _lock(run_dir: Path) -> ContextManager[None]:
-    """One process per run directory at a time."""
-    return exclusive_lock(run_dir / ".lock", fmt("run directory", "not in use by another privtune process",
-                                                 str(run_dir)))
+    """One process per run directory at a time (re-entrant in a process: ``_run`` inside ``train``'s claim)."""
+    return exclusive_lock(run_dir / LOCK_FILE, _busy(run_dir))
 
 
 def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, dist: Dist = SINGLE) -> RunResult:
@@ -160,7 +185,7 @@ def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, d
                                   engine=s.engine, privacy=privacy, seed=plan.cfg.seed,
                                   checkpoint_every=plan.checkpoint_every, on_checkpoint=checkpoint, state=state,
                                   progress=progress if progress_enabled() and main else None, method=plan.method,
-                                  dist=dist)
+                                  dist=dist, format_loss=rec_mod.loss_text(plan))
                 outcome = trainer.run()
             if main and latest_step(run_dir) != outcome.state.step:
                 checkpoint(outcome.state)
@@ -230,6 +255,7 @@ def load_trained(run_dir: str | Path, *, device: str | torch.device | None = Non
     if record["status"] not in FINISHED or not (model_dir / "privtune.json").is_file():
         raise ConfigError(fmt("run directory", "a finished run with a model", f"{run_dir} (status "
                               f"{record['status']})", "Resume it with `privtune train --resume RUN`."))
+    check_model_files(model_dir, adapter=bool(record.get("adapter")))
     dev = resolve_device(device)
     n_labels = len(record["class_labels"]) if record.get("class_labels") else None
     if record.get("adapter"):
@@ -238,12 +264,50 @@ def load_trained(run_dir: str | Path, *, device: str | torch.device | None = Non
         from privtune.training.methods.lora import quiet_peft
 
         base = load_model(record["model"], task=record["task"], num_labels=n_labels, device=dev).model
-        with quiet_peft():
+        with quiet_peft(), _unreadable(model_dir):
             model = PeftModel.from_pretrained(base, str(model_dir)).to(dev)
     else:
-        model = load_model(str(model_dir), task=record["task"], num_labels=n_labels, device=dev).model
-    tok = load_tokenizer(str(model_dir))
+        with _unreadable(model_dir):
+            model = load_model(str(model_dir), task=record["task"], num_labels=n_labels, device=dev).model
+    with _unreadable(model_dir):
+        tok = load_tokenizer(str(model_dir))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return TrainedRun(run_dir=run_dir, record=record, model=model.eval(), tokenizer=tok, device=dev,
                       _labels=n_labels)
+
+
+#: What ``_save_model`` writes: the weights (one of the names), their configuration and the fast tokenizer.
+MODEL_FILES = {"adapter": (("adapter_config.json",), ("adapter_model.safetensors", "adapter_model.bin")),
+               "full": (("config.json",), ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                                           "pytorch_model.bin.index.json"))}
+_DAMAGED = "Restore the run directory from a backup, or train the run again."
+
+
+def check_model_files(model_dir: Path, *, adapter: bool) -> None:
+    """A one-line :class:`ModelLoadError` when a file of the saved model is missing or empty, before any library
+    reads it (a missing adapter would otherwise send peft looking for it on the Hugging Face hub)."""
+    required, weights = MODEL_FILES["adapter" if adapter else "full"]
+    for group in [*((name,) for name in required), weights, ("tokenizer.json",)]:
+        present = [model_dir / n for n in group if (model_dir / n).is_file()]
+        if not present:
+            raise ModelLoadError(fmt(str(model_dir), "the run's complete saved model", f"{group[0]} missing",
+                                     _DAMAGED))
+        if any(p.stat().st_size == 0 for p in present):
+            raise ModelLoadError(fmt(str(model_dir), "the run's complete saved model", f"{present[0].name} empty",
+                                     _DAMAGED))
+
+
+@contextlib.contextmanager
+def _unreadable(model_dir: Path) -> Iterator[None]:
+    """A truncated or corrupt file of the saved model becomes a one-line :class:`ModelLoadError`."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except PrivtuneError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ModelLoadError(fmt(str(model_dir), "the run's complete, readable saved model",
+                                 f"{type(e).__name__}: {first}", _DAMAGED)) from None

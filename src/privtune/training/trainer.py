@@ -75,7 +75,7 @@ class Trainer:
                  engine: DPEngine | None = None, privacy: PrivacyState | None = None, seed: int = 0,
                  checkpoint_every: int = 0, on_checkpoint: Callable[[TrainState], None] | None = None,
                  state: TrainState | None = None, progress: Any = None, method: Any = None,
-                 dist: Dist = SINGLE):
+                 dist: Dist = SINGLE, format_loss: Callable[[float | None], str] | None = None):
         if (engine is None) != (privacy is None):
             raise TrainingError("`engine` and `privacy` must be given together (DP) or not at all.")
         self.model, self.task, self.data, self.sampler = model, task, data, sampler
@@ -85,6 +85,8 @@ class Trainer:
         self.checkpoint_every, self.on_checkpoint = checkpoint_every, on_checkpoint
         self.state = state or TrainState()
         self.progress = progress
+        # the progress bar's loss text (a DP run's loss is computed without noise: training.record.loss_text)
+        self.format_loss = format_loss or (lambda loss: "-" if loss is None else f"{loss:.3f}")
         self.method = method  # optional Method: its before_step/before_update hooks run every step (RGP)
         self.dist = dist  # data-parallel group (privtune.training.distributed); one process by default
         self.params = engine.params if engine is not None else unique_trainable(model)
@@ -237,7 +239,7 @@ class Trainer:
                 st.clip_clipped += stats.n_clipped
             st.loss_curve.append([t, None if loss is None else round(loss, 6)])
             if task is not None:
-                self.progress.update(task, completed=t, loss="-" if loss is None else f"{loss:.3f}")
+                self.progress.update(task, completed=t, loss=self.format_loss(loss))
             if self.on_checkpoint is not None and self.checkpoint_every and (t % self.checkpoint_every == 0
                                                                              or t == self.planned_steps):
                 self.on_checkpoint(st)

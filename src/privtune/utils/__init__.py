@@ -1,1 +1,1 @@
-"""Small shared utilities: atomic file output, progress display, hashing."""
+"""Small shared utilities: atomic file output, progress display, hashing, the hub's offline mode."""

@@ -27,15 +27,53 @@ def is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
 
 
-def ensure_fresh_dir(path: str | os.PathLike, *, what: str = "--out", overwrite: bool = False) -> Path:
-    """Refuse an existing non-empty directory unless ``overwrite``; a file in the way is always an error."""
+def ensure_fresh_dir(path: str | os.PathLike, *, what: str = "--out", fix: str = "Choose another path.") -> Path:
+    """Refuse a file in the way or an existing directory holding anything but a lock file a killed process left.
+
+    A check, not a claim: two processes can both pass it. Claim the directory with :func:`claim_dir`.
+    """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(fmt(what, "a directory path", str(path), "It is a file: choose another path."))
-    if path.is_dir() and not is_empty_dir(path) and not overwrite:
-        raise ConfigError(fmt(what, "a new or empty directory", str(path),
-                              "Choose another path or remove it first (or pass --overwrite)."))
+    if path.is_dir() and any(p.name != LOCK_FILE for p in path.iterdir()):
+        raise ConfigError(fmt(what, "a new or empty directory", str(path), fix))
     return path
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def claim_dir(path: str | os.PathLike, *, busy: str, what: str = "--out",
+              fix: str = "Choose another path.") -> Iterator[Path]:
+    """Make ``path`` this process's own for the ``with`` block, or fail at once: exactly one of several processes
+    claiming the same path wins.
+
+    The directory is created (``mkdir``, atomic) unless it exists empty; the winner holds an exclusive lock on
+    ``path/.lock`` for the whole block and is the one that then finds the directory empty (a lock file left by a
+    killed process counts as empty: the OS released its lock). A loser raises :class:`ConfigError`: ``busy`` while
+    another process holds the lock, the :func:`ensure_fresh_dir` message once the winner has written into it. If
+    the block raises before anything but the lock file was written, the claim is undone (a directory this call
+    created is removed), so a failed start leaves nothing behind.
+    """
+    path = ensure_fresh_dir(path, what=what, fix=fix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir()
+        created = True
+    except FileExistsError:
+        created = False
+    with exclusive_lock(path / LOCK_FILE, busy):
+        try:
+            ensure_fresh_dir(path, what=what, fix=fix)   # under the lock: a winner that finished is seen here
+            yield path
+        except BaseException:
+            if all(p.name == LOCK_FILE for p in path.iterdir()):
+                with contextlib.suppress(OSError):
+                    (path / LOCK_FILE).unlink()
+                    if created:
+                        path.rmdir()
+            raise
 
 
 @contextlib.contextmanager
@@ -120,14 +158,22 @@ def read_text_utf8(path: Path) -> str:
                         "Re-encode the file as UTF-8 (e.g. iconv -t UTF-8).") from None
 
 
+_HELD: set[Path] = set()   # locks this process holds (exclusive_lock is re-entrant within a process)
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: str | os.PathLike, busy: str) -> Iterator[None]:
     """Hold an advisory exclusive lock on the file ``path`` (created if missing) for the ``with`` block; the OS
     releases it when the process dies, even by SIGKILL, so a crash never leaves a stale lock. If another process
-    holds it, raise :class:`ConfigError` with the one-line message ``busy``. No-op where ``fcntl`` is missing."""
+    holds it, raise :class:`ConfigError` with the one-line message ``busy``; a nested ``with`` on a lock this
+    process already holds is a no-op. No-op where ``fcntl`` is missing."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    key = Path(path).resolve()
+    if key in _HELD:
         yield
         return
     with open(path, "w") as f:
@@ -135,7 +181,11 @@ def exclusive_lock(path: str | os.PathLike, busy: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ConfigError(busy) from None
-        yield
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ import sys
 from typing import Iterable, Iterator, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
@@ -34,7 +35,7 @@ def track(it: Iterable[T], description: str, total: int | None = None) -> Iterat
     if total is None and hasattr(it, "__len__"):
         total = len(it)  # type: ignore[arg-type]
     with make_progress() as p:
-        task = p.add_task(description, total=total)
+        task = p.add_task(escape(description), total=total)  # plain text: a path's [brackets] are kept
         for x in it:
             yield x
             p.advance(task)

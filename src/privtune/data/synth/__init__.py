@@ -23,6 +23,7 @@ from privtune.data.synth.base import GENERATORS, Document, Generator, Template, 
 from privtune.data.synth.canaries import CanarySpec, plant, redacted
 from privtune.data.synth.identities import POOLS, IdentityFactory, in_pool, pool_bit
 from privtune.errors import ConfigError, fmt
+from privtune.utils.owned import check_out
 from privtune.utils.progress import make_progress
 
 _INTERNAL = {"base", "canaries", "identities"}
@@ -98,6 +99,7 @@ def generate(name: str, *, n_train: int | None = None, n_test: int | None = None
 
 def synth_dataset(name: str, *, out: str | Path, overwrite: bool = False, **kwargs: Any) -> Path:
     """Generate (see :func:`generate`) and write a dataset directory atomically; same data again is a no-op."""
+    check_out(out, overwrite=overwrite)  # a bad --out fails before generating
     splits, info = generate(name, **kwargs)
     return write_dataset(out, splits, info, overwrite=overwrite)
 

@@ -8,6 +8,8 @@ maps a text to sorted, non-overlapping :class:`~privtune.data.schema.Span` s. Se
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from bisect import bisect_left
+from itertools import accumulate
 from typing import ClassVar, Iterable, Sequence
 
 from privtune.data.schema import Record, Span, normalize_spans
@@ -70,10 +72,32 @@ def build_tagger(specs: Iterable[str | Tagger]) -> Tagger:
     return taggers[0] if len(taggers) == 1 else UnionTagger(taggers)
 
 
+class Occupied:
+    """Character ranges already taken, answering "does ``[a, b)`` overlap one of them?" in O(log n).
+
+    A range ``[s, e)`` overlaps ``[a, b)`` when ``s < b and a < e``. Among the ranges with ``s < b`` (a prefix of
+    them sorted by start) one overlaps exactly when the largest ``e`` of that prefix exceeds ``a``, so sorted
+    starts and running maxima of the ends answer a query with one bisection. Building costs O(n log n) whatever
+    the ranges (unsorted, overlapping or empty ones included), so checking m candidates against n taken ranges
+    costs O((n + m) log n) instead of the O(n · m) of comparing every pair, which made a megabyte of text with
+    tens of thousands of matches take minutes.
+    """
+
+    def __init__(self, ranges: Iterable[tuple[int, int]] = ()):
+        pairs = sorted(ranges)
+        self._starts = [a for a, _ in pairs]
+        self._reach = list(accumulate((b for _, b in pairs), max))
+
+    def overlaps(self, start: int, end: int) -> bool:
+        k = bisect_left(self._starts, end)  # ranges starting before `end`
+        return k > 0 and self._reach[k - 1] > start
+
+
 def merge_spans(existing: Sequence[Span], found: Iterable[Span]) -> list[Span]:
-    """``existing`` spans unchanged, plus the found spans that overlap none of them."""
+    """``existing`` spans unchanged, plus the found spans that overlap none of them. O((n + m) log n)."""
     kept = list(existing)
-    extra = [s for s in found if not any(s.start < e.end and e.start < s.end for e in kept)]
+    taken = Occupied((e.start, e.end) for e in kept)
+    extra = [s for s in found if not taken.overlaps(s.start, s.end)]
     return sorted(kept + normalize_spans(extra))
 
 

@@ -4,7 +4,10 @@
 
 - a CSV (``.csv``/``.tsv``) with a header: each column is a label, named after it (upper-cased, other characters
   turned into ``_``: a column ``phone`` gives PHONE, ``Full name`` gives FULL_NAME — name columns after privtune's
-  labels, PERSON, PHONE, EMAIL, ..., to compare with them), or
+  labels, PERSON, PHONE, EMAIL, ..., to compare with them). A file whose first row does not look like a header
+  (:mod:`privtune.data.headers`: ``Karen Davis,350-692-6024,...``) is refused with a one-line error asking for a
+  header row: read as one, its secrets would become label names, and labels are published (stats, eval.json, the
+  results store, placeholders such as ``[KAREN_DAVIS]``). The error names the column, never its content; or
 - any other text file with one value per line, labelled ``SENSITIVE`` unless a label follows the file name:
   ``values:names.txt:PERSON``.
 
@@ -20,6 +23,7 @@ import io
 import re
 from pathlib import Path
 
+from privtune.data.headers import is_column_name
 from privtune.data.schema import LABEL_RE, Span
 from privtune.data.taggers.base import TAGGERS, Tagger
 from privtune.errors import ConfigError, DataError, fmt
@@ -33,9 +37,21 @@ def column_label(name: str) -> str:
     label = re.sub(r"[^A-Z0-9]+", "_", name.strip().upper()).strip("_")
     if not label or not LABEL_RE.match(label):
         label = f"COL_{label}" if label else ""
-    if not LABEL_RE.match(label):
-        raise DataError(fmt("values column name", "letters or digits (it becomes the label)", name))
+    if not LABEL_RE.match(label):  # the name is not shown: it may be a value (a file without a header)
+        raise DataError(fmt("values column name", "letters or digits (it becomes the label)",
+                            f"a name of {len(name)} characters without them"))
     return label
+
+
+def check_header(path: Path, header: list[str]) -> None:
+    """A one-line error unless ``header`` looks like a row of column names (never quoting a cell: it may be a secret)."""
+    bad = [i + 1 for i, c in enumerate(header) if not is_column_name(c)]
+    if bad:
+        cols = ", ".join(str(i) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise DataError(f"{path}:1: a values CSV must start with a header row naming its labels (letters and _, "
+                        f"e.g. PERSON,PHONE,EMAIL). Found column {cols} of {len(header)} not a label name (not "
+                        "shown: the file may have no header, and then the row is a secret). Add a header row such as "
+                        "`PERSON,PHONE,...` or rename the columns after labels.")
 
 
 def read_values(path: str | Path, label: str | None = None) -> dict[str, str]:
@@ -51,6 +67,7 @@ def read_values(path: str | Path, label: str | None = None) -> dict[str, str]:
         header = next(reader, None)
         if not header:
             raise DataError(f"{path}:1: a values CSV must start with a header naming its columns (the labels).")
+        check_header(path, header)
         labels = [column_label(h) for h in header]
         for row in reader:
             for lab, v in zip(labels, row):
