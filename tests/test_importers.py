@@ -4,10 +4,11 @@ import json
 
 import pytest
 
+from privtune.cli import main
 from privtune.data.importers import import_dataset, read_source, split_records
 from privtune.data.schema import load_dataset
 from privtune.data.stats import dataset_stats
-from privtune.data.synth import synth_dataset
+from privtune.data.synth import generate, synth_dataset
 from privtune.errors import ConfigError, DataError
 
 
@@ -37,7 +38,8 @@ def test_csv_with_label_column_and_test_source(tmp_path):
                          label_column="label", taggers=["regex"])
     ds = load_dataset(out)
     assert ds.info.task == "classification" and ds.info.class_labels == [0, 1]
-    assert [(r.id, r.label) for r in ds.train] == [("a", 1), ("b", 0)] and ds.test[0].id == "test-000002"
+    assert [(r.id, r.label) for r in ds.train] == [("train/a", 1), ("train/b", 0)]
+    assert ds.test[0].id == "test/test-000002"  # two sources: ids qualified by their split
     assert ds.train[1].spans[0].label == "EMAIL"
     assert "111" not in (tmp_path / "ds" / "train.jsonl").read_text()  # other columns are not carried
 
@@ -141,3 +143,42 @@ def test_malformed_json_message_reads_once(tmp_path):
     with pytest.raises(DataError) as e:
         import_dataset(src, out=tmp_path / "out", test_fraction=0)
     assert "(Unterminated string starting at: column 10)" in str(e.value) and "at at" not in str(e.value)
+
+
+def _customersim_release(root, *, n_train=6, n_test=4):
+    """Generated CustomerSim dialogs laid out as the public release is: one folder per split, one dialog per file,
+    the same file names in both folders."""
+    splits, _ = generate("customersim", n_train=n_train, n_test=n_test, seed=3, canary_repeats=0)
+    for split, recs in splits.items():
+        (root / split).mkdir(parents=True)
+        for i, r in enumerate(recs):
+            (root / split / f"dial-{i}.txt").write_text(r.text)
+    return splits
+
+
+def test_split_folders_with_the_same_file_names_import_as_published(tmp_path, capsys):
+    splits = _customersim_release(tmp_path / "customersim")
+    assert (tmp_path / "customersim/train/dial-0.txt").read_text() != (tmp_path / "customersim/test/dial-0.txt").read_text()
+    out = tmp_path / "ds"
+    main(["data", "import", str(tmp_path / "customersim/train"), "--test", str(tmp_path / "customersim/test"),
+          "--tagger", "regex", "--out", str(out)])
+    ds = load_dataset(out)
+    assert ds.info.counts == {"train": 6, "test": 4}
+    assert ds.train[0].id == "train/dial-0" and ds.test[0].id == "test/dial-0"
+    assert ds.test[0].text == splits["test"][0].text and ds.test[0].meta["source_file"] == "dial-0.txt"
+    assert {"ORDER_ID", "PHONE"} <= {s.label for r in ds.train + ds.test for s in r.spans}
+
+
+def test_the_same_text_in_both_splits_is_refused(tmp_path, capsys):
+    _customersim_release(tmp_path / "cs")
+    dup = (tmp_path / "cs/train/dial-2.txt").read_text()
+    (tmp_path / "cs/test/dial-9.txt").write_text(dup.replace("\n", "\n  ") + "\n")  # whitespace aside, the same
+    with pytest.raises(DataError, match=r"record 'dial-9' must not repeat a training record.*'dial-2'") as e:
+        import_dataset(tmp_path / "cs/train", test=tmp_path / "cs/test", out=tmp_path / "ds")
+    assert dup.split()[1] not in str(e.value) and "\n" not in str(e.value)  # ids only, never the text
+    assert not (tmp_path / "ds").exists()
+    with pytest.raises(SystemExit) as ex:
+        main(["data", "import", str(tmp_path / "cs/train"), "--test", str(tmp_path / "cs/test"), "--out",
+              str(tmp_path / "ds")])
+    err = capsys.readouterr().err
+    assert ex.value.code == 2 and "corrupts the train/test comparison" in err and len(err.strip().splitlines()) == 1

@@ -29,11 +29,14 @@ def build(size: str = typer.Option("default", "--size", help="Embedded model siz
 
 
 @model_app.command("info")
-def info(spec: str = typer.Argument("embedded", help="Model spec: embedded[:SIZE], tiny:ARCH, a directory or hub id."),
+def info(spec: str = typer.Argument("embedded", help="Model spec: embedded[:SIZE], minilm[:LAYERS], smollm2-135m, "
+                                   "tiny:ARCH, a .gguf file, a directory or hub id."),
          task: str = typer.Option("lm", "--task", help="lm or classification."),
          as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
-    """Load a model spec offline and show its architecture, size and LoRA targets (embedded: built if missing)."""
+    """Load a model spec offline and show its architecture, size and LoRA targets (embedded: built if missing;
+    smollm2-135m and .gguf files: converted into the model cache on first use)."""
     from privtune.models.embedded import read_build_info
+    from privtune.models.gguf import is_gguf_spec, read_provenance
     from privtune.models.loading import count_params, load_model, lora_target_modules
 
     lm = load_model(spec, task=task, num_labels=2 if task == "classification" else None, device="cpu")
@@ -42,6 +45,8 @@ def info(spec: str = typer.Argument("embedded", help="Model spec: embedded[:SIZE
            "lora_targets": lora_target_modules(lm.model)}
     if spec == "embedded" or spec.startswith("embedded:"):
         out["build"] = (read_build_info(spec.partition(":")[2] or "default") or {}).get("result")
+    if is_gguf_spec(spec):
+        out["provenance"] = read_provenance(lm.source)
     if as_json:
         typer.echo(json.dumps(out, indent=2, default=str))
         return

@@ -16,7 +16,11 @@ Classification (``label_column`` given): every record needs a label (JSONL: the 
 or all strings, and the data must hold at least two classes.
 
 ``test`` names a second source for ``test.jsonl``; otherwise ``test_fraction`` of the records (default 0.1; 0 keeps
-all in train) go to test, chosen with ``seed``. Taggers add sensitive spans. Any bad input raises a one-line
+all in train) go to test, chosen with ``seed``. With two sources every id is qualified by its split (``train/dial-0``,
+``test/dial-0``), so ids are unique by construction: corpora published one folder per split with the same file names
+in both (CustomerSim's ``train/dial-0.txt`` and ``test/dial-0.txt`` are different dialogs) import as they are. A
+record whose text (whitespace aside) is in both splits is refused: it would make the train/test comparison of every
+memorisation measure meaningless. Taggers add sensitive spans. Any bad input raises a one-line
 :class:`DataError` naming the file and line (or record id); nothing is written unless everything succeeds. Errors
 never quote record content: not a text, a label value, nor the first row of a CSV unless it looks like a header
 (:mod:`privtune.data.headers`; a headerless CSV's "column names" are its first record).
@@ -25,6 +29,7 @@ never quote record content: not a text, a label value, nor the first row of a CS
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import random
@@ -192,6 +197,24 @@ def split_records(records: list[Record], *, test_fraction: float, seed: int) -> 
     return ([r for i, r in enumerate(records) if i not in chosen], [r for i, r in enumerate(records) if i in chosen])
 
 
+def qualify_ids(records: list[Record], split: str) -> list[Record]:
+    """The records with ids ``<split>/<id>``: two sources' ids cannot collide, whatever their files are called."""
+    return [dataclasses.replace(r, id=f"{split}/{r.id}") for r in records]
+
+
+def check_no_shared_text(train: Sequence[Record], test: Sequence[Record], *, src: str | Path,
+                         test_src: str | Path) -> None:
+    """Refuse a record whose text (whitespace-normalised) is in both sources; the error names ids, never text."""
+    first = {" ".join(r.text.split()): r.id for r in train}
+    shared = [(r.id, first[k]) for r in test if (k := " ".join(r.text.split())) in first]
+    if shared:
+        tid, sid = shared[0]
+        more = f" ({len(shared)} records in all)" if len(shared) > 1 else ""
+        raise DataError(f"{test_src}: record {tid!r} must not repeat a training record. Found the same text as "
+                        f"{sid!r} in {src}{more}. A record in both splits corrupts the train/test comparison: "
+                        "remove the copies from one source.")
+
+
 def import_dataset(src: str | Path, *, out: str | Path, test: str | Path | None = None,
                    test_fraction: float | None = None, seed: int = 0, text_column: str = "text",
                    label_column: str | None = None, taggers: Sequence[Any] = (), name: str | None = None,
@@ -207,9 +230,8 @@ def import_dataset(src: str | Path, *, out: str | Path, test: str | Path | None 
     train = read_source(src, text_column=text_column, label_column=label_column)
     if test is not None:
         test_recs = read_source(test, text_column=text_column, label_column=label_column)
-        clash = {r.id for r in train} & {r.id for r in test_recs}
-        if clash:
-            raise DataError(f"{test}: record id {sorted(clash)[0]!r} is also in {src}. Ids must differ across splits.")
+        check_no_shared_text(train, test_recs, src=src, test_src=test)
+        train, test_recs = qualify_ids(train, "train"), qualify_ids(test_recs, "test")
     else:
         fraction = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
         train, test_recs = split_records(train, test_fraction=fraction, seed=seed)

