@@ -4,18 +4,8 @@ import json
 
 import pytest
 
-from privtune.cli import main
 from privtune.data.schema import load_dataset
-
-
-def run(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from _cli_helpers import run
 
 
 def test_synth_cli_writes_dataset_and_hides_secret(tmp_path, capsys):
@@ -96,7 +86,6 @@ def refuse(*args, **kwargs):
     sys.stderr.write("NETWORK ATTEMPT\\n"); sys.stderr.flush(); os._exit(97)
 socket.getaddrinfo = refuse
 socket.socket.connect = socket.socket.connect_ex = refuse
-from privtune.cli import main
 main(sys.argv[1:])
 """
 

@@ -6,10 +6,10 @@ import json
 import pytest
 
 from _exp_helpers import eval_json, run_json
-from privtune.cli import main
 from privtune.experiments import load_study
 from privtune.experiments.store import ResultStore
 from privtune.experiments.sweep import SWEEP_FILE, Sweep
+from _cli_helpers import run
 
 STUDY = """
 name = "tiny"
@@ -24,16 +24,6 @@ test = 4
 [eval]
 only = ["privacy", "utility"]
 """
-
-
-def run(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture

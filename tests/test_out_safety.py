@@ -11,21 +11,11 @@ from pathlib import Path
 import pytest
 
 from _train_helpers import lm_dataset
-from privtune.cli import main
 from privtune.errors import ConfigError
+from _cli_helpers import run
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PII = "Karen 350-692-6021\n"
-
-
-def run(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def tree(path: Path) -> dict[str, bytes]:

@@ -6,24 +6,14 @@ import json
 import pytest
 
 from _train_helpers import lm_dataset
-from privtune.cli import main
 from privtune.errors import ConfigError
 from privtune.training.config import TrainConfig
+from _cli_helpers import run
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return lm_dataset(tmp_path_factory.mktemp("d") / "cs")
-
-
-def run(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.parametrize("line, key", [
