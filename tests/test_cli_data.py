@@ -86,6 +86,7 @@ def refuse(*args, **kwargs):
     sys.stderr.write("NETWORK ATTEMPT\\n"); sys.stderr.flush(); os._exit(97)
 socket.getaddrinfo = refuse
 socket.socket.connect = socket.socket.connect_ex = refuse
+from privtune.cli import main
 main(sys.argv[1:])
 """
 
