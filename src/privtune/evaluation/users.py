@@ -61,10 +61,10 @@ def user_key_of(key: str | None, run_info: Mapping[str, Any] | None = None) -> s
 
 
 def _owner(r: Record, key: str) -> str | None:
-    v = r.meta.get(key)
-    if v is None or v == "":
+    v = r.meta.get(key)   # the rules of privtune.data.users.owner: null, empty or a bool names no owner
+    if v is None or isinstance(v, bool) or (isinstance(v, str) and not v.strip()):
         return None
-    if isinstance(v, bool) or not isinstance(v, (str, int)):
+    if not isinstance(v, (str, int)):
         raise DataError(fmt(f"meta.{key}", "a string naming the record's owner", f"a {type(v).__name__} in record "
                             f"{r.id}", "Store owners as strings, or pick another field with --user-key."))
     return str(v)

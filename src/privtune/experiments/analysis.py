@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 #: How a DP run's training statistics are labelled wherever they are shown (they are computed without noise).
 OUTSIDE_DP = "outside the DP guarantee (computed from private data without noise)"
 #: Grid columns a variant is keyed by (everything but the seed).
-VARIANT_KEYS = ("dataset", "model", "method", "epsilon", "lora_r", "lr", "epochs")
+VARIANT_KEYS = ("dataset", "model", "method", "epsilon", "lora_r", "lr", "epochs", "privacy_unit")
 
 
 def num(row: Mapping[str, Any], key: str) -> float | None:
@@ -151,7 +151,7 @@ def views(rows: Iterable[Mapping[str, Any]]) -> list[RunView]:
                            model=str(r.get("grid.model") or r.get("run.model") or "model"), method=method,
                            epsilon_target=eps, private=private, adapter=adapter,
                            seed=int(seed) if seed is not None else None))
-    varying = _varying(out, ("dataset", "model", "lora_r", "lr", "epochs", "seed"))
+    varying = _varying(out, ("dataset", "model", "lora_r", "lr", "epochs", "seed", "privacy_unit"))
     for v in out:
         v.label = run_label(v.row, varying)
     return out
@@ -172,6 +172,8 @@ def run_label(row: Mapping[str, Any], varying: set[str], *, with_seed: bool = Tr
     if row.get("grid.epsilon") is not None:  # the target; a noise calibrated on an estimate only estimates it
         est = row.get("run.noise_calibration") == "edgeworth-estimate"
         parts.append(f"ε={_g(row['grid.epsilon'])}{' (estimate)' if est else ''}")
+        if "privacy_unit" in varying and row.get("grid.privacy_unit"):
+            parts.append(f"per {row['grid.privacy_unit']}")
     for k, short in (("lora_r", "r"), ("lr", "lr"), ("epochs", "ep")):
         if k in varying and row.get(f"grid.{k}") is not None:
             parts.append(f"{short}={_g(row[f'grid.{k}'])}")
@@ -221,7 +223,7 @@ class Variant:
 
 def variants(vs: Sequence[RunView]) -> list[Variant]:
     """Completed runs grouped by everything but the seed, in first-seen order."""
-    varying = _varying(vs, ("dataset", "model", "lora_r", "lr", "epochs"))
+    varying = _varying(vs, ("dataset", "model", "lora_r", "lr", "epochs", "privacy_unit"))
     groups: dict[tuple, Variant] = {}
     for v in vs:
         if not v.ok:

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from privtune import __version__
 from privtune.experiments import classification, plots, tables
+from privtune.experiments import users as user_level
 from privtune.experiments.analysis import OUTSIDE_DP, RunView, groups, views
 from privtune.experiments.findings import findings
 from privtune.experiments.tables import epsilon_short, f, secs
@@ -102,9 +103,9 @@ def build_report(rows: Sequence[Mapping[str, Any]], *, study: Mapping[str, Any] 
     figs = {k: f for k, f in (("privacy_utility", plots.privacy_utility(gs, col) if lm else None),
                               ("versus_epsilon", plots.versus_epsilon(gs, col) if lm else None),
                               ("cost", plots.cost(gs, col)), ("curves", plots.curves(vs, col))) if f}
-    found = classification.findings(vs) + findings(gs, vs)
+    found = classification.findings(vs) + findings(gs, vs) + user_level.findings(vs)
     name = str(study.get("name") or "study")
-    md = markdown_summary(name, vs, found)
+    md = markdown_summary(name, vs, found) + "".join(f"{line}\n" for line in user_level.markdown(vs))
     return Report(html=_html(name, study, vs, gs, found, figs), markdown=md, figures=figs)
 
 
@@ -163,6 +164,7 @@ def _html(name: str, study: Mapping[str, Any], vs: Sequence[RunView], gs: Any, f
     ]
     if lm:
         parts += _lm_attacks(vs, gs)
+        parts.append(user_level.html_section(vs, _table))
     parts += _curves(vs, figs)
     if defs:
         parts.append("<h2>Definitions</h2><details><summary>Every measure as eval.json defines it</summary><dl>"
