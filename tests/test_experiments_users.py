@@ -165,3 +165,19 @@ def test_per_person_table_by_hand():
     r = rows[0]
     assert r[1] == "8.00 per record; group bound for a user with 4 records: ε ≤ 21.50"
     assert r[2:] == ["10 / 5", "4–4", "0.090 (0.180)", "0.010", "0.080", "0.620 (loss)", "5.00 bits, 4 copies"]
+
+
+def test_unit_options_apply_to_one_unit_and_name_distinct_runs():
+    study = parse_study({**BASE, "privacy_unit": ["record", "user"], "unit_options": {"user": {"batch_size": 4}}})
+    runs = {(r.method, r.privacy_unit): r for r in study.expand()}
+    assert runs["dp-lora", "user"].train_config("/d")["batch_size"] == 4
+    assert runs["dp-lora", "record"].train_config("/d")["batch_size"] == 16
+    assert runs["lora", None].train_config("/d")["batch_size"] == 16
+    plain = {(r.method, r.privacy_unit): r.run_id for r in parse_study({**BASE, "privacy_unit": ["record", "user"]})
+             .expand()}
+    assert plain["dp-lora", "user"] != runs["dp-lora", "user"].run_id
+    assert plain["dp-lora", "record"] == runs["dp-lora", "record"].run_id
+    with pytest.raises(ConfigError, match="unit_options.user"):
+        parse_study({**BASE, "privacy_unit": "record", "unit_options": {"user": {"batch_size": 4}}})
+    with pytest.raises(ConfigError, match="unit_options.user.batch_sise"):
+        parse_study({**BASE, "privacy_unit": "user", "unit_options": {"user": {"batch_sise": 4}}})

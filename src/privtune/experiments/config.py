@@ -28,6 +28,9 @@ LoRA ranks (adapter methods only), learning rates, epochs and seeds, plus option
     [method_options.dp-fft]       # options for one method only (DP likes larger batches)
     batch_size = 64
 
+    [unit_options.user]           # options for the DP runs of one privacy unit (user-level: batch_size counts users)
+    batch_size = 16
+
     [eval]                        # options of `evaluate_run`
     only = ["privacy", "utility", "exposure", "mia"]
 
@@ -68,7 +71,7 @@ else:  # pragma: no cover
 #: Top-level keys of a study file.
 STUDY_KEYS = ("name", "description", "datasets", "models", "methods", "budgets", "lora_ranks", "learning_rates",
               "epochs", "seeds", "batch_size", "max_length", "delta", "accountant", "train", "method_options",
-              "eval", "variants", "resources", "privacy_unit")
+              "eval", "variants", "resources", "privacy_unit", "unit_options")
 #: Keys of a generated dataset (the options of `privtune data synth`).
 GENERATOR_KEYS = ("generator", "train", "test", "seed", "canary_repeats", "canary_digits", "audit_canaries",
                   "records_per_user")
@@ -166,6 +169,7 @@ class Study:
     variants: dict[str, validate.MethodVariant] = field(default_factory=dict)  # named variants listed in methods
     resources: dict[str, Any] = field(default_factory=dict)  # [resources] as validated: cpus, gpus, per-method tables
     privacy_units: list[str | None] = field(default_factory=lambda: [None])  # DP runs only; [None]: not set
+    unit_options: dict[str, dict[str, Any]] = field(default_factory=dict)    # per privacy unit, over the method's
     description: str = ""
     source: str = ""                                # the TOML text, stored with the results
     path: str | None = None
@@ -211,7 +215,7 @@ class Study:
 
     def _run(self, ds: DatasetSpec, model: str, method: str, eps: float | None, r: int | None, lr: float | None,
              ep: float, seed: int, private: bool, adapter: bool, unit: str | None = None) -> RunConfig:
-        options = dict(sorted(self.options_of(method).items()))
+        options = dict(sorted({**self.options_of(method), **self.unit_options.get(unit or "", {})}.items()))
         if not private:
             options = {k: v for k, v in options.items() if k not in ("delta", "accountant")}
         ident = {"dataset": ds.identity(), "model": model, "method": method, "epsilon": eps, "lora_r": r, "lr": lr,
@@ -243,7 +247,8 @@ class Study:
                 "train": self.train, "method_options": self.method_options, "eval": self.eval,
                 **({"variants": {k: v.to_dict() for k, v in self.variants.items()}} if self.variants else {}),
                 **({"resources": self.resources} if self.resources else {}),
-                **({"privacy_unit": self.privacy_units} if self.privacy_units != [None] else {})}
+                **({"privacy_unit": self.privacy_units} if self.privacy_units != [None] else {}),
+                **({"unit_options": self.unit_options} if self.unit_options else {})}
 
 
 def _num(x: float) -> str:
@@ -310,13 +315,14 @@ def parse_study(data: dict[str, Any], *, base_dir: str | Path = ".", where: str 
     validate.check_eval_options(ev, c)
     resources = validate.resources(data.get("resources", {}), c, methods)
     units = _privacy_units(data, c)
+    unit_options = _unit_options(data.get("unit_options", {}), c, units, train)
     desc = data.get("description", "")
     if not isinstance(desc, str):
         raise c.fail("description", "a string", desc)
     return Study(name=name, description=desc, datasets=datasets, models=models, methods=methods, budgets=budgets,
                  lora_ranks=lora_ranks, learning_rates=learning_rates, epochs=epochs, seeds=seeds, train=train,
                  eval=dict(ev), method_options=method_options, variants=variants, resources=resources,
-                 privacy_units=units)
+                 privacy_units=units, unit_options=unit_options)
 
 
 def _privacy_units(data: dict[str, Any], c: Checker) -> list[str | None]:
@@ -330,6 +336,24 @@ def _privacy_units(data: dict[str, Any], c: Checker) -> list[str | None]:
         raise c.fail("privacy_unit", f"one of {', '.join(PRIVACY_UNITS)} or a list of them without duplicates", raw,
                      'E.g. privacy_unit = ["record", "user"].')
     return list(units)
+
+
+def _unit_options(raw: Any, c: Checker, units: list[str | None], train: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``[unit_options.<unit>]``: training options for the DP runs of one privacy unit, over the method's (e.g. a
+    user-level ``batch_size`` in users, so that both units sample at the same rate)."""
+    if not isinstance(raw, dict):
+        raise c.fail("unit_options", "a table of per-unit tables", raw)
+    out = {}
+    for unit, opts in raw.items():
+        if unit not in units:
+            raise c.fail(f"unit_options.{unit}", f"one of the study's privacy units ({', '.join(map(str, units))})",
+                         unit, "List it in `privacy_unit` first.")
+        if not isinstance(opts, dict):
+            raise c.fail(f"unit_options.{unit}", "a table of training options", opts)
+        validate.check_train_keys(opts, c, f"unit_options.{unit}.", shared=())
+        validate.validate_train({**train, **opts}, c)
+        out[unit] = dict(opts)
+    return out
 
 
 def _datasets(raw: Any, c: Checker, base_dir: Path, check_paths: bool = True) -> dict[str, DatasetSpec]:
