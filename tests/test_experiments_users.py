@@ -150,7 +150,7 @@ def test_report_sections():
     rep = build_report(pair_rows(), study={"name": "u"})
     page, md = rep.html, rep.markdown
     assert "<h2>Per person</h2>" in page and "<h2>Record-level vs user-level DP</h2>" in page
-    assert "8.00 per user (certified, pld, δ = 1e-05)" in page
+    assert "8.00 per user (certified, pld, δ = 1e-05)" in page and "<td class=\"num\">8.00 per user</td>" in page
     assert "ε ≤ 21.50 for k = 4 (group bound)" in page
     assert "## Record-level vs user-level DP" in md and "| dp-lora ε=8 | user | 8.00 |" in md
     assert "| dp-lora ε=8 per user | completed | 8.00 per user (certified, pld) |" in md

@@ -96,7 +96,9 @@ def accounting(vs: Sequence[RunView]) -> Table:
         lb, conf = v.get("audit.epsilon_lower_bound"), v.get("audit.confidence")
         audit = f"ε ≥ {lb:.2f} at {conf:.0%} confidence (lower bound)" if lb is not None and conf is not None \
             else ("skipped" if v.row.get("audit.skipped") else "–")
-        target = f(v.epsilon_target, 2)
+        from privtune.experiments.users import unit_suffix
+
+        target = f(v.epsilon_target, 2) + (unit_suffix(v) if v.epsilon_target is not None else "")
         if v.estimate_calibrated and v.epsilon_target is not None:
             target += " (estimate: σ calibrated on an Edgeworth estimate)"
         rows.append([v.label, target, epsilon_text(v), f(v.get("run.noise_multiplier"), 3),

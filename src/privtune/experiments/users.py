@@ -225,7 +225,8 @@ def html_section(vs: Sequence[RunView], table: Callable[..., str]) -> str:
                   "<p>The data names each record's owner. Gain per person = base − fine-tuned NLL over all sensitive "
                   "tokens of one person's records, averaged over people (each counts once; the worst person in "
                   "brackets); memorisation per person = train − test. User-level membership inference: a person is "
-                  "a member when any of their records trained, scored by the mean of their records' scores.</p>",
+                  "a member when any of their records trained, scored by the mean of their records' scores; the AUC shown is "
+                  "the strongest attack's, a maximum over attacks that reads high when there are few people.</p>",
                   table(per_person(vs), num_from=1)]
     if pairs(vs):
         parts += ["<h2>Record-level vs user-level DP</h2>",
