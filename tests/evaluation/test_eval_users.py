@@ -48,6 +48,10 @@ def test_gain_per_person_is_token_weighted_within_a_person_and_averaged_over_peo
     each = U.sensitive_gain_per_user(train=TRAIN_FT, train_base=TRAIN_BASE, test=TEST_FT, test_base=TEST_BASE,
                                      train_owners=["A", "B", "C"], test_owners=["D", "E"])
     assert each["train"] == pytest.approx((1.5 + 1 + 0) / 3)
+    # a training person's test record is not an unseen person's: C's record goes, D has no sensitive token
+    shared = U.sensitive_gain_per_user(train=TRAIN_FT, train_base=TRAIN_BASE, test=TEST_FT, test_base=TEST_BASE,
+                                       train_owners=["A", "A", "C"], test_owners=["C", "D"])
+    assert shared["test"] is None and shared["n_test_users"] == 0 and shared["n_train_users"] == 2
 
 
 def test_gain_without_sensitive_tokens_is_none():

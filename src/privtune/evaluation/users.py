@@ -44,8 +44,8 @@ DEFINITIONS = {
     "n_users_in_both": "people owning records in both splits (counted as members; the generators keep them apart)",
     "records_per_user": "min, median and max number of evaluated records one person owns (both splits)",
     "sensitive_gain_per_user": "g_u = NLL_base(S_u) - NLL_ft(S_u) over the sensitive tokens S_u of all of person "
-                               "u's records (token-weighted within the person, nats); train/test = mean of g_u over "
-                               "train/test people (each person counts once); memorization_nats = train - test "
+                               "u's records of the split (token-weighted within the person, nats); train/test = mean of "
+                               "g_u over train people / people owning no training record (each person counts once); memorization_nats = train - test "
                                "(> 0 = memorisation of these people); *_nll, *_nll_base: the means of the two NLLs",
     "mia_user": "membership inference over people: a person is a member when any of their records trained; "
                 "person score = mean of their records' attack scores (Kandpal et al. 2023); auc, "
@@ -158,8 +158,14 @@ def sensitive_gain_per_user(*, train: TokenScores, train_base: TokenScores, test
                             test_owners: Sequence[str]) -> dict[str, Any]:
     """Mean per-person sensitive-token gain on train and test people, and their difference (module docstring).
 
-    A person with records in both splits is scored on each split's records separately; people without a
-    sensitive token are left out (``n_*_users`` counts those scored)."""
+    Test people are those owning no training record (a person with records in both splits is a member: their test
+    records are left out of ``G_test``); people without a sensitive token are left out (``n_*_users`` counts those
+    scored)."""
+    members = set(train_owners)
+    unseen = [i for i, o in enumerate(test_owners) if o not in members]
+    if len(unseen) < len(test_owners):
+        test, test_base = test.select(unseen), test_base.select(unseen)
+        test_owners = [test_owners[i] for i in unseen]
     tr = GainSummary.of(train, train_base, train_owners)
     te = GainSummary.of(test, test_base, test_owners)
     out: dict[str, Any] = {}
