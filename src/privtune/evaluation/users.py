@@ -44,9 +44,10 @@ DEFINITIONS = {
     "n_users_in_both": "people owning records in both splits (counted as members; the generators keep them apart)",
     "records_per_user": "min, median and max number of evaluated records one person owns (both splits)",
     "sensitive_gain_per_user": "g_u = NLL_base(S_u) - NLL_ft(S_u) over the sensitive tokens S_u of all of person "
-                               "u's records of the split (token-weighted within the person, nats); train/test = mean of "
-                               "g_u over train people / people owning no training record (each person counts once); memorization_nats = train - test "
-                               "(> 0 = memorisation of these people); *_nll, *_nll_base: the means of the two NLLs",
+                               "u's records of the split (token-weighted within the person, nats); train/test = "
+                               "mean of g_u over train people / people owning no training record (each person "
+                               "counts once); memorization_nats = train - test (> 0 = memorisation of these "
+                               "people); *_nll, *_nll_base: the means of the two NLLs",
     "mia_user": "membership inference over people: a person is a member when any of their records trained; "
                 "person score = mean of their records' attack scores (Kandpal et al. 2023); auc, "
                 "tpr_at_1pct_fpr ... as in the mia section, over people",

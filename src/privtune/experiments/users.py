@@ -59,7 +59,8 @@ def unit_suffix(v: RunView) -> str:
 
 
 def group_text(v: RunView) -> str:
-    """``"; group bound for a user with 4 records: ε ≤ 21.30"`` for a record-level run that recorded one, else ``""``."""
+    """``"; group bound for a user with 4 records: ε ≤ 21.30"`` for a record-level run that recorded one, else
+    ``""``."""
     g = group_bound(v)
     if g is None or privacy_unit(v) != "record":
         return ""
@@ -225,8 +226,9 @@ def html_section(vs: Sequence[RunView], table: Callable[..., str]) -> str:
                   "<p>The data names each record's owner. Gain per person = base − fine-tuned NLL over all sensitive "
                   "tokens of one person's records, averaged over people (each counts once; the worst person in "
                   "brackets); memorisation per person = train − test. User-level membership inference: a person is "
-                  "a member when any of their records trained, scored by the mean of their records' scores; the AUC shown is "
-                  "the strongest attack's, a maximum over attacks that reads high when there are few people.</p>",
+                  "a member when any of their records trained, scored by the mean of their records' scores; the AUC "
+                  "shown is the strongest attack's, a maximum over attacks that reads high when there are few "
+                  "people.</p>",
                   table(per_person(vs), num_from=1)]
     if pairs(vs):
         parts += ["<h2>Record-level vs user-level DP</h2>",
