@@ -97,7 +97,8 @@ def group_findings(g: Group) -> list[str]:
         if gd is None or ud is None:
             continue
         cert = _certification(v)
-        s = f"At ε = {eps:g}{unit_suffix(v.first)} ({cert}), {display(m)}'s sensitive-token gain on training data is {gd:.3f} nats/token"
+        s = (f"At ε = {eps:g}{unit_suffix(v.first)} ({cert}), {display(m)}'s sensitive-token gain on training data "
+             f"is {gd:.3f} nats/token")
         gr = ref.mean("gain_train") if ref is not None else None
         if gd <= 0:
             s += ", no gain over the base model"
