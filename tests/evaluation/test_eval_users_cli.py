@@ -52,6 +52,10 @@ def test_cli_eval_with_a_user_key(run, capsys):
     assert 0.0 <= us["mia_user"]["loss"]["auc"] <= 1.0
     assert us["exposure_per_user"]["copies_per_owner"]["max"] == 3 and us["exposure_per_user"]["owners"] == 1
     assert json.loads((run_dir / "eval.json").read_text())["users"] == us
+    # users alone again: the exposure comes from the eval.json it updates
+    main(["eval", str(run_dir), "--data", str(data), "--only", "users", "--user-key", "customer", "--json"])
+    again = json.loads(capsys.readouterr().out)["users"]
+    assert again["exposure_per_user"] == us["exposure_per_user"] and again["mia_user"] == us["mia_user"]
     # the default key names no owner here: the measures are null, with the reason
     main(["eval", str(run_dir), "--data", str(data), "--only", "users", "--json"])
     assert "no record names its owner" in json.loads(capsys.readouterr().out)["users"]["reason"]

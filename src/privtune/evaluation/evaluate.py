@@ -137,12 +137,14 @@ class _Scores:
 def evaluate_models(model: Any, base_model: Any, tokenizer: Any, dataset: Dataset, *,
                     only: str | Iterable[str] | None = None, config: EvalConfig | None = None,
                     run_info: dict[str, Any] | None = None, base_tokenizer: Any | None = None,
-                    on_stage: Callable[[str, float], None] | None = None) -> dict[str, Any]:
+                    on_stage: Callable[[str, float], None] | None = None,
+                    previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` (fine-tuned) against ``base_model`` on ``dataset``; returns the eval.json object.
 
     ``only`` picks stages (default: all). Without ``only``, stages whose inputs the dataset lacks (a canary,
     audit canaries) are skipped with a note; asked for explicitly, they are an error. ``run_info`` (run.json)
-    supplies the certified ε and δ for the audit.
+    supplies the certified ε and δ for the audit. ``previous`` (the eval file an ``only`` run updates) supplies the
+    exposure the ``users`` stage reads when ``exposure`` is not among the stages.
     """
     cfg = config or EvalConfig()
     stages = parse_only(only)
@@ -247,9 +249,9 @@ def evaluate_models(model: Any, base_model: Any, tokenizer: Any, dataset: Datase
                              certified_epsilon=None if certified is None else float(certified)).to_dict()
 
     stage("audit", _audit)
-    stage("users", lambda: per_user.users_section(key=user_key, train=train, test=test, owners=owners,
-                                                  scores=scores, canary_train=dataset.train,
-                                                  exposure=out.get("exposure")))
+    stage("users", lambda: per_user.users_section(
+        key=user_key, train=train, test=test, owners=owners, scores=scores, canary_train=dataset.train,
+        exposure=out.get("exposure") or (previous or {}).get("exposure")))
     for name, note in skipped.items():
         out[name] = {"skipped": note}
     header = {"privtune_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -304,11 +306,12 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, *, only: str | Itera
     trained_on = _check_dataset(record, trained_dataset_hash(run_dir, record), dataset, data_dir,
                                 other_data=other_data)
     path = eval_path(run_dir, dataset.info.name, dataset.info.content_hash, trained_on=trained_on)
+    old = None
     if only is not None:
-        _previous(path, dataset.info.content_hash, _run_header(record))  # refuse now, not after the work
+        old = _previous(path, dataset.info.content_hash, _run_header(record))  # refuse now, not after the work
     model, tokenizer, info, base, base_tok = _load_run(run_dir)
     result = evaluate_models(model, base, tokenizer, dataset, only=only, config=config, run_info=info,
-                             base_tokenizer=base_tok, on_stage=on_stage)
+                             base_tokenizer=base_tok, on_stage=on_stage, previous=old)
     result["run"]["path"] = str(run_dir)
     result["dataset"]["trained_on"] = trained_on
     if not trained_on:
