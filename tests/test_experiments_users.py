@@ -142,7 +142,7 @@ def test_findings_compare_record_and_user_level():
             "1.50× the wall time per step (3.000 s vs 2.000 s). The record-level run's ε = 8 is per record: a user "
             "with 4 records is protected only at ε ≤ 21.50 (group bound).") in text
     # both units keep their own sentence in the main findings, each ε with its unit
-    assert "At ε = 8 per record (certified" in text and "At ε = 8 per user (certified" in text
+    assert "At ε = 8 (per record, certified, pld accountant" in text and "At ε = 8 (per user, certified" in text
     assert "DP-LoRA (user-level)'s sensitive-token gain on training data is 0.020" in text
 
 

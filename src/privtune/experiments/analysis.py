@@ -151,15 +151,16 @@ def views(rows: Iterable[Mapping[str, Any]]) -> list[RunView]:
                            model=str(r.get("grid.model") or r.get("run.model") or "model"), method=method,
                            epsilon_target=eps, private=private, adapter=adapter,
                            seed=int(seed) if seed is not None else None))
-    varying = _varying(out, ("dataset", "model", "lora_r", "lr", "epochs", "seed", "privacy_unit"))
+    varying = _varying(out, ("dataset", "model", "lora_r", "lr", "epochs", "seed"))
     for v in out:
         v.label = run_label(v.row, varying)
     return out
 
 
 def _varying(vs: Sequence[RunView], keys: Sequence[str]) -> set[str]:
-    """Grid keys with more than one value set in the study (``None``, the method's default or n/a, not counted)."""
-    return {k for k in keys if len({v.row.get(f"grid.{k}") for v in vs} - {None}) > 1}
+    """Grid keys with more than one value set in the study (``None``, the method's default or n/a, not counted). The
+    privacy unit always counts: a label must tell a record-level run from a user-level one."""
+    return {k for k in (*keys, "privacy_unit") if len({v.row.get(f"grid.{k}") for v in vs} - {None}) > 1}
 
 
 def run_label(row: Mapping[str, Any], varying: set[str], *, with_seed: bool = True) -> str:
@@ -223,7 +224,7 @@ class Variant:
 
 def variants(vs: Sequence[RunView]) -> list[Variant]:
     """Completed runs grouped by everything but the seed, in first-seen order."""
-    varying = _varying(vs, ("dataset", "model", "lora_r", "lr", "epochs", "privacy_unit"))
+    varying = _varying(vs, ("dataset", "model", "lora_r", "lr", "epochs"))
     groups: dict[tuple, Variant] = {}
     for v in vs:
         if not v.ok:

@@ -97,8 +97,7 @@ def group_findings(g: Group) -> list[str]:
         if gd is None or ud is None:
             continue
         cert = _certification(v)
-        s = (f"At ε = {eps:g}{unit_suffix(v.first)} ({cert}), {display(m)}'s sensitive-token gain on training data "
-             f"is {gd:.3f} nats/token")
+        s = f"At ε = {eps:g} ({cert}), {display(m)}'s sensitive-token gain on training data is {gd:.3f} nats/token"
         gr = ref.mean("gain_train") if ref is not None else None
         if gd <= 0:
             s += ", no gain over the base model"
@@ -159,7 +158,8 @@ def _certification(v: Variant) -> str:
         else ""
     target = "the target is an Edgeworth estimate; " if v.first.estimate_calibrated else ""
     kind = "certified" if certified else "estimate"
-    return f"{target}{got}{kind}, {acc} accountant, δ = {v.first.row.get('run.delta') or 0:g}"
+    unit = f"{unit_suffix(v.first).strip()}, " if unit_suffix(v.first) else ""   # "per user, "
+    return f"{unit}{target}{got}{kind}, {acc} accountant, δ = {v.first.row.get('run.delta') or 0:g}"
 
 
 def findings(gs: Sequence[Group], vs: Sequence[RunView]) -> list[str]:

@@ -16,12 +16,12 @@ from typing import Any, Mapping, Sequence
 
 from privtune import __version__
 from privtune.experiments import classification, plots, tables
-from privtune.experiments import users as user_level
 from privtune.experiments.analysis import OUTSIDE_DP, RunView, groups, views
 from privtune.experiments.findings import findings
 from privtune.experiments.tables import epsilon_short, f, secs
 from privtune.experiments.store import open_store
 from privtune.utils.fsio import atomic_write_text
+from privtune.experiments import users as user_level
 
 def scrub(text: str | None) -> str:
     """Error text with anything that looks like PII replaced by its redacted form (``[PHONE]``, ``[EMAIL]``)."""
