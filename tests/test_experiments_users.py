@@ -124,6 +124,9 @@ def test_comparison_table_by_hand():
     assert (r[col["non-sensitive test NLL"]], u[col["non-sensitive test NLL"]]) == ("2.300", "2.400")
     assert (r[col["s per step"]], u[col["s per step"]]) == ("2.000", "3.000")     # 60 / 30, 90 / 30
     assert (r[col["canary exposure (bits)"]], u[col["canary exposure (bits)"]]) == ("5.00", "2.00")
+    rows_ci = pair_rows()
+    rows_ci[2]["users.sensitive_gain_per_user.memorization_nats_ci"] = "[-0.03, 0.04]"
+    assert U.comparison(views(rows_ci))[1][1][col["memorisation per person"]] == "0.005 [-0.030, 0.040]"
 
 
 def test_no_pair_without_both_units():
@@ -141,6 +144,15 @@ def test_findings_compare_record_and_user_level():
             "2.300; canary exposure (bits) 2.0 vs 5.0; strongest user-level MIA AUC 0.520 (loss) vs 0.620 (loss); "
             "1.50× the wall time per step (3.000 s vs 2.000 s). The record-level run's ε = 8 is per record: a user "
             "with 4 records is protected only at ε ≤ 21.50 (group bound).") in text
+    # intervals over people (one seed): overlapping ones are said to overlap
+    rows = pair_rows()
+    rows[1]["users.sensitive_gain_per_user.memorization_nats_ci"] = "[0.02, 0.14]"
+    rows[2]["users.sensitive_gain_per_user.memorization_nats_ci"] = "[-0.03, 0.04]"
+    vs2 = views(rows)
+    assert ("per-person memorisation 0.005 vs 0.080 (95% intervals over people [-0.030, 0.040] vs [0.020, 0.140]: "
+            "they overlap, so no difference is claimed);") in " ".join(U.findings(vs2))
+    rows[1]["users.sensitive_gain_per_user.memorization_nats_ci"] = "[0.05, 0.14]"
+    assert "[-0.030, 0.040] vs [0.050, 0.140]);" in " ".join(U.findings(views(rows)))
     # both units keep their own sentence in the main findings, each ε with its unit
     assert "At ε = 8 (per record, certified, pld accountant" in text and "At ε = 8 (per user, certified" in text
     assert "DP-LoRA (user-level)'s sensitive-token gain on training data is 0.020" in text

@@ -215,3 +215,20 @@ def test_user_key_picks_another_field_and_subsampling_keeps_people_whole(toy):
     assert us["records_per_user"]["max"] <= 5
     run_key = evaluate_models(toy.ft, toy.base, toy.tokenizer, ds, only="users", run_info={"user_key": "customer"})
     assert run_key["users"]["available"]
+
+
+def test_intervals_over_people():
+    assert U.interval(np.array([])) is None
+    # one person per split: every resample is that person, the interval is the point
+    g = U.sensitive_gain_per_user(train=TRAIN_FT, train_base=TRAIN_BASE, test=TEST_FT, test_base=TEST_BASE,
+                                  train_owners=["A", "A", "A"], test_owners=["C", "D"])
+    assert g["train_ci"] == pytest.approx([1.0, 1.0]) and g["test_ci"] == pytest.approx([0.5, 0.5])
+    assert g["memorization_nats_ci"] == pytest.approx([0.5, 0.5]) and g["interval"]["method"].endswith("people")
+    # two people (4/3 and 0): resampled means lie in {0, 2/3, 4/3}; the interval covers the mean, inside the range
+    two = U.sensitive_gain_per_user(train=TRAIN_FT, train_base=TRAIN_BASE, test=TEST_FT, test_base=TEST_BASE,
+                                    train_owners=["A", "A", "B"], test_owners=["C", "D"])
+    lo, hi = two["train_ci"]
+    assert lo == pytest.approx(0.0) and hi == pytest.approx(4 / 3)
+    assert two["memorization_nats_ci"] == pytest.approx([-0.5, 4 / 3 - 0.5])
+    boot = U.bootstrap_means(np.array([0.0, 1.0, 2.0, 3.0]))
+    assert boot.shape == (U.N_RESAMPLES,) and abs(boot.mean() - 1.5) < 0.1

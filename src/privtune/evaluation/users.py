@@ -36,6 +36,10 @@ from privtune.evaluation.mia import attack_metrics, record_scores
 from privtune.evaluation.tokens import TokenScores
 
 DEFAULT_USER_KEY = "user"
+#: Percentile bootstrap over *people* behind the ``*_ci`` intervals (the settings of the record-level intervals).
+N_RESAMPLES, CONFIDENCE, BOOTSTRAP_SEED = 1000, 0.95, 0
+INTERVAL = {"method": "percentile bootstrap over people", "n_resamples": N_RESAMPLES, "confidence": CONFIDENCE,
+            "seed": BOOTSTRAP_SEED}
 
 DEFINITIONS = {
     "user_key": "the record field (meta.<key>) that names each record's owner",
@@ -47,7 +51,9 @@ DEFINITIONS = {
                                "u's records of the split (token-weighted within the person, nats); train/test = "
                                "mean of g_u over train people / people owning no training record (each person "
                                "counts once); memorization_nats = train - test (> 0 = memorisation of these "
-                               "people); *_nll, *_nll_base: the means of the two NLLs",
+                               "people); *_nll, *_nll_base: the means of the two NLLs; *_ci: [lo, hi] 95% "
+                               "percentile bootstrap interval over people (train and test people resampled "
+                               "independently; see `interval`)",
     "mia_user": "membership inference over people: a person is a member when any of their records trained; "
                 "person score = mean of their records' attack scores (Kandpal et al. 2023); auc, "
                 "tpr_at_1pct_fpr ... as in the mia section, over people",
@@ -131,9 +137,27 @@ def person_nll(ts: TokenScores, owners: Sequence[str], mask: np.ndarray) -> tupl
         return np.where(c > 0, s / np.maximum(c, 1), np.nan), c.astype(int)
 
 
+def bootstrap_means(values: np.ndarray, *, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """``N_RESAMPLES`` means of ``values`` (one per person) resampled with replacement; empty without values."""
+    v = np.asarray(values, float)
+    if v.size == 0:
+        return np.zeros(0)
+    return v[np.random.default_rng(seed).integers(0, v.size, size=(N_RESAMPLES, v.size))].mean(axis=1)
+
+
+def interval(samples: np.ndarray) -> list[float] | None:
+    """``[lo, hi]``: the (1 − CONFIDENCE)/2 and (1 + CONFIDENCE)/2 quantiles of ``samples``; None without any."""
+    v = np.asarray(samples, float)
+    if v.size == 0:
+        return None
+    a = (1 - CONFIDENCE) / 2
+    lo, hi = np.quantile(v, [a, 1 - a])
+    return [float(lo), float(hi)]
+
+
 @dataclass
 class GainSummary:
-    """Mean over people of their NLLs and gain on one split."""
+    """Mean over people of their NLLs and gain on one split, with the gain's bootstrap resamples."""
 
     nll: float | None
     nll_base: float | None
@@ -141,17 +165,18 @@ class GainSummary:
     gain_median: float | None
     gain_max: float | None
     n_users: int
+    boot: np.ndarray
 
     @classmethod
-    def of(cls, ft: TokenScores, base: TokenScores, owners: Sequence[str]) -> "GainSummary":
+    def of(cls, ft: TokenScores, base: TokenScores, owners: Sequence[str], seed: int) -> "GainSummary":
         a, n = person_nll(ft, owners, ft.sensitive)
         b, _ = person_nll(base, owners, ft.sensitive)
         ok = n > 0
         if not ok.any():
-            return cls(None, None, None, None, None, 0)
+            return cls(None, None, None, None, None, 0, np.zeros(0))
         g = b[ok] - a[ok]
         return cls(float(a[ok].mean()), float(b[ok].mean()), float(g.mean()), float(np.median(g)), float(g.max()),
-                   int(ok.sum()))
+                   int(ok.sum()), bootstrap_means(g, seed=seed))
 
 
 def sensitive_gain_per_user(*, train: TokenScores, train_base: TokenScores, test: TokenScores,
@@ -167,13 +192,17 @@ def sensitive_gain_per_user(*, train: TokenScores, train_base: TokenScores, test
     if len(unseen) < len(test_owners):
         test, test_base = test.select(unseen), test_base.select(unseen)
         test_owners = [test_owners[i] for i in unseen]
-    tr = GainSummary.of(train, train_base, train_owners)
-    te = GainSummary.of(test, test_base, test_owners)
+    tr = GainSummary.of(train, train_base, train_owners, BOOTSTRAP_SEED)
+    te = GainSummary.of(test, test_base, test_owners, BOOTSTRAP_SEED + 1)   # independent resamples
     out: dict[str, Any] = {}
     for split, s in (("train", tr), ("test", te)):
-        out.update({split: s.gain, f"{split}_median": s.gain_median, f"{split}_max": s.gain_max,
-                    f"{split}_nll": s.nll, f"{split}_nll_base": s.nll_base, f"n_{split}_users": s.n_users})
-    out["memorization_nats"] = None if tr.gain is None or te.gain is None else tr.gain - te.gain
+        out.update({split: s.gain, f"{split}_ci": interval(s.boot), f"{split}_median": s.gain_median,
+                    f"{split}_max": s.gain_max, f"{split}_nll": s.nll, f"{split}_nll_base": s.nll_base,
+                    f"n_{split}_users": s.n_users})
+    both = tr.gain is not None and te.gain is not None
+    out["memorization_nats"] = tr.gain - te.gain if both else None
+    out["memorization_nats_ci"] = interval(tr.boot - te.boot) if both else None
+    out["interval"] = INTERVAL
     return out
 
 

@@ -11,6 +11,7 @@ Only numbers, configuration values and privtune's own labels reach the tables: n
 
 from __future__ import annotations
 
+import json
 from typing import Callable, Sequence
 
 from privtune.experiments.analysis import RunView, Variant, num, variants
@@ -77,6 +78,17 @@ def user_mia(v: RunView) -> tuple[str, float] | None:
     return max(found, key=lambda t: t[1]) if found else None
 
 
+def ci(v: RunView, key: str) -> list[float] | None:
+    """An interval column (``[lo, hi]``, stored as JSON text) of one run, or None."""
+    raw = v.row.get(key)
+    try:
+        got = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError:
+        return None
+    ok = isinstance(got, list) and len(got) == 2 and all(isinstance(x, (int, float)) for x in got)
+    return [float(got[0]), float(got[1])] if ok else None
+
+
 def has_people(vs: Sequence[RunView]) -> bool:
     return any(v.ok and v.row.get("users.available") in (1, True) for v in vs)
 
@@ -99,10 +111,15 @@ def per_person(vs: Sequence[RunView]) -> Table:
                      f"{_f(v.get('users.sensitive_gain_per_user.train'))} "
                      f"({_f(v.get('users.sensitive_gain_per_user.train_max'))})",
                      _f(v.get("users.sensitive_gain_per_user.test")),
-                     _f(v.get("users.sensitive_gain_per_user.memorization_nats")),
+                     _with_ci(v.get("users.sensitive_gain_per_user.memorization_nats"),
+                              ci(v, "users.sensitive_gain_per_user.memorization_nats_ci")),
                      f"{_f(mia[1])} ({mia[0]})" if mia else "–",
                      f"{_f(exp, 2)} bits, {_f(copies, 0)} copies" if exp is not None else "–"])
     return head, rows
+
+
+def _with_ci(x: float | None, iv: list[float] | None) -> str:
+    return _f(x) if iv is None or x is None else f"{_f(x)} [{_f(iv[0])}, {_f(iv[1])}]"
 
 
 def _eps(v: RunView) -> str:
@@ -167,7 +184,9 @@ def comparison(vs: Sequence[RunView]) -> Table:
             mia = _mean_mia(var)
             rows.append([_config(var), str(privacy_unit(v)), _f(eps, 2), protects,
                          _f(_mean(var, "users.sensitive_gain_per_user.train")),
-                         _f(_mean(var, "users.sensitive_gain_per_user.memorization_nats")),
+                         _with_ci(_mean(var, "users.sensitive_gain_per_user.memorization_nats"),
+                                  ci(v, "users.sensitive_gain_per_user.memorization_nats_ci")
+                                  if len(var.runs) == 1 else None),
                          f"{_f(mia[1])} ({mia[0]})" if mia else "–", _f(_mean(var, "exposure.exposure_bits"), 2),
                          _f(var.mean("utility")), _f(_mean(var, "run.wall_time_s"), 1), _f(_per_step(var), 3),
                          _f(_mean(var, "run.peak_memory_mb"), 0)])
@@ -203,6 +222,12 @@ def findings(vs: Sequence[RunView]) -> list[str]:
             parts.append(f"{sa / sb:.2f}× the wall time per step ({sa:.3f} s vs {sb:.3f} s)")
         if not parts:
             continue
+        key = "users.sensitive_gain_per_user.memorization_nats_ci"
+        ia, ib = (ci(var.first, key) if len(var.runs) == 1 else None for var in (usr, rec))
+        if ia and ib and parts[0].startswith("per-person memorisation"):
+            apart = ia[1] < ib[0] or ib[1] < ia[0]
+            parts[0] += (f" (95% intervals over people [{ia[0]:.3f}, {ia[1]:.3f}] vs [{ib[0]:.3f}, {ib[1]:.3f}]"
+                         f"{'' if apart else ': they overlap, so no difference is claimed'})")
         s = f"{_config(usr)}: user-level against record-level DP at ε = {eps:g}: " + "; ".join(parts)
         g = group_bound(rec.first)
         if g is not None:
@@ -225,7 +250,8 @@ def html_section(vs: Sequence[RunView], table: Callable[..., str]) -> str:
         parts += ["<h2>Per person</h2>",
                   "<p>The data names each record's owner. Gain per person = base − fine-tuned NLL over all sensitive "
                   "tokens of one person's records, averaged over people (each counts once; the worst person in "
-                  "brackets); memorisation per person = train − test. User-level membership inference: a person is "
+                  "brackets); memorisation per person = train − test, with its 95% bootstrap interval over people. "
+                  "User-level membership inference: a person is "
                   "a member when any of their records trained, scored by the mean of their records' scores; the AUC "
                   "shown is the strongest attack's, a maximum over attacks that reads high when there are few "
                   "people.</p>",
