@@ -59,3 +59,21 @@ def test_cli_eval_with_a_user_key(run, capsys):
     # the default key names no owner here: the measures are null, with the reason
     main(["eval", str(run_dir), "--data", str(data), "--only", "users", "--json"])
     assert "no record names its owner" in json.loads(capsys.readouterr().out)["users"]["reason"]
+
+
+def test_cli_owner_key_missing_on_some_records_exits_with_one_line_and_writes_nothing(run, tmp_path, capsys):
+    run_dir, data = run
+    from privtune.data.schema import load_dataset
+
+    ds = load_dataset(data)
+    test = [Record(r.id, r.text, r.spans, {k: v for k, v in r.meta.items() if k != "customer"} if i < 2 else r.meta)
+            for i, r in enumerate(ds.split("test"))]
+    partial = write_dataset(tmp_path / "partial", {"train": ds.train, "test": test}, ds.info)
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    with pytest.raises(SystemExit) as e:
+        main(["eval", str(run_dir), "--data", str(partial), "--other-data", "--only", "users", "--user-key",
+              "customer"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "meta.customer" in err and "missing on 2 of 30 records" in err
+    assert sorted(p.name for p in run_dir.rglob("*")) == before      # no eval file written
