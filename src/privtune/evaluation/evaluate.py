@@ -306,6 +306,9 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, *, only: str | Itera
     trained_on = _check_dataset(record, trained_dataset_hash(run_dir, record), dataset, data_dir,
                                 other_data=other_data)
     path = eval_path(run_dir, dataset.info.name, dataset.info.content_hash, trained_on=trained_on)
+    if "users" in (parse_only(only) or set(STAGES)):   # a key missing on some records fails before any loading
+        per_user.find_owners({s: [r for r in dataset.split(s) if not _is_canary(r)] for s in ("train", "test")},
+                             per_user.user_key_of((config or EvalConfig()).user_key, record))
     old = None
     if only is not None:
         old = _previous(path, dataset.info.content_hash, _run_header(record))  # refuse now, not after the work
