@@ -36,7 +36,8 @@ def test_evaluate_run_writes_eval_json(runs, data):
     res = evaluate_run(runs / "lora", data, config=QUICK)
     on_disk = json.loads((runs / "lora" / "eval.json").read_text())
     assert on_disk == json.loads(json.dumps(res))
-    assert res["stages"] == ["privacy", "utility", "exposure", "mia", "extraction", "audit"]
+    assert res["stages"] == ["privacy", "utility", "exposure", "mia", "extraction", "audit", "users"]
+    assert res["users"]["available"] is False and res["users"]["reason"]  # the generator names no owner (yet)
     assert res["run"]["method"] == "lora" and res["run"]["epsilon"] is None
     assert res["exposure"]["method"] == "extrapolated" and res["exposure"]["estimate"] is True
     assert res["audit"]["certified_epsilon"] is None and res["audit"]["consistent"] is None

@@ -29,13 +29,14 @@ from privtune.evaluation.exposure import Canary, canary_exposure
 from privtune.evaluation.extraction import ExtractionConfig, extraction_measures
 from privtune.evaluation.memorization import privacy_measures, utility_measures
 from privtune.evaluation.mia import membership_inference
+from privtune.evaluation import users as per_user
 from privtune.evaluation.tokens import TokenScores, encode, score_records
 from privtune.utils.fsio import atomic_write_json
 from privtune.utils.progress import console
 
 EVAL_FILE = "eval.json"
-STAGES = ("privacy", "utility", "exposure", "mia", "extraction", "audit")
-NEEDS_SPANS = {"privacy", "extraction"}
+STAGES = ("privacy", "utility", "exposure", "mia", "extraction", "audit", "users")
+NEEDS_SPANS = {"privacy", "extraction", "users"}
 RUN_KEYS = ("method", "model", "epsilon", "delta", "accountant")   # run.json keys copied into eval.json's `run`
 OTHER_DIR = "eval-other"   # evaluations on data the run was not trained on (see evaluate_run)
 DEFAULT_AUDIT_DELTA = 1e-5
@@ -55,6 +56,7 @@ class EvalConfig:
     audit_delta: float | None = None      # default: the run's delta, else 1e-5
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     cache_base: bool = True               # reuse the base model's scores across runs (.cache)
+    user_key: str | None = None           # meta field naming each record's owner (None: run.json's, else "user")
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,12 +137,14 @@ class _Scores:
 def evaluate_models(model: Any, base_model: Any, tokenizer: Any, dataset: Dataset, *,
                     only: str | Iterable[str] | None = None, config: EvalConfig | None = None,
                     run_info: dict[str, Any] | None = None, base_tokenizer: Any | None = None,
-                    on_stage: Callable[[str, float], None] | None = None) -> dict[str, Any]:
+                    on_stage: Callable[[str, float], None] | None = None,
+                    previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` (fine-tuned) against ``base_model`` on ``dataset``; returns the eval.json object.
 
     ``only`` picks stages (default: all). Without ``only``, stages whose inputs the dataset lacks (a canary,
     audit canaries) are skipped with a note; asked for explicitly, they are an error. ``run_info`` (run.json)
-    supplies the certified ε and δ for the audit.
+    supplies the certified ε and δ for the audit. ``previous`` (the eval file an ``only`` run updates) supplies the
+    exposure the ``users`` stage reads when ``exposure`` is not among the stages.
     """
     cfg = config or EvalConfig()
     stages = parse_only(only)
@@ -174,8 +178,23 @@ def evaluate_models(model: Any, base_model: Any, tokenizer: Any, dataset: Datase
                 raise
             skipped["audit"] = f"skipped: {e}"
 
-    train = _subsample([r for r in dataset.train if not _is_canary(r)], cfg.max_records, cfg.seed)
-    test = _subsample([r for r in dataset.split("test") if not _is_canary(r)], cfg.max_records, cfg.seed + 1)
+    user_key = per_user.user_key_of(cfg.user_key, run_info)
+    train = [r for r in dataset.train if not _is_canary(r)]
+    test = [r for r in dataset.split("test") if not _is_canary(r)]
+    try:
+        owners = per_user.find_owners({"train": train, "test": test}, user_key)
+    except DataError:
+        if "users" in stages:
+            raise
+        owners = None   # the same subsample as without owners; only the users stage needs them all named
+    if owners is None:
+        train = _subsample(train, cfg.max_records, cfg.seed)
+        test = _subsample(test, cfg.max_records, cfg.seed + 1)
+    else:  # whole people: a person's records are evaluated together or not at all
+        for split, recs, seed in (("train", train, cfg.seed), ("test", test, cfg.seed + 1)):
+            keep = per_user.subsample_by_user(owners[split], cfg.max_records, seed)
+            recs[:] = [recs[i] for i in keep]
+            owners[split] = [owners[split][i] for i in keep]
     scores = _Scores({"fine-tuned": model, "base": base_model}, tokenizer, {"train": train, "test": test},
                      cfg.max_length, cfg.cache_base)
     timings: dict[str, float] = {}
@@ -230,6 +249,9 @@ def evaluate_models(model: Any, base_model: Any, tokenizer: Any, dataset: Datase
                              certified_epsilon=None if certified is None else float(certified)).to_dict()
 
     stage("audit", _audit)
+    stage("users", lambda: per_user.users_section(
+        key=user_key, train=train, test=test, owners=owners, scores=scores, canary_train=dataset.train,
+        exposure=out.get("exposure") or (previous or {}).get("exposure")))
     for name, note in skipped.items():
         out[name] = {"skipped": note}
     header = {"privtune_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -284,11 +306,15 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, *, only: str | Itera
     trained_on = _check_dataset(record, trained_dataset_hash(run_dir, record), dataset, data_dir,
                                 other_data=other_data)
     path = eval_path(run_dir, dataset.info.name, dataset.info.content_hash, trained_on=trained_on)
+    if "users" in (parse_only(only) or set(STAGES)):   # a key missing on some records fails before any loading
+        per_user.find_owners({s: [r for r in dataset.split(s) if not _is_canary(r)] for s in ("train", "test")},
+                             per_user.user_key_of((config or EvalConfig()).user_key, record))
+    old = None
     if only is not None:
-        _previous(path, dataset.info.content_hash, _run_header(record))  # refuse now, not after the work
+        old = _previous(path, dataset.info.content_hash, _run_header(record))  # refuse now, not after the work
     model, tokenizer, info, base, base_tok = _load_run(run_dir)
     result = evaluate_models(model, base, tokenizer, dataset, only=only, config=config, run_info=info,
-                             base_tokenizer=base_tok, on_stage=on_stage)
+                             base_tokenizer=base_tok, on_stage=on_stage, previous=old)
     result["run"]["path"] = str(run_dir)
     result["dataset"]["trained_on"] = trained_on
     if not trained_on:
@@ -400,6 +426,16 @@ def print_summary(result: dict[str, Any]) -> None:
         aucs = [f"{k} AUC {f(v['auc'])}" for k, v in m.items()
                 if k != "definition" and isinstance(v, dict) and "auc" in v]
         console.print("mia      " + ", ".join(aucs))
+    us = result.get("users") or {}
+    if us.get("available"):
+        g, mu = us.get("sensitive_gain_per_user") or {}, us.get("mia_user") or {}
+        best = max(((k, v["auc"]) for k, v in mu.items() if isinstance(v, dict) and v.get("auc") is not None),
+                   key=lambda t: t[1], default=None)
+        console.print(f"users    {us['n_train_users']} train / {us['n_test_users']} test people; gain per person "
+                      f"train {f(g.get('train'))}, test {f(g.get('test'))} nats; user-level MIA "
+                      + (f"{best[0]} AUC {f(best[1])}" if best else "n/a"))
+    elif us:
+        console.print(f"users    {escape(str(us.get('reason')))}")
     if a:
         console.print(f"audit    {escape(a['skipped'])}" if "skipped" in a else
                       f"audit    ε ≥ {f(a['epsilon_lower_bound'])} (estimate: empirical lower bound at "

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 #: How a DP run's training statistics are labelled wherever they are shown (they are computed without noise).
 OUTSIDE_DP = "outside the DP guarantee (computed from private data without noise)"
 #: Grid columns a variant is keyed by (everything but the seed).
-VARIANT_KEYS = ("dataset", "model", "method", "epsilon", "lora_r", "lr", "epochs")
+VARIANT_KEYS = ("dataset", "model", "method", "epsilon", "lora_r", "lr", "epochs", "privacy_unit")
 
 
 def num(row: Mapping[str, Any], key: str) -> float | None:
@@ -158,8 +158,9 @@ def views(rows: Iterable[Mapping[str, Any]]) -> list[RunView]:
 
 
 def _varying(vs: Sequence[RunView], keys: Sequence[str]) -> set[str]:
-    """Grid keys with more than one value set in the study (``None``, the method's default or n/a, not counted)."""
-    return {k for k in keys if len({v.row.get(f"grid.{k}") for v in vs} - {None}) > 1}
+    """Grid keys with more than one value set in the study (``None``, the method's default or n/a, not counted). The
+    privacy unit always counts: a label must tell a record-level run from a user-level one."""
+    return {k for k in (*keys, "privacy_unit") if len({v.row.get(f"grid.{k}") for v in vs} - {None}) > 1}
 
 
 def run_label(row: Mapping[str, Any], varying: set[str], *, with_seed: bool = True) -> str:
@@ -172,6 +173,8 @@ def run_label(row: Mapping[str, Any], varying: set[str], *, with_seed: bool = Tr
     if row.get("grid.epsilon") is not None:  # the target; a noise calibrated on an estimate only estimates it
         est = row.get("run.noise_calibration") == "edgeworth-estimate"
         parts.append(f"ε={_g(row['grid.epsilon'])}{' (estimate)' if est else ''}")
+        if "privacy_unit" in varying and row.get("grid.privacy_unit"):
+            parts.append(f"per {row['grid.privacy_unit']}")
     for k, short in (("lora_r", "r"), ("lr", "lr"), ("epochs", "ep")):
         if k in varying and row.get(f"grid.{k}") is not None:
             parts.append(f"{short}={_g(row[f'grid.{k}'])}")

@@ -14,16 +14,22 @@ LoRA ranks (adapter methods only), learning rates, epochs and seeds, plus option
     batch_size = 16
     max_length = 128
 
+    privacy_unit = ["record", "user"]   # DP methods: what ε protects (one record, or all of one user's)
+
     [datasets.cs]
     generator = "customersim"
     train = 1000
     test = 200
+    records_per_user = 4          # repeat customers (generator option)
 
     [train]                       # any other `privtune train` option, for every run
     max_grad_norm = 1.0
 
     [method_options.dp-fft]       # options for one method only (DP likes larger batches)
     batch_size = 64
+
+    [unit_options.user]           # options for the DP runs of one privacy unit (user-level: batch_size counts users)
+    batch_size = 16
 
     [eval]                        # options of `evaluate_run`
     only = ["privacy", "utility", "exposure", "mia"]
@@ -65,9 +71,12 @@ else:  # pragma: no cover
 #: Top-level keys of a study file.
 STUDY_KEYS = ("name", "description", "datasets", "models", "methods", "budgets", "lora_ranks", "learning_rates",
               "epochs", "seeds", "batch_size", "max_length", "delta", "accountant", "train", "method_options",
-              "eval", "variants", "resources")
+              "eval", "variants", "resources", "privacy_unit", "unit_options")
 #: Keys of a generated dataset (the options of `privtune data synth`).
-GENERATOR_KEYS = ("generator", "train", "test", "seed", "canary_repeats", "canary_digits", "audit_canaries")
+GENERATOR_KEYS = ("generator", "train", "test", "seed", "canary_repeats", "canary_digits", "audit_canaries",
+                  "records_per_user")
+#: What a DP run protects (`privtune train --privacy-unit`): one record, or all records of one user.
+PRIVACY_UNITS = ("record", "user")
 
 
 @dataclass(frozen=True)
@@ -111,11 +120,15 @@ class RunConfig:
     private: bool = False
     adapter: bool = False
     base_method: str | None = None     # set when ``method`` names a variant: the registered method it runs
+    privacy_unit: str | None = None    # DP runs of a study with ``privacy_unit``: "record" or "user"
 
     def grid(self) -> dict[str, Any]:
         """The values that vary across the study (stored with every result row)."""
-        return {"dataset": self.dataset, "model": self.model, "method": self.method, "epsilon": self.epsilon,
-                "lora_r": self.lora_r, "lr": self.lr, "epochs": self.epochs, "seed": self.seed}
+        g = {"dataset": self.dataset, "model": self.model, "method": self.method, "epsilon": self.epsilon,
+             "lora_r": self.lora_r, "lr": self.lr, "epochs": self.epochs, "seed": self.seed}
+        if self.privacy_unit is not None:
+            g["privacy_unit"] = self.privacy_unit
+        return g
 
     def train_config(self, data_dir: str | Path) -> dict[str, Any]:
         """Keyword arguments for :class:`privtune.training.config.TrainConfig`."""
@@ -128,6 +141,8 @@ class RunConfig:
             cfg["lora_r"] = self.lora_r
         if self.lr is not None:
             cfg["lr"] = self.lr
+        if self.privacy_unit is not None:
+            cfg["privacy_unit"] = self.privacy_unit
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,6 +168,8 @@ class Study:
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)   # per method, over ``train``
     variants: dict[str, validate.MethodVariant] = field(default_factory=dict)  # named variants listed in methods
     resources: dict[str, Any] = field(default_factory=dict)  # [resources] as validated: cpus, gpus, per-method tables
+    privacy_units: list[str | None] = field(default_factory=lambda: [None])  # DP runs only; [None]: not set
+    unit_options: dict[str, dict[str, Any]] = field(default_factory=dict)    # per privacy unit, over the method's
     description: str = ""
     source: str = ""                                # the TOML text, stored with the results
     path: str | None = None
@@ -165,12 +182,13 @@ class Study:
                 for method in self.methods:
                     private, adapter = method_traits(self.base_method(method))
                     for eps in (self.budgets if private else [None]):
-                        for r in (self.lora_ranks if adapter else [None]):
-                            for lr in self.learning_rates.get(method, [None]):
-                                for ep in self.epochs:
-                                    for seed in self.seeds:
-                                        runs.append(self._run(ds, model, method, eps, r, lr, ep, seed,
-                                                              private, adapter))
+                        for unit in (self.privacy_units if private else [None]):
+                            for r in (self.lora_ranks if adapter else [None]):
+                                for lr in self.learning_rates.get(method, [None]):
+                                    for ep in self.epochs:
+                                        for seed in self.seeds:
+                                            runs.append(self._run(ds, model, method, eps, r, lr, ep, seed,
+                                                                  private, adapter, unit))
         return runs
 
     def base_method(self, method: str) -> str:
@@ -196,16 +214,20 @@ class Study:
         return Resources(**{k: v for table in chain for k, v in table.items()})
 
     def _run(self, ds: DatasetSpec, model: str, method: str, eps: float | None, r: int | None, lr: float | None,
-             ep: float, seed: int, private: bool, adapter: bool) -> RunConfig:
-        options = dict(sorted(self.options_of(method).items()))
+             ep: float, seed: int, private: bool, adapter: bool, unit: str | None = None) -> RunConfig:
+        options = dict(sorted({**self.options_of(method), **self.unit_options.get(unit or "", {})}.items()))
         if not private:
             options = {k: v for k, v in options.items() if k not in ("delta", "accountant")}
         ident = {"dataset": ds.identity(), "model": model, "method": method, "epsilon": eps, "lora_r": r, "lr": lr,
                  "epochs": ep, "seed": seed, "train": options}
+        if unit is not None:   # only then: the ids of studies without `privacy_unit` stay as they were
+            ident["privacy_unit"] = unit
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:8]
         parts = [ds.name, model_slug(model), method]
         if eps is not None:
             parts.append(f"eps{_num(eps)}")
+        if unit is not None:
+            parts.append(unit)
         if r is not None:
             parts.append(f"r{r}")
         if lr is not None:
@@ -215,7 +237,7 @@ class Study:
         return RunConfig(run_id=f"{slug}-{digest}", dataset=ds.name, model=model, method=method, epsilon=eps,
                          lora_r=r, lr=lr, epochs=ep, seed=seed, train_options=options, private=private,
                          adapter=adapter, base_method=self.variants[method].method if method in self.variants
-                         else None)
+                         else None, privacy_unit=unit)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description,
@@ -224,7 +246,9 @@ class Study:
                 "learning_rates": self.learning_rates, "epochs": self.epochs, "seeds": self.seeds,
                 "train": self.train, "method_options": self.method_options, "eval": self.eval,
                 **({"variants": {k: v.to_dict() for k, v in self.variants.items()}} if self.variants else {}),
-                **({"resources": self.resources} if self.resources else {})}
+                **({"resources": self.resources} if self.resources else {}),
+                **({"privacy_unit": self.privacy_units} if self.privacy_units != [None] else {}),
+                **({"unit_options": self.unit_options} if self.unit_options else {})}
 
 
 def _num(x: float) -> str:
@@ -290,12 +314,46 @@ def parse_study(data: dict[str, Any], *, base_dir: str | Path = ".", where: str 
         raise c.fail("eval", "a table of evaluation options", ev)
     validate.check_eval_options(ev, c)
     resources = validate.resources(data.get("resources", {}), c, methods)
+    units = _privacy_units(data, c)
+    unit_options = _unit_options(data.get("unit_options", {}), c, units, train)
     desc = data.get("description", "")
     if not isinstance(desc, str):
         raise c.fail("description", "a string", desc)
     return Study(name=name, description=desc, datasets=datasets, models=models, methods=methods, budgets=budgets,
                  lora_ranks=lora_ranks, learning_rates=learning_rates, epochs=epochs, seeds=seeds, train=train,
-                 eval=dict(ev), method_options=method_options, variants=variants, resources=resources)
+                 eval=dict(ev), method_options=method_options, variants=variants, resources=resources,
+                 privacy_units=units, unit_options=unit_options)
+
+
+def _privacy_units(data: dict[str, Any], c: Checker) -> list[str | None]:
+    """``privacy_unit = "user"`` or ``["record", "user"]``: a grid dimension of the DP methods (passed to training as
+    ``privacy_unit``); absent: ``[None]``, training's own default (record)."""
+    if "privacy_unit" not in data:
+        return [None]
+    raw = data["privacy_unit"]
+    units = raw if isinstance(raw, list) else [raw]
+    if not units or any(u not in PRIVACY_UNITS for u in units) or len(set(units)) != len(units):
+        raise c.fail("privacy_unit", f"one of {', '.join(PRIVACY_UNITS)} or a list of them without duplicates", raw,
+                     'E.g. privacy_unit = ["record", "user"].')
+    return list(units)
+
+
+def _unit_options(raw: Any, c: Checker, units: list[str | None], train: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``[unit_options.<unit>]``: training options for the DP runs of one privacy unit, over the method's (e.g. a
+    user-level ``batch_size`` in users, so that both units sample at the same rate)."""
+    if not isinstance(raw, dict):
+        raise c.fail("unit_options", "a table of per-unit tables", raw)
+    out = {}
+    for unit, opts in raw.items():
+        if unit not in units:
+            raise c.fail(f"unit_options.{unit}", f"one of the study's privacy units ({', '.join(map(str, units))})",
+                         unit, "List it in `privacy_unit` first.")
+        if not isinstance(opts, dict):
+            raise c.fail(f"unit_options.{unit}", "a table of training options", opts)
+        validate.check_train_keys(opts, c, f"unit_options.{unit}.", shared=())
+        validate.validate_train({**train, **opts}, c)
+        out[unit] = dict(opts)
+    return out
 
 
 def _datasets(raw: Any, c: Checker, base_dir: Path, check_paths: bool = True) -> dict[str, DatasetSpec]:

@@ -11,6 +11,7 @@ from typing import Sequence
 
 from privtune.experiments.analysis import Group, RunView, Variant
 from privtune.experiments.tables import privacy_warnings, secs
+from privtune.experiments.users import privacy_unit, unit_suffix
 
 #: Smallest train-minus-test gain (nats/token) called "memorisation" in words; below it, only the numbers are given.
 MEMORISATION_CLAIM = 0.05
@@ -18,12 +19,13 @@ DISPLAY = {"fft": "FFT", "lora": "LoRA", "dp-fft": "DP-FFT", "dp-lora": "DP-LoRA
 
 
 def display(method: str) -> str:
-    return DISPLAY.get(method, method)
+    name, sep, rest = method.partition(" (")   # "dp-lora (user-level)": a method with a qualifier
+    return DISPLAY.get(name, name) + sep + rest
 
 
 def _name(v: Variant) -> str:
     est = ", an Edgeworth estimate" if v.first.estimate_calibrated else ""
-    eps = f" (ε = {v.epsilon:g}{est})" if v.epsilon is not None else ""
+    eps = f" (ε = {v.epsilon:g}{unit_suffix(v.first)}{est})" if v.epsilon is not None else ""
     return f"{display(v.method)}{eps}"
 
 
@@ -35,7 +37,8 @@ def representatives(g: Group) -> tuple[dict[str, Variant], dict[tuple[str, float
     """Non-DP ``{method: variant}``, DP ``{(method, ε): variant}``, and whether any choice was among several."""
     by: dict[tuple[str, float | None], list[Variant]] = {}
     for v in g.variants:
-        by.setdefault((v.method, v.epsilon if v.first.private else None), []).append(v)
+        method = f"{v.method} (user-level)" if privacy_unit(v.first) == "user" else v.method  # never merged
+        by.setdefault((method, v.epsilon if v.first.private else None), []).append(v)
     plain = {m: _best(vs) for (m, e), vs in by.items() if e is None}
     dp = {(m, e): _best(vs) for (m, e), vs in by.items() if e is not None}
     return plain, dp, any(len(vs) > 1 for vs in by.values())
@@ -155,7 +158,8 @@ def _certification(v: Variant) -> str:
         else ""
     target = "the target is an Edgeworth estimate; " if v.first.estimate_calibrated else ""
     kind = "certified" if certified else "estimate"
-    return f"{target}{got}{kind}, {acc} accountant, δ = {v.first.row.get('run.delta') or 0:g}"
+    unit = f"{unit_suffix(v.first).strip()}, " if unit_suffix(v.first) else ""   # "per user, "
+    return f"{unit}{target}{got}{kind}, {acc} accountant, δ = {v.first.row.get('run.delta') or 0:g}"
 
 
 def findings(gs: Sequence[Group], vs: Sequence[RunView]) -> list[str]:

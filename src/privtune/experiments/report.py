@@ -21,6 +21,7 @@ from privtune.experiments.findings import findings
 from privtune.experiments.tables import epsilon_short, f, secs
 from privtune.experiments.store import open_store
 from privtune.utils.fsio import atomic_write_text
+from privtune.experiments import users as user_level
 
 def scrub(text: str | None) -> str:
     """Error text with anything that looks like PII replaced by its redacted form (``[PHONE]``, ``[EMAIL]``)."""
@@ -102,9 +103,9 @@ def build_report(rows: Sequence[Mapping[str, Any]], *, study: Mapping[str, Any] 
     figs = {k: f for k, f in (("privacy_utility", plots.privacy_utility(gs, col) if lm else None),
                               ("versus_epsilon", plots.versus_epsilon(gs, col) if lm else None),
                               ("cost", plots.cost(gs, col)), ("curves", plots.curves(vs, col))) if f}
-    found = classification.findings(vs) + findings(gs, vs)
+    found = classification.findings(vs) + findings(gs, vs) + user_level.findings(vs)
     name = str(study.get("name") or "study")
-    md = markdown_summary(name, vs, found)
+    md = markdown_summary(name, vs, found) + "".join(f"{line}\n" for line in user_level.markdown(vs))
     return Report(html=_html(name, study, vs, gs, found, figs), markdown=md, figures=figs)
 
 
@@ -163,6 +164,7 @@ def _html(name: str, study: Mapping[str, Any], vs: Sequence[RunView], gs: Any, f
     ]
     if lm:
         parts += _lm_attacks(vs, gs)
+        parts.append(user_level.html_section(vs, _table))
     parts += _curves(vs, figs)
     if defs:
         parts.append("<h2>Definitions</h2><details><summary>Every measure as eval.json defines it</summary><dl>"

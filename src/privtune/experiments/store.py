@@ -7,7 +7,8 @@ Columns (names are quoted identifiers; dots are part of the name):
   (relative to the study directory), ``updated`` (ISO time), ``seq`` (position in the study's expansion: rows
   come back in the study's order);
 - the grid point: ``grid.dataset``, ``grid.model``, ``grid.method``, ``grid.epsilon``, ``grid.lora_r``, ``grid.lr``,
-  ``grid.epochs``, ``grid.seed`` (present even when training failed before writing run.json);
+  ``grid.epochs``, ``grid.seed`` and, in studies that set it, ``grid.privacy_unit`` (present even when training
+  failed before writing run.json);
 - every field of ``run.json`` under ``run.`` (nested objects flattened: ``run.lora.r``, ``run.config.lr``);
 - every field of ``eval.json`` under its section: ``privacy.sensitive_train_nll``, ``mia.loss.auc``; top-level
   scalars of eval.json under ``eval.``.
@@ -34,9 +35,9 @@ TABLE = "runs"
 #: Sweep columns, in the order they come first in exports.
 SWEEP_COLUMNS = ("run_id", "status", "stage", "error", "run_dir", "updated", "seq")
 GRID_COLUMNS = ("grid.dataset", "grid.model", "grid.method", "grid.epsilon", "grid.lora_r", "grid.lr",
-                "grid.epochs", "grid.seed")
+                "grid.epochs", "grid.seed", "grid.privacy_unit")
 #: eval.json sections (contract); any other object with a ``definition`` is a section too.
-SECTIONS = ("privacy", "utility", "exposure", "mia", "extraction", "audit")
+SECTIONS = ("privacy", "utility", "exposure", "mia", "extraction", "audit", "users")
 _RESERVED = ("run", "grid", "eval", *SWEEP_COLUMNS)
 
 

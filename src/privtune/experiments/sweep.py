@@ -101,7 +101,8 @@ class Sweep:
         """What a worker needs for ``rc``; absolute paths, the same on every machine that shares the directory."""
         root = self.dir.resolve()
         data_dir = str(self.study.datasets[rc.dataset].location(root))
-        label = rc.method + (f" ε={rc.epsilon:g}" if rc.epsilon else "")
+        label = rc.method + (f" ε={rc.epsilon:g}" if rc.epsilon else "") + \
+            (f" per {rc.privacy_unit}" if rc.privacy_unit else "")
         return Job(run_id=rc.run_id, label=label, run_dir=str(root / RUNS_DIR / rc.run_id), data_dir=data_dir,
                    payload={"run_id": rc.run_id, "grid": rc.grid(), "train": rc.train_config(data_dir)},
                    eval_options=self.study.eval, resources=self.study.resources_of(rc.method))

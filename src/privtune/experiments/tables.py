@@ -23,7 +23,10 @@ def secs(x: float | None) -> str:
 
 
 def epsilon_text(v: RunView) -> str:
-    """``8.00 (certified, pld, δ = 1e-05)``; an estimate is never shown without saying so."""
+    """``8.00 (certified, pld, δ = 1e-05)``; an estimate is never shown without saying so. With its privacy unit when
+    the run states one (``8.00 per user (...)``), and a record-level run's group bound for a user when recorded."""
+    from privtune.experiments.users import group_text, unit_suffix
+
     if not v.private:
         return "no DP (ε = ∞)"
     eps, acc, delta = v.get("run.epsilon"), v.row.get("run.accountant") or "?", v.get("run.delta")
@@ -32,22 +35,27 @@ def epsilon_text(v: RunView) -> str:
         t = v.epsilon_target
         return f"target {t:g} (run unfinished)" if t is not None else "–"
     warn = "; see its privacy warning" if v.privacy_warnings else ""
+    unit, group = unit_suffix(v), group_text(v)
     if v.row.get("run.epsilon_certified") in (0, False):
-        return f"{eps:.2f} (estimate, {acc}{d}; no certified value recorded{warn})"
-    return f"{eps:.2f} (certified, {v.certified_by}{d}{warn})"
+        return f"{eps:.2f}{unit} (estimate, {acc}{d}; no certified value recorded{warn}){group}"
+    return f"{eps:.2f}{unit} (certified, {v.certified_by}{d}{warn}){group}"
 
 
 def epsilon_short(v: RunView) -> str:
-    """Compact ε for wide tables: ``8.00 (certified, pld)``, ``∞ (no DP)``."""
+    """Compact ε for wide tables: ``8.00 (certified, pld)``, ``∞ (no DP)``; ``8.00 per user (certified, pld)`` when the
+    run states its privacy unit."""
+    from privtune.experiments.users import unit_suffix
+
     if not v.private:
         return "∞ (no DP)"
     eps = v.get("run.epsilon")
     if eps is None:
         return "–"
     warn = "; privacy warning" if v.privacy_warnings else ""
+    unit = unit_suffix(v)
     if v.row.get("run.epsilon_certified") in (0, False):
-        return f"{eps:.2f} (estimate, {v.row.get('run.accountant') or '?'}{warn})"
-    return f"{eps:.2f} (certified, {v.certified_by}{warn})"
+        return f"{eps:.2f}{unit} (estimate, {v.row.get('run.accountant') or '?'}{warn})"
+    return f"{eps:.2f}{unit} (certified, {v.certified_by}{warn})"
 
 
 def privacy_warnings(vs: Sequence[RunView]) -> list[tuple[str, list[str]]]:
@@ -88,7 +96,9 @@ def accounting(vs: Sequence[RunView]) -> Table:
         lb, conf = v.get("audit.epsilon_lower_bound"), v.get("audit.confidence")
         audit = f"ε ≥ {lb:.2f} at {conf:.0%} confidence (lower bound)" if lb is not None and conf is not None \
             else ("skipped" if v.row.get("audit.skipped") else "–")
-        target = f(v.epsilon_target, 2)
+        from privtune.experiments.users import unit_suffix
+
+        target = f(v.epsilon_target, 2) + (unit_suffix(v) if v.epsilon_target is not None else "")
         if v.estimate_calibrated and v.epsilon_target is not None:
             target += " (estimate: σ calibrated on an Edgeworth estimate)"
         rows.append([v.label, target, epsilon_text(v), f(v.get("run.noise_multiplier"), 3),

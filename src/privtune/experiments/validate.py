@@ -16,7 +16,7 @@ from typing import Any
 from privtune.errors import ConfigError, fmt
 
 #: Training options the grid sets itself; they cannot appear in [train].
-GRID_OWNED = ("data", "method", "model", "epsilon", "lora_r", "lr", "epochs", "seed", "steps")
+GRID_OWNED = ("data", "method", "model", "epsilon", "lora_r", "lr", "epochs", "seed", "steps", "privacy_unit")
 
 
 def did_you_mean(word: str, choices: Any) -> str:
@@ -123,7 +123,8 @@ def check_train_keys(opts: dict[str, Any], c: Checker, prefix: str, shared: tupl
     for k in opts:
         if k in GRID_OWNED:
             raise c.fail(f"{prefix}{k}", "set by the study grid, not in this table", k,
-                         "Use the top-level lists (methods, budgets, lora_ranks, learning_rates, epochs, seeds).")
+                         "Use the top-level lists (methods, budgets, lora_ranks, learning_rates, epochs, seeds, "
+                         "privacy_unit).")
         if k in shared:
             raise c.fail(f"{prefix}{k}", "given once", k, f"It is also a top-level key; keep `{k}` there.")
     c.unknown(opts, allowed, prefix)

@@ -22,7 +22,7 @@ from privtune.evaluation.stats import roc_auc, roc_curve, tpr_at_fpr
 from privtune.evaluation.tokens import TokenScores
 
 __all__ = ["ATTACKS", "MIAAttack", "MIAView", "AttackResult", "MIAResult", "attack_metrics",
-           "membership_inference"]
+           "membership_inference", "record_scores"]
 
 
 @dataclass
@@ -72,13 +72,15 @@ class MIAResult:
         return d
 
 
-def membership_inference(*, members: Sequence[Record], nonmembers: Sequence[Record], members_ft: TokenScores,
-                         nonmembers_ft: TokenScores, members_base: TokenScores | None = None,
-                         nonmembers_base: TokenScores | None = None,
-                         attacks: Iterable[str] | None = None) -> MIAResult:
-    """Run the attacks on all tokens and on sensitive tokens; see the module docstring."""
+def record_scores(*, members: Sequence[Record], nonmembers: Sequence[Record], members_ft: TokenScores,
+                  nonmembers_ft: TokenScores, members_base: TokenScores | None = None,
+                  nonmembers_base: TokenScores | None = None,
+                  attacks: Iterable[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
+    """``{key: (member scores, non-member scores, definition)}`` per record, for every attack (``key`` = its name)
+    and its sensitive-token view (``<name>_sensitive``); attacks that need the base model are left out without
+    its scores."""
     names = list(attacks) if attacks is not None else ATTACKS.names()
-    out = MIAResult()
+    out: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}
     for name in names:
         cls = ATTACKS.get(name)
         if cls.needs_base and (members_base is None or nonmembers_base is None):
@@ -88,7 +90,20 @@ def membership_inference(*, members: Sequence[Record], nonmembers: Sequence[Reco
             key = f"{name}_sensitive" if sensitive else name
             mv = MIAView.of(members, members_ft, members_base, sensitive=sensitive)
             nv = MIAView.of(nonmembers, nonmembers_ft, nonmembers_base, sensitive=sensitive)
-            out.attacks[key] = attack_metrics(attack.scores(mv), attack.scores(nv))
             scope = "sensitive tokens only" if sensitive else "all predicted tokens"
-            out.definitions[key] = f"{attack.definition}; {scope} ({attack.reference})"
+            out[key] = (attack.scores(mv), attack.scores(nv), f"{attack.definition}; {scope} ({attack.reference})")
+    return out
+
+
+def membership_inference(*, members: Sequence[Record], nonmembers: Sequence[Record], members_ft: TokenScores,
+                         nonmembers_ft: TokenScores, members_base: TokenScores | None = None,
+                         nonmembers_base: TokenScores | None = None,
+                         attacks: Iterable[str] | None = None) -> MIAResult:
+    """Run the attacks on all tokens and on sensitive tokens; see the module docstring."""
+    out = MIAResult()
+    for key, (m, n, definition) in record_scores(
+            members=members, nonmembers=nonmembers, members_ft=members_ft, nonmembers_ft=nonmembers_ft,
+            members_base=members_base, nonmembers_base=nonmembers_base, attacks=attacks).items():
+        out.attacks[key] = attack_metrics(m, n)
+        out.definitions[key] = definition
     return out
