@@ -87,6 +87,9 @@ def train(config: TrainConfig | None = None, *, out: str | Path, nproc: int | No
     cfg = TrainConfig.from_dict({**(config.to_dict() if config else {}), **overrides})
     out = ensure_fresh_dir(out, what="--out", fix=_TAKEN)   # early; the claim below is what makes it exclusive
     plan = make_plan(cfg)                      # bad input fails here, before anything is written
+    if plan.user_level and ((nproc or 1) > 1 or _under_torchrun()):
+        raise ConfigError(fmt("--nproc", "1 with --privacy-unit user (user-level sampling runs in one process)",
+                              nproc or int(os.environ.get("WORLD_SIZE", "1"))))
     if nproc is not None and nproc != 1 and not _under_torchrun():
         launch(nproc=nproc, out=out, config=cfg.to_dict())
         return RunResult(out, read_record(out))
