@@ -114,11 +114,12 @@ def privacy_warnings(plan: PrivacyPlan | None, *, dataset_size: int, unit: str =
     if plan is None:
         return []
     out = []
-    what = "training records" if unit == "record" else "users"
+    what, one, whole = (("training records", "one record", "whole records") if unit == "record" else
+                        ("users", "all records of one user", "all records of a user"))
     if plan.delta >= 1.0 / dataset_size:
         out.append(f"delta {plan.delta:g} is not below 1/N = {1.0 / dataset_size:.3g} (N = {dataset_size} {what}): "
-                   f"a mechanism that publishes one {unit}'s data in full meets (0, 1/N)-DP, so this "
-                   f"(epsilon, delta) guarantee allows whole {unit}s' data to leak. Use delta well below 1/N, e.g. "
+                   f"a mechanism that publishes {one} in full meets (0, 1/N)-DP, so this "
+                   f"(epsilon, delta) guarantee allows {whole} to leak. Use delta well below 1/N, e.g. "
                    f"{0.1 / dataset_size:.1g}.")
     if plan.noise_seed is not None:
         out.append(f"reproducible DP run (--noise-seed {plan.noise_seed}): its noise and Poisson sampling can be "
