@@ -73,6 +73,7 @@ def test_user_sampler_samples_users_and_caps_records():
             owner = int(recs[0]) // 5
             assert set(recs.tolist()) <= set(users[owner].tolist()) and len(recs) == min(2, len(users[owner]))
     assert np.mean(sizes) == pytest.approx(s.expected_batch_size, rel=0.1) and s.expected_batch_size == 20
+    assert s.expected_records == pytest.approx(0.1 * sum(min(len(u), 2) for u in users))
     # the subset of a capped user changes from draw to draw (drawn, not the first M records)
     subsets = {tuple(r.tolist()) for t in range(1, 200) for r in s.batch_users(t) if int(r[0]) // 5 == 4}
     picks = {tuple(r.tolist()) for t in range(1, 400) for r in s.batch_users(t) if len(users[int(r[0]) // 5]) == 5}

@@ -196,7 +196,9 @@ def final_fields(s: Any, outcome: Any, privacy: Any, wall: float) -> dict[str, A
     st = outcome.state
     peak, kind = peak_memory_mb(s.loaded.device)
     # DP: the realised batch sizes are private; the expected ones (steps × expected batch) are fixed by the plan
-    examples = st.step * s.sampler.expected_batch_size if privacy is not None else st.examples
+    # (user-level: expected records, q * sum_u min(|u|, M), not users)
+    per_step = getattr(s.sampler, "expected_records", None) or s.sampler.expected_batch_size
+    examples = st.step * per_step if privacy is not None else st.examples
     out: dict[str, Any] = {
         "status": outcome.status, "error": None, "steps": st.step, "wall_time_s": round(wall, 3),
         "train_time_s": round(st.train_time_s, 3), "peak_memory_mb": round(peak, 1), "peak_memory_kind": kind,

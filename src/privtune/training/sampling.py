@@ -94,6 +94,12 @@ class UserPoissonSampler:
         """Expected *users* per step (the DP update divides the noisy sum by it)."""
         return self.n * self.sample_rate
 
+    @property
+    def expected_records(self) -> float:
+        """Expected records per step: ``q * sum_u min(|u|, M)``."""
+        m = self.max_records_per_user
+        return self.sample_rate * float(sum(len(u) if m is None else min(len(u), m) for u in self.users))
+
 
 @dataclass(frozen=True)
 class ShuffleSampler:
