@@ -9,13 +9,13 @@ One optimizer step ``t`` (1-based):
 4. DP runs add Gaussian noise ``N(0, sigma^2 C^2)`` to the clipped sum once and divide by the expected batch ``B``
    (noise and Poisson masks from the run's :class:`~privtune.training.randomness.DPRandomness`, keyed by the
    ledger index);
-User-level DP (a sampler with ``batch_users``): whole users are sampled and packed into micro-batches without
-splitting any user (:func:`~privtune.training.sampling.split_micro_users`); the engine clips each user's summed
-gradient, and the noisy sum is divided by the expected number of users.
-
 5. the optimizer and the LR schedule step; after the first step the guards check that the update reached the
    model and that the clipped sum is bounded as clipping implies (:meth:`Trainer._check_first_step`);
 6. every ``checkpoint_every`` steps (and at the end) a checkpoint is written.
+
+User-level DP (a sampler with ``batch_users``): whole users are sampled and packed into micro-batches without
+splitting any user (:func:`~privtune.training.sampling.split_micro_users`); the engine clips each user's summed
+gradient, and the noisy sum is divided by the expected number of users.
 """
 
 from __future__ import annotations
