@@ -118,3 +118,14 @@ def test_cli_stats_reports_users(tmp_path, capsys):
     code, _, err = run(["data", "synth", "customersim", "--out", str(tmp_path / "e"), "--records-per-user", "0"],
                        capsys)
     assert code == 2 and "records-per-user" in err and len(err.strip().splitlines()) == 1
+
+
+def test_records_per_user_range_draws_counts():
+    a, info = generate("synbio", n_train=60, n_test=10, seed=2, records_per_user="1-4", canary_repeats=0)
+    assert info.params["records_per_user"] == "1-4"
+    counts = [len(v) for v in owned(a, "train").values()]
+    assert sum(counts) == 60 and set(counts[:-1]) <= {1, 2, 3, 4} and len(set(counts)) >= 3
+    assert not set(owned(a, "train")) & set(owned(a, "test"))
+    for bad in ("4-2", "0-3", "a-b", "1-2-3"):
+        with pytest.raises(ConfigError, match="records-per-user"):
+            generate("synbio", n_train=5, records_per_user=bad)

@@ -55,8 +55,8 @@ def synth(
                                        "2023), each in train with probability 1/2."),
     pool: str = typer.Option("private", "--pool", help="Identity pool: private, or public (disjoint identities, "
                              "no canaries: for pre-training a base model)."),
-    records_per_user: Optional[int] = typer.Option(None, "--records-per-user", help="K records per person "
-                                                   "(repeat customers keep name, phone and address; a person's "
+    records_per_user: Optional[str] = typer.Option(None, "--records-per-user", help="K records per person, or "
+                                                   "A-B (each person's count uniform in A..B) (repeat customers keep name, phone and address; a person's "
                                                    "biographies keep their facts); every record names its owner in "
                                                    "meta.user. Default: one record per person, no meta.user."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a different dataset at --out."),
@@ -66,8 +66,12 @@ def synth(
 
     path = synth_dataset(generator, out=out, overwrite=overwrite, n_train=train, n_test=test, seed=seed,
                          canary=canary, canary_repeats=canary_repeats, audit_canaries=audit_canaries, pool=pool,
-                         records_per_user=records_per_user)
+                         records_per_user=_int_or_text(records_per_user))
     _summary(path)
+
+
+def _int_or_text(v: str | None) -> int | str | None:
+    return int(v) if v is not None and v.strip().isdigit() else v
 
 
 def _pct(x: float | None) -> str:

@@ -39,35 +39,58 @@ def user_id(prefix: str, k: int) -> str:
     return f"{prefix}-u{k:06d}"
 
 
-def _n_users(n: int, k: int | None) -> int:
-    return 0 if k is None else -(-n // k)
 
 
 def _split(gen: Generator, split: str, n: int, start: int, ids: IdentityFactory, seed: int,
-           progress: Any, records_per_user: int | None = None, first_user: int = 0) -> list[Record]:
-    """``n`` records; with ``records_per_user`` K, users of K consecutive records each (the last may have fewer),
-    numbered from ``first_user``, each record naming its owner in ``meta.user``."""
+           progress: Any, sizes: tuple[int, int] | None = None, first_user: int = 0) -> tuple[list[Record], int]:
+    """``n`` records and the number of users they belong to. With ``sizes`` (lo, hi): users of consecutive records,
+    each owning a number of records drawn uniformly from ``lo .. hi`` (fixed K when lo = hi; the split's last user
+    may have fewer), numbered from ``first_user``, each record naming its owner in ``meta.user``."""
     rng = random.Random(f"privtune:{seed}:{ids.pool}:{gen.name}:{split}")
+    size_rng = random.Random(f"privtune:{seed}:{gen.name}:{split}:users")  # apart: documents do not depend on it
     task = progress.add_task(f"{gen.name} {split}", total=n)
     out = []
     who: Any = ids
+    users, left = 0, 0
     for i in range(n):
-        if records_per_user is not None and i % records_per_user == 0:
+        if sizes is not None and left == 0:
             who = UserIdentities(ids, gen.user_keeps)
+            left = sizes[0] if sizes[0] == sizes[1] else size_rng.randint(*sizes)
+            users += 1
         doc: Document = gen.document(ids=who, rng=rng)
         meta = doc.meta
-        if records_per_user is not None:
-            meta = {**meta, "user": user_id(gen.id_prefix, first_user + i // records_per_user)}
+        if sizes is not None:
+            meta = {**meta, "user": user_id(gen.id_prefix, first_user + users - 1)}
+            left -= 1
         out.append(Record(id=f"{gen.id_prefix}-{start + i:06d}", text=doc.text, spans=doc.spans,
                           meta=meta, label=doc.label))
         if i % 256 == 255 or i == n - 1:
             progress.update(task, completed=i + 1)
-    return out
+    return out, users
+
+
+def records_per_user_range(value: Any) -> tuple[int, int] | None:
+    """``K`` (an int or its text) -> (K, K); ``"A-B"`` -> (A, B), records per user uniform in ``A .. B``; None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ConfigError(fmt("--records-per-user", "a positive integer K or a range A-B", value))
+    if isinstance(value, int):
+        lo = hi = value
+    else:
+        parts = str(value).strip().split("-")
+        try:
+            lo, hi = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (0, 0)
+        except ValueError:
+            lo = hi = 0
+    if not (1 <= lo <= hi):
+        raise ConfigError(fmt("--records-per-user", "a positive integer K or a range A-B with 1 <= A <= B", value))
+    return lo, hi
 
 
 def generate(name: str, *, n_train: int | None = None, n_test: int | None = None, seed: int = 0,
              canary: str | None = None, canary_repeats: int | None = None, audit_canaries: int = 0,
-             pool: str = "private", records_per_user: int | None = None
+             pool: str = "private", records_per_user: int | str | None = None
              ) -> tuple[dict[str, list[Record]], DatasetInfo]:
     """Generate a dataset in memory: ``({"train": [...], "test": [...]}, DatasetInfo)``.
 
@@ -86,9 +109,8 @@ def generate(name: str, *, n_train: int | None = None, n_test: int | None = None
         raise ConfigError(fmt("n_train", "a positive integer", n_train))
     if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 0:
         raise ConfigError(fmt("n_test", "a non-negative integer", n_test))
-    if records_per_user is not None:
-        if isinstance(records_per_user, bool) or not isinstance(records_per_user, int) or records_per_user < 1:
-            raise ConfigError(fmt("--records-per-user", "a positive integer", records_per_user))
+    sizes = records_per_user_range(records_per_user)
+    if sizes is not None:
         if not gen.user_keeps:
             raise ConfigError(fmt("--records-per-user", "used with a generator that has repeat users "
                                   f"({', '.join(n for n in GENERATORS.names() if GENERATORS.get(n).user_keeps)})",
@@ -110,12 +132,11 @@ def generate(name: str, *, n_train: int | None = None, n_test: int | None = None
         raise ConfigError(fmt("canary_repeats", "positive when a canary secret is given", canary_repeats))
     ids = IdentityFactory(seed=seed, pool=pool, salt=name)
     with make_progress() as progress:
-        train = _split(gen, "train", n_train, 0, ids, seed, progress, records_per_user)
-        test = _split(gen, "test", n_test, n_train, ids, seed, progress, records_per_user,
-                      first_user=_n_users(n_train, records_per_user))
+        train, n_users = _split(gen, "train", n_train, 0, ids, seed, progress, sizes)
+        test, _ = _split(gen, "test", n_test, n_train, ids, seed, progress, sizes, first_user=n_users)
     train, canary_info, audit_info = plant(train, prefix=gen.id_prefix, seed=seed, secret=canary,
                                            repeats=canary_repeats, audit_canaries=audit_canaries)
-    if records_per_user is not None:  # canary records get owners too (every record of a user-level dataset has one)
+    if sizes is not None:  # canary records get owners too (every record of a user-level dataset has one)
         for r in train:
             if r.is_canary:
                 kind = r.meta.get("canary_kind")
@@ -126,7 +147,7 @@ def generate(name: str, *, n_train: int | None = None, n_test: int | None = None
         canary=canary_info, audit=audit_info, class_labels=gen.class_labels,
         params={"generator": name, "n_train": n_train, "n_test": n_test, "pool": pool,
                 "canary_repeats": canary_repeats, "audit_canaries": audit_canaries,
-                **({"records_per_user": records_per_user} if records_per_user is not None else {})})
+                **({"records_per_user": records_per_user} if sizes is not None else {})})
     return ({"train": train, "test": test} if n_test else {"train": train}), info
 
 
