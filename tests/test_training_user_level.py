@@ -259,3 +259,10 @@ def test_one_user_owning_most_data_warns_with_the_figure(tmp_path, capsys):
     rec = json.loads((out / "run.json").read_text())
     assert any("9 of the 12" in w and "75%" in w for w in rec["privacy_warnings"])
     assert "9 of the 12" in " ".join(err.split())
+
+
+def test_user_sampler_with_secure_rng_caps_records():
+    users = tuple(np.arange(10 * u, 10 * u + 10) for u in range(30))
+    s = UserPoissonSampler(users=users, sample_rate=0.5, randomness=DPRandomness.secure(), max_records_per_user=3)
+    got = [r for t in range(1, 5) for r in s.batch_users(t)]
+    assert got and all(len(r) == 3 and len(set(r.tolist())) == 3 and r[0] // 10 == r[-1] // 10 for r in got)
