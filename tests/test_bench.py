@@ -36,6 +36,14 @@ def test_bench_json_has_contract_keys_and_raw_figures():
     assert min((a - h) / (b + h) for a, b in zip(t_dp, t)) - 1e-3 <= d["dp_lora_over_lora_time"] <= \
         max((a + h) / max(b - h, 1e-9) for a, b in zip(t_dp, t)) + 1e-3
     assert d["methods"]["lora"]["trainable_params"] < d["methods"]["fft"]["trainable_params"]
+    # user-level clipping: each DP method again on the same batches, grouped into users (default 4 per user)
+    for m in ("dp_fft", "dp_lora"):
+        t_u, t_r = d["methods"][m.replace("_", "-") + "-user"]["step_s_all"], d["methods"][m.replace("_", "-")][
+            "step_s_all"]
+        assert min((a - h) / (b + h) for a, b in zip(t_u, t_r)) - 1e-3 <= d[f"{m}_user_over_record_time"] <= \
+            max((a + h) / max(b - h, 1e-9) for a, b in zip(t_u, t_r)) + 1e-3
+        assert d[f"{m}_user_over_record_memory"] > 0
+    assert d["user_over_record_time"] == max(d["dp_fft_user_over_record_time"], d["dp_lora_user_over_record_time"])
 
 
 def test_bench_text_and_bad_input():
@@ -103,6 +111,7 @@ def test_scaling_writes_plot_and_points(tmp_path):
 
 
 def test_run_bench_python_api():
-    r = run_bench(BenchConfig(**TINY, memory=False, pairs=(("lora", "dp-lora"),)))
+    r = run_bench(BenchConfig(**TINY, memory=False, pairs=(("lora", "dp-lora"),), records_per_user=0))
     assert set(r.methods) == {"lora", "dp-lora"} and r.ratios["dp_lora_over_lora_memory"] is None
+    assert "user_over_record_time" not in r.ratios
     assert r.ratios["dp_lora_over_lora_time"] > 0

@@ -27,6 +27,9 @@ def bench_cmd(
                                  "plot cost growth (needs --out)."),
     quick: bool = typer.Option(False, "--quick", help="--scaling with two points per factor."),
     out: Optional[Path] = typer.Option(None, "--out", help="--scaling: the PNG to write (JSON beside it)."),
+    records_per_user: int = typer.Option(4, "--records-per-user", help="Also time each DP method with user-level "
+                                         "clipping, the batch grouped into users of this many sequences "
+                                         "(user_over_record_time); 0: skip."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (ratios first, then raw figures)."),
 ) -> None:
     """Time per optimizer step and peak memory of lora vs dp-lora and fft vs dp-fft, measured interleaved in one
@@ -35,7 +38,7 @@ def bench_cmd(
     from privtune.training.bench import BenchConfig, run_bench
 
     cfg = BenchConfig(model=model, batch=batch, seq=seq, rounds=rounds, warmup=warmup, dp_engine=dp_engine,
-                      threads=threads, device=device, memory=memory).validate()
+                      threads=threads, device=device, memory=memory, records_per_user=records_per_user).validate()
     if dp_engine is not None:
         from privtune.training.dp import get_engine
 

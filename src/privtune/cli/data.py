@@ -55,14 +55,23 @@ def synth(
                                        "2023), each in train with probability 1/2."),
     pool: str = typer.Option("private", "--pool", help="Identity pool: private, or public (disjoint identities, "
                              "no canaries: for pre-training a base model)."),
+    records_per_user: Optional[str] = typer.Option(None, "--records-per-user", help="K records per person, or "
+                                                   "A-B (each person's count uniform in A..B) (repeat customers keep name, phone and address; a person's "
+                                                   "biographies keep their facts); every record names its owner in "
+                                                   "meta.user. Default: one record per person, no meta.user."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a different dataset at --out."),
 ) -> None:
     """Generate a synthetic private-text dataset with exact sensitive spans."""
     from privtune.data.synth import synth_dataset
 
     path = synth_dataset(generator, out=out, overwrite=overwrite, n_train=train, n_test=test, seed=seed,
-                         canary=canary, canary_repeats=canary_repeats, audit_canaries=audit_canaries, pool=pool)
+                         canary=canary, canary_repeats=canary_repeats, audit_canaries=audit_canaries, pool=pool,
+                         records_per_user=_int_or_text(records_per_user))
     _summary(path)
+
+
+def _int_or_text(v: str | None) -> int | str | None:
+    return int(v) if v is not None and v.strip().isdigit() else v
 
 
 def _pct(x: float | None) -> str:
@@ -108,16 +117,17 @@ def stats(
                                             "tokenizer (local directory or cached id) instead of whitespace."),
     allow_download: bool = typer.Option(False, "--allow-download", help="Let transformers download the "
                                         "--tokenizer from the Hugging Face hub (otherwise: local cache only)."),
+    user_key: str = typer.Option("user", "--user-key", help="The meta key naming a record's owner (user)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
-    """Documents, tokens, sensitive-token share, spans per label and canary info (secrets redacted)."""
+    """Documents, tokens, sensitive-token share, spans per label, users and canary info (secrets redacted)."""
     import json
 
     from rich.table import Table
 
     from privtune.data.stats import dataset_stats
 
-    st = dataset_stats(path, tokenizer=tokenizer, allow_download=allow_download)
+    st = dataset_stats(path, tokenizer=tokenizer, allow_download=allow_download, user_key=user_key)
     if as_json:
         typer.echo(json.dumps(st.to_dict(), indent=2))
         return
@@ -138,7 +148,19 @@ def stats(
                                   for s in rows])
     for cls in sorted(st.total.class_counts):
         t.add_row(f"  class {escape(cls)}", *[f"{s.class_counts.get(cls, 0):,}" for s in rows])
+    us = st.users or {}
+    split_users = [us.get(name, {}) for name in st.splits]
+    if any(u.get("users") for u in split_users):
+        t.add_row(f"users (meta.{escape(us['key'])})", *[f"{u.get('users', 0):,}" for u in split_users], "")
+        t.add_row("records / user", *["-" if not u.get("users") else
+                                      f"{u['min_records_per_user']} / {u['median_records_per_user']:g} / "
+                                      f"{u['max_records_per_user']}" for u in split_users], "[dim]min / median / max[/]")
+        if any(u.get("records_without_user") for u in split_users):
+            t.add_row("records without user", *[f"{u.get('records_without_user', 0):,}" for u in split_users], "")
     console.print(t)
+    if us.get("shared_users"):
+        console.print(f"[yellow]warning[/] {us['shared_users']} users own records in more than one split "
+                      "(train and test people are not disjoint).", highlight=False)
     if st.canary:
         c = st.canary
         console.print(escape(f"canary: {c['template'].replace('{secret}', c['secret'])} x{c['repeats']} in "

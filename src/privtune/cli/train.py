@@ -81,6 +81,15 @@ def train_cmd(
         None, "--dp-diagnostics/--no-dp-diagnostics", help="DP: also record the training loss, token/example counts, "
         "empty batches and clip fraction, labelled as outside the DP guarantee (they are computed from the private "
         "data without noise; by default a DP run does not release them)."),
+    privacy_unit: Optional[str] = typer.Option(None, "--privacy-unit", help="What the DP guarantee protects: record "
+                                               "(default) or user (all records of one person, named by "
+                                               "meta.user or --user-key): users are Poisson-sampled, --batch-size "
+                                               "is then the expected users per step, and ε is per user."),
+    max_records_per_user: Optional[int] = typer.Option(None, "--max-records-per-user", help="User-level: at most "
+                                                       "this many records of a sampled user per step, chosen at "
+                                                       "random (default: all)."),
+    user_key: Optional[str] = typer.Option(None, "--user-key", help="The meta key naming a record's owner "
+                                           "(default user)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
     resume_reserve: Optional[int] = typer.Option(None, "--resume-reserve",
                                                  help="DP: steps of budget kept for re-execution after a crash."),
@@ -151,6 +160,16 @@ def _print_result(result: Any) -> None:
         console.print(f"[bold red]privacy warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     if rec.get("target_met") is False and rec.get("noise_calibration") != "edgeworth-estimate":
         console.print(f"[bold red]certified ε {eps:.3f} exceeds the target {rec['target_epsilon']:g}[/]",
+                      highlight=False)
+    if eps is not None and rec.get("privacy_unit") == "user":
+        cap = rec.get("max_records_per_user")
+        console.print(escape(f"privacy unit: user (ε per user over {rec['n_users']:,} users; each sampled user "
+                             f"contributes {'all their records' if cap is None else f'at most {cap} records'} "
+                             "through one clipped gradient)"), highlight=False)
+    elif rec.get("user_group_epsilon") is not None:
+        console.print(escape(f"privacy unit: record. A user owns up to {rec['user_group_size']} records: such a user "
+                             f"is protected at ε ≤ {rec['user_group_epsilon']:.3f} (group-privacy bound, "
+                             f"δ = {rec['user_group_delta']:g}); use --privacy-unit user to protect people."),
                       highlight=False)
     color = "green" if rec["status"] == "completed" else "yellow"
     console.print(f"[{color}]{rec['status']}[/] " + escape(

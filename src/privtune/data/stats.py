@@ -1,4 +1,5 @@
-"""Dataset statistics (``privtune data stats``): documents, tokens, sensitive-token share, labels, canaries.
+"""Dataset statistics (``privtune data stats``): documents, tokens, sensitive-token share, labels, canaries, and
+the users who own the records (``meta.user`` or ``user_key``: users, records per user min/median/max).
 
 Tokens are whitespace-separated words unless a tokenizer is given. A token is sensitive when it overlaps a span
 (:mod:`privtune.data.masks`), so ``sensitive_token_share = sensitive tokens / tokens``. Canary secrets are never
@@ -59,11 +60,12 @@ class DatasetStats:
     total: SplitStats
     canary: dict[str, Any] | None = None   # redacted
     audit: dict[str, Any] | None = None    # redacted
+    users: dict[str, Any] | None = None    # split -> UserSummary dict, "shared": owners found in several splits
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "path": self.path, "task": self.task, "token_unit": self.token_unit,
                 "splits": {k: v.to_dict() for k, v in self.splits.items()}, "total": self.total.to_dict(),
-                "canary": self.canary, "audit": self.audit}
+                "canary": self.canary, "audit": self.audit, "users": self.users}
 
 
 def _split_stats(records: list[Record], offsets: list[list[tuple[int, int]]]) -> SplitStats:
@@ -86,12 +88,31 @@ def _split_stats(records: list[Record], offsets: list[list[tuple[int, int]]]) ->
     return st
 
 
-def dataset_stats(data: Dataset | str | Path, *, tokenizer: Any = None, allow_download: bool = False) -> DatasetStats:
+def user_stats(ds: Dataset, key: str = "user") -> dict[str, Any]:
+    """Per split: users, records per user (min/median/max), records without an owner, the largest user's share;
+    ``shared_users``: owners that appear in more than one split (0 when train and test people are disjoint)."""
+    from privtune.data.users import check_user_key, owner, user_summary
+
+    check_user_key(key)
+    out: dict[str, Any] = {"key": key}
+    seen: dict[str, set[str]] = {}
+    for name, recs in ds.splits.items():
+        out[name] = user_summary(recs, key).to_dict()
+        seen[name] = {u for u in (owner(r, key) for r in recs) if u is not None}
+    names = list(seen)
+    out["shared_users"] = len({u for i, a in enumerate(names) for b in names[i + 1:] for u in seen[a] & seen[b]})
+    return out
+
+
+def dataset_stats(data: Dataset | str | Path, *, tokenizer: Any = None, allow_download: bool = False,
+                  user_key: str = "user") -> DatasetStats:
     """Statistics of a dataset (a loaded :class:`Dataset` or a directory). ``tokenizer``: a fast tokenizer or a
     name/path to load one (from the local cache only, unless ``allow_download``); tokens are counted without
-    special tokens."""
+    special tokens. ``user_key``: the ``meta`` key naming a record's owner."""
     from privtune.data.synth.canaries import redacted
+    from privtune.data.users import check_user_key
 
+    check_user_key(user_key)
     if isinstance(tokenizer, (str, Path)):  # before reading the data: a missing tokenizer fails at once
         tokenizer = load_fast_tokenizer(str(tokenizer), allow_download=allow_download)
     ds = data if isinstance(data, Dataset) else load_dataset(data)
@@ -110,4 +131,5 @@ def dataset_stats(data: Dataset | str | Path, *, tokenizer: Any = None, allow_do
         audit["included_count"] = sum(ds.info.audit["included"])
         audit.pop("included", None)
     return DatasetStats(name=ds.info.name, path=str(ds.path) if ds.path else None, task=ds.info.task,
-                        token_unit=unit, splits=splits, total=total, canary=redacted(ds.info.canary), audit=audit)
+                        token_unit=unit, splits=splits, total=total, canary=redacted(ds.info.canary), audit=audit,
+                        users=user_stats(ds, user_key))

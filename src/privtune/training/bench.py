@@ -12,6 +12,12 @@ takes one step, in an order that rotates from round to round and puts each DP me
 background load on a shared machine falls on numerator and denominator alike. A ratio is the median over rounds of
 the per-round ratio ``t_dp / t_base`` (paired); the raw figures are medians of the per-method step times.
 
+User-level clipping (``records_per_user`` K > 0, default 4): each DP method is also built a second time and run on
+the same batches with the batch's sequences grouped into users of K consecutive sequences, clipping each user's
+summed gradient (``--privacy-unit user``'s engine path, :mod:`privtune.training.dp.engine`). It takes its step right
+after its record-level twin; ``<dp>_user_over_record_time`` is the median paired ratio, ``user_over_record_time``
+the largest of them over the DP methods (and ``..._memory`` likewise).
+
 Peak memory (MiB) of a method: its *resident* state (parameters, buffers and optimizer state, storages counted
 once) plus the peak, during one optimizer step, of the tensor memory allocated above the step's start (gradients,
 activations, per-example quantities, noise). On CPU the step runs under ``torch.profiler`` with
@@ -55,8 +61,11 @@ class BenchConfig:
     device: str = "cpu"
     memory: bool = True
     seed: int = 0
+    records_per_user: int = 4         # user-level clipping variant of each DP method (0: not measured)
 
     def validate(self) -> "BenchConfig":
+        if self.records_per_user < 0:
+            raise ConfigError(fmt("--records-per-user", "a non-negative integer", self.records_per_user))
         for name in ("batch", "seq", "rounds"):
             if getattr(self, name) < 1 or (name == "seq" and self.seq < 2):
                 raise ConfigError(fmt(f"--{name}", "a positive integer (seq >= 2)", getattr(self, name)))
@@ -192,6 +201,34 @@ class _Bench:
     times: list[float] = field(default_factory=list)
 
 
+USER = "-user"  # suffix of a DP method's user-level variant
+
+
+@dataclass(frozen=True)
+class FixedUserBatches:
+    """The bench's fixed batches, their sequences grouped into users of ``k`` consecutive sequences (user-level
+    clipping cost on exactly the record-level twin's batches)."""
+
+    base: Any
+    k: int
+
+    def batch(self, step: int, *, draw: int | None = None) -> Any:
+        return self.base.batch(step)
+
+    def batch_users(self, step: int, *, draw: int | None = None) -> list[Any]:
+        b = self.base.batch(step)
+        return [b[i:i + self.k] for i in range(0, len(b), self.k)]
+
+    @property
+    def expected_batch_size(self) -> float:
+        return float(-(-self.base.batch_size // self.k))
+
+
+def _with_users(order: list[str], benches: dict[str, Any]) -> list[str]:
+    """Each user-level variant right after its record-level twin."""
+    return [x for m in order for x in ([m, m + USER] if m + USER in benches else [m])]
+
+
 def _order(pairs: tuple[tuple[str, str], ...], r: int) -> list[str]:
     """Round ``r``'s order: pairs rotate every round, and within each pair the DP method goes first in every other
     cycle of rotations (two pairs: four distinct orders in four rounds)."""
@@ -235,6 +272,20 @@ def build(cfg: BenchConfig, tmp: Path, progress: Callable[[str], None] | None = 
                           planned_steps=n_batches, physical_batch_size=cfg.batch, device=s.loaded.device,
                           engine=s.engine, privacy=privacy, randomness=s.randomness)
         out[method] = _Bench(method, trainer, s, tcfg.dp_engine if dp else None)
+        if dp and cfg.records_per_user:
+            name = method + USER
+            if progress:
+                progress(f"building {name}")
+            su = build_session(make_plan(tcfg))
+            su.model.load_state_dict(s.model.state_dict())
+            (tmp / name).mkdir(exist_ok=True)
+            sampler = FixedUserBatches(ShuffleSampler(n=len(data), batch_size=cfg.batch, seed=cfg.seed),
+                                       cfg.records_per_user)
+            tu = Trainer(model=su.model, task="lm", data=data, optimizer=su.optimizer, scheduler=su.scheduler,
+                         sampler=sampler, planned_steps=n_batches, physical_batch_size=cfg.batch,
+                         device=su.loaded.device, engine=su.engine, privacy=PrivacyState(su.plan.privacy, tmp / name),
+                         randomness=su.randomness)
+            out[name] = _Bench(name, tu, su, tcfg.dp_engine)
     return out
 
 
@@ -257,7 +308,7 @@ def run_bench(cfg: BenchConfig | None = None, *, progress: Callable[[str], None]
             if progress:
                 progress(f"round {r + 1}/{cfg.warmup + cfg.rounds}" + (" (warm-up)" if r < cfg.warmup else ""))
             gc.collect()
-            for m in _order(cfg.pairs, r):
+            for m in _with_users(_order(cfg.pairs, r), benches):
                 dev = benches[m].session.loaded.device
                 _sync(dev)
                 t0 = time.perf_counter()
@@ -296,6 +347,17 @@ def run_bench(cfg: BenchConfig | None = None, *, progress: Callable[[str], None]
         ratios[ratio_key(base, dp, "time")] = round(statistics.median(d / t for d, t in zip(td, tb)), 4)
         pb, pd = methods[base].peak_memory_mb, methods[dp].peak_memory_mb
         ratios[ratio_key(base, dp, "memory")] = None if pb is None or pd is None else round(pd / pb, 4)
+    users = [dp for _, dp in cfg.pairs if dp + USER in benches]
+    for dp in users:
+        tr, tu = benches[dp].times, benches[dp + USER].times
+        key = dp.replace("-", "_")
+        ratios[f"{key}_user_over_record_time"] = round(statistics.median(u / t for u, t in zip(tu, tr)), 4)
+        pr, pu = methods[dp].peak_memory_mb, methods[dp + USER].peak_memory_mb
+        ratios[f"{key}_user_over_record_memory"] = None if pr is None or pu is None else round(pu / pr, 4)
+    if users:
+        for what in ("time", "memory"):
+            vals = [ratios[f"{dp.replace('-', '_')}_user_over_record_{what}"] for dp in users]
+            ratios[f"user_over_record_{what}"] = None if None in vals else max(vals)
     env = {"device": device, "threads": torch.get_num_threads(), "torch": torch.__version__,
            "cpu_count": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
            "loadavg_after": [round(x, 2) for x in os.getloadavg()]}

@@ -77,7 +77,7 @@ def run_scaling(cfg: ScalingConfig | None = None, *, progress: Callable[[str], N
         for k, (axis, value, bc, n_params) in enumerate(plan):
             if progress:
                 progress(f"[{k + 1}/{len(plan)}] {axis} = {value}")
-            r = run_bench(bc)
+            r = run_bench(replace(bc, records_per_user=0))  # the DP/non-DP ratios only
             row: dict[str, Any] = {"axis": axis, "value": value, "params": n_params, **r.ratios}
             for m, c in r.methods.items():
                 row[f"{m}_step_s"] = c.step_s

@@ -3,6 +3,11 @@
 Privacy quantities: ``epsilon``/``delta`` are the target of the (epsilon, delta)-DP guarantee under add/remove-one
 neighbouring; ``noise_multiplier`` sigma is the Gaussian noise std divided by the clipping norm ``max_grad_norm`` C;
 the sample rate is ``q = batch_size / N`` (expected batch over training-set size).
+
+Privacy unit (``privacy_unit``): ``record`` (default; neighbouring datasets differ by one record) or ``user``
+(they differ by all records of one user, named by ``meta.<user_key>``): then ``N`` counts users, ``batch_size`` is
+the expected number of *users* per step, each sampled user contributes at most ``max_records_per_user`` records
+(all by default) through one clipped gradient, and epsilon is per user.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 LR_SCHEDULES = ("linear", "cosine", "constant")
+PRIVACY_UNITS = ("record", "user")
 RGP_CARRIERS = ("history", "weight")
 
 
@@ -42,6 +48,9 @@ class TrainConfig:
     noise_seed: int | None = None        # reproducible noise and masks: no guarantee against anyone who knows it
     dp_engine: str = "bk"                 # per-example gradient engine (docs/performance.md)
     dp_diagnostics: bool = False          # DP: record the non-noised training statistics, labelled (docs/training.md)
+    privacy_unit: str = "record"          # what one DP guarantee protects: a record, or a user (all their records)
+    max_records_per_user: int | None = None  # user-level: records of a sampled user used per step (default all)
+    user_key: str = "user"                # the meta key naming a record's owner
     # schedule
     epochs: float | None = 3.0
     steps: int | None = None
@@ -94,6 +103,17 @@ class TrainConfig:
             if self.secure_rng:
                 raise ConfigError(fmt("--noise-seed", "used without --secure-rng (reproducible noise cannot come "
                                       "from the OS CSPRNG)", self.noise_seed, "Drop one of the two."))
+        if self.privacy_unit not in PRIVACY_UNITS:
+            raise ConfigError(fmt("--privacy-unit", f"one of {', '.join(PRIVACY_UNITS)}", self.privacy_unit))
+        if self.max_records_per_user is not None:
+            if self.max_records_per_user < 1:
+                raise ConfigError(fmt("--max-records-per-user", "a positive integer", self.max_records_per_user))
+            if self.privacy_unit != "user":
+                raise ConfigError(fmt("--max-records-per-user", "given with --privacy-unit user",
+                                      self.max_records_per_user, "Add --privacy-unit user or drop it."))
+        from privtune.data.users import check_user_key
+
+        check_user_key(self.user_key)
         if not isinstance(self.dp_diagnostics, bool):
             raise ConfigError(fmt("dp_diagnostics", "true or false", self.dp_diagnostics))
         if self.noise_multiplier is not None and not self.noise_multiplier > 0:

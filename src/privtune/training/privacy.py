@@ -107,16 +107,19 @@ def plan_privacy(*, epsilon: float | None, delta: float, noise_multiplier: float
                        noise_seed=noise_seed)
 
 
-def privacy_warnings(plan: PrivacyPlan | None, *, dataset_size: int) -> list[str]:
+def privacy_warnings(plan: PrivacyPlan | None, *, dataset_size: int, unit: str = "record") -> list[str]:
     """What weakens or voids the guarantee of a run with this plan, one readable line each (run.json
-    ``privacy_warnings``, the CLI and the report show them)."""
+    ``privacy_warnings``, the CLI and the report show them). ``unit``: the privacy unit (``record`` or ``user``)
+    that ``dataset_size`` counts."""
     if plan is None:
         return []
     out = []
+    what, one, whole = (("training records", "one record", "whole records") if unit == "record" else
+                        ("users", "all records of one user", "all records of a user"))
     if plan.delta >= 1.0 / dataset_size:
-        out.append(f"delta {plan.delta:g} is not below 1/N = {1.0 / dataset_size:.3g} (N = {dataset_size} training "
-                   "records): a mechanism that publishes one record in full meets (0, 1/N)-DP, so this "
-                   f"(epsilon, delta) guarantee allows whole records to leak. Use delta well below 1/N, e.g. "
+        out.append(f"delta {plan.delta:g} is not below 1/N = {1.0 / dataset_size:.3g} (N = {dataset_size} {what}): "
+                   f"a mechanism that publishes {one} in full meets (0, 1/N)-DP, so this "
+                   f"(epsilon, delta) guarantee allows {whole} to leak. Use delta well below 1/N, e.g. "
                    f"{0.1 / dataset_size:.1g}.")
     if plan.noise_seed is not None:
         out.append(f"reproducible DP run (--noise-seed {plan.noise_seed}): its noise and Poisson sampling can be "

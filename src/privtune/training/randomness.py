@@ -36,6 +36,8 @@ SOURCES = ("secret", "secure", "seeded")
 KEY_BITS = 256
 #: stream labels mixed into the key (kept from the former seed-derived streams: 1 masks, 3 noise)
 MASK_STREAM, NOISE_STREAM = 1, 3
+#: user-level DP: which records of a sampled user enter a step (``--max-records-per-user``)
+SUBSET_STREAM = 4
 
 
 def secure_uniform(n: int) -> np.ndarray:
@@ -86,6 +88,13 @@ class DPRandomness:
         if self.source == "secure":
             return secure_uniform(n)
         return keyed_rng(self.key, MASK_STREAM, draw).random(n)
+
+    def subset_rng(self, *, draw: int) -> np.random.Generator:
+        """The generator choosing which records of each sampled user enter invocation ``draw`` (user-level DP with
+        ``--max-records-per-user``): part of the mechanism's coins, as secret as the masks."""
+        if self.source == "secure":
+            return np.random.Generator(np.random.PCG64(int.from_bytes(os.urandom(32), "big")))
+        return keyed_rng(self.key, SUBSET_STREAM, draw)
 
     def add_noise_(self, tensors: list[Any], std: float, *, draw: int) -> None:
         """Add the Gaussian noise of invocation ``draw`` to ``tensors`` in place (:func:`~.dp.noise.add_noise_`)."""

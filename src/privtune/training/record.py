@@ -35,6 +35,8 @@ from privtune.training.randomness import run_fields as randomness_fields
 from privtune.training.trainer import snapshot_losses
 
 NEIGHBOURING = "add_or_remove_one"
+#: user-level DP: neighbouring datasets differ by all records of one user
+NEIGHBOURING_USER = "add_or_remove_one_user"
 #: run.json keys computed from the training data without noise (withheld from DP runs unless --dp-diagnostics)
 PRIVATE_STATS = ("final_train_loss", "train_loss_curve", "tokens", "tokens_per_s", "examples", "epochs_run",
                  "empty_batches", "clip_fraction")
@@ -97,8 +99,14 @@ def stamp(plan: Any) -> dict[str, Any]:
     """Written beside the saved model: who made it and under which privacy terms."""
     p = plan.privacy
     return {"privtune_version": __version__, "method": plan.cfg.method, "base_model": plan.cfg.model,
-            "accountant": p.accountant if p else None, "neighbouring": NEIGHBOURING if p else None,
-            "sampling": "poisson" if p else "shuffle"}
+            "accountant": p.accountant if p else None, "neighbouring": _neighbouring(plan),
+            "sampling": "poisson" if p else "shuffle", "privacy_unit": _unit(plan) if p else None}
+
+
+def _neighbouring(plan: Any) -> str | None:
+    if plan.privacy is None:
+        return None
+    return NEIGHBOURING_USER if plan.user_level else NEIGHBOURING
 
 
 def initial_record(plan: Any, s: Any) -> dict[str, Any]:
@@ -117,14 +125,16 @@ def initial_record(plan: Any, s: Any) -> dict[str, Any]:
         "delta": p.delta if p else None, "noise_multiplier": p.noise_multiplier if p else None,
         "max_grad_norm": p.max_grad_norm if p else None, "sample_rate": plan.sample_rate,
         "accountant": p.accountant if p else None, "sampling": "poisson" if p else "shuffle",
-        "neighbouring": NEIGHBOURING if p else None, "noise_calibrated": p.calibrated if p else None,
+        "neighbouring": _neighbouring(plan), "noise_calibrated": p.calibrated if p else None,
         "calibrated_steps": p.calibrated_steps if p else None, "reserve_steps": p.reserve_steps if p else None,
         "secure_rng": cfg.secure_rng, **randomness_fields(p),
-        "privacy_warnings": privacy_warnings(p, dataset_size=plan.n_train),
+        "privacy_warnings": privacy_warnings(p, dataset_size=plan.n_units, unit=_unit(plan)) + plan.unit_warnings,
+        **unit_fields(plan),
         "dp_engine": cfg.dp_engine if p else None, "privacy_plan": p.to_dict() if p else None,
         "steps": 0, "planned_steps": plan.steps, "ledger_steps": 0 if p else None,
         "epochs": cfg.epochs if cfg.steps is None else plan.steps * plan.sample_rate,
         "n_train": plan.n_train, "batch_size": cfg.batch_size, "expected_batch_size": cfg.batch_size,
+        "expected_batch_unit": "users" if plan.user_level else "records",
         "physical_batch_size": plan.physical_batch_size, "max_length": cfg.max_length, "learning_rate": plan.lr,
         "lr_schedule": cfg.lr_schedule, "warmup_steps": cfg.warmup_steps, "weight_decay": cfg.weight_decay,
         "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
@@ -141,6 +151,42 @@ def initial_record(plan: Any, s: Any) -> dict[str, Any]:
     }
 
 
+def _unit(plan: Any) -> str:
+    return "user" if plan.user_level else "record"
+
+
+def unit_fields(plan: Any) -> dict[str, Any]:
+    """run.json's privacy unit (DP runs; null otherwise): ``privacy_unit``; user-level runs: ``n_users`` (the
+    accountant's N), ``max_records_per_user`` (the cap per step, null: all of a user's records),
+    ``max_records_per_user_seen`` (the most records one user owns), ``user_key``; record-level runs on data naming
+    owners: ``max_records_per_user_seen`` and, once steps are taken, ``user_group_epsilon``
+    (:func:`group_fields`)."""
+    if plan.privacy is None:
+        return {"privacy_unit": None}
+    cfg = plan.cfg
+    out: dict[str, Any] = {"privacy_unit": _unit(plan), "user_key": cfg.user_key,
+                           "max_records_per_user_seen": plan.max_records_seen}
+    if plan.user_level:
+        out.update(n_users=plan.n_units, max_records_per_user=cfg.max_records_per_user)
+    return out
+
+
+def group_fields(plan: Any, privacy: Any) -> dict[str, Any]:
+    """Record-level DP on data where a user owns k > 1 records: the group-privacy bound for such a user, from the
+    ledger (:func:`privtune.accounting.group.group_epsilon`; a certified upper bound, labelled ``bound``)."""
+    k = plan.max_records_seen
+    if plan.privacy is None or plan.user_level or not k or k < 2 or privacy is None or not privacy.steps:
+        return {}
+    from privtune.accounting.group import group_epsilon
+
+    g = group_epsilon(privacy.ledger, delta=plan.privacy.delta, group_size=k)
+    return {"user_group_epsilon": g["epsilon"], "user_group_epsilon_kind": "bound", "user_group_size": k,
+            "user_group_delta": g["delta"], "user_group_method": g["method"],
+            "user_group_note": f"record-level DP: a user with {k} records is protected at epsilon "
+                               f"{g['epsilon']:.3g} (group-privacy upper bound, delta {g['delta']:g}), not at the "
+                               "per-record epsilon"}
+
+
 def _lora_targets(model: Any) -> list[str] | None:
     cfg = getattr(model, "peft_config", {}).get("default")
     return sorted(cfg.target_modules) if cfg is not None else None
@@ -150,7 +196,9 @@ def final_fields(s: Any, outcome: Any, privacy: Any, wall: float) -> dict[str, A
     st = outcome.state
     peak, kind = peak_memory_mb(s.loaded.device)
     # DP: the realised batch sizes are private; the expected ones (steps × expected batch) are fixed by the plan
-    examples = st.step * s.sampler.expected_batch_size if privacy is not None else st.examples
+    # (user-level: expected records, q * sum_u min(|u|, M), not users)
+    per_step = getattr(s.sampler, "expected_records", None) or s.sampler.expected_batch_size
+    examples = st.step * per_step if privacy is not None else st.examples
     out: dict[str, Any] = {
         "status": outcome.status, "error": None, "steps": st.step, "wall_time_s": round(wall, 3),
         "train_time_s": round(st.train_time_s, 3), "peak_memory_mb": round(peak, 1), "peak_memory_kind": kind,
@@ -168,6 +216,7 @@ def final_fields(s: Any, outcome: Any, privacy: Any, wall: float) -> dict[str, A
     if privacy is not None:
         eps = privacy.epsilon()
         out.update(spent_fields(privacy, eps))
+        out.update(group_fields(s.plan, privacy))
         out.update(estimate_calibration.final_fields(privacy.plan, privacy.ledger, out["epsilon"] if eps else None))
     if s.test is not None and len(s.test):
         labels = s.plan.labels

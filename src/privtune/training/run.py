@@ -87,6 +87,9 @@ def train(config: TrainConfig | None = None, *, out: str | Path, nproc: int | No
     cfg = TrainConfig.from_dict({**(config.to_dict() if config else {}), **overrides})
     out = ensure_fresh_dir(out, what="--out", fix=_TAKEN)   # early; the claim below is what makes it exclusive
     plan = make_plan(cfg)                      # bad input fails here, before anything is written
+    if plan.user_level and ((nproc or 1) > 1 or _under_torchrun()):
+        raise ConfigError(fmt("--nproc", "1 with --privacy-unit user (user-level sampling runs in one process)",
+                              nproc or int(os.environ.get("WORLD_SIZE", "1"))))
     if nproc is not None and nproc != 1 and not _under_torchrun():
         launch(nproc=nproc, out=out, config=cfg.to_dict())
         return RunResult(out, read_record(out))
@@ -281,17 +284,17 @@ def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, d
                 record.update(rec_mod.final_fields(s, outcome, privacy, wall_before + time.perf_counter() - t_start))
         except PrivtuneError as e:
             if main:
-                _fail(run_dir, record, "failed", str(e), wall_before + time.perf_counter() - t_start, privacy)
+                _fail(run_dir, record, "failed", str(e), wall_before + time.perf_counter() - t_start, privacy, plan)
             raise
         except KeyboardInterrupt:
             if main:
                 _fail(run_dir, record, "interrupted", "interrupted by the user",
-                      wall_before + time.perf_counter() - t_start, privacy)
+                      wall_before + time.perf_counter() - t_start, privacy, plan)
             raise
         except Exception as e:
             if main:
                 _fail(run_dir, record, "failed", f"{type(e).__name__}: {e}", wall_before + time.perf_counter() - t_start,
-                      privacy)
+                      privacy, plan)
             raise
         if main:
             atomic_write_json(run_dir / RUN_FILE, record)
@@ -300,10 +303,15 @@ def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, d
 
 
 def _fail(run_dir: Path, record: dict[str, Any], status: str, error: str, wall: float,
-          privacy: PrivacyState | None) -> None:
+          privacy: PrivacyState | None, plan: Any = None) -> None:
     record.update(status=status, error=error, wall_time_s=round(wall, 3))
     if privacy is not None and privacy.steps:  # the steps it took are spent, finished or not
         record.update(rec_mod.spent_fields(privacy))
+        if plan is not None:  # and what they imply for a user owning several records (record-level runs)
+            try:
+                record.update(rec_mod.group_fields(plan, privacy))
+            except Exception:  # noqa: BLE001 - the failure being recorded matters more than the bound
+                pass
     atomic_write_json(run_dir / RUN_FILE, record)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,7 +24,7 @@ from privtune.training.dp.engine import DPEngine
 from privtune.training.methods import Method, get_method
 from privtune.training.privacy import PrivacyPlan, check_budget_feasible, plan_privacy
 from privtune.training.randomness import DPRandomness
-from privtune.training.sampling import PoissonSampler, ShuffleSampler, planned_steps
+from privtune.training.sampling import PoissonSampler, ShuffleSampler, UserPoissonSampler, planned_steps
 
 
 @dataclass
@@ -41,10 +41,22 @@ class Plan:
     physical_batch_size: int
     lr: float
     privacy: PrivacyPlan | None
+    users: list[list[int]] | None = None      # user-level DP: the record indices of each user
+    max_records_seen: int | None = None       # the most training records one user owns (None: no owners named)
+    unit_warnings: list[str] = field(default_factory=list)  # e.g. one user owning most of the data
+
+    @property
+    def user_level(self) -> bool:
+        return self.users is not None
+
+    @property
+    def n_units(self) -> int:
+        """N of the accountant: training records, or users (user-level DP)."""
+        return len(self.users) if self.users is not None else self.n_train
 
     @property
     def sample_rate(self) -> float:
-        return self.cfg.batch_size / self.n_train
+        return self.cfg.batch_size / self.n_units
 
 
 def make_plan(cfg: TrainConfig, *, privacy: PrivacyPlan | None = None) -> Plan:
@@ -64,15 +76,18 @@ def make_plan(cfg: TrainConfig, *, privacy: PrivacyPlan | None = None) -> Plan:
         if len(labels) < 2:
             raise DataError(fmt("labels", "at least two classes", labels))
     n = len(ds.train)
-    if cfg.batch_size > n:
-        raise ConfigError(fmt("--batch-size", f"at most the number of training records ({n})", cfg.batch_size,
+    users, seen, unit_warnings = _units(cfg, method, ds)
+    n_units, unit = (len(users), "users") if users is not None else (n, "training records")
+    if cfg.batch_size > n_units:
+        raise ConfigError(fmt("--batch-size", f"at most the number of {unit} ({n_units})", cfg.batch_size,
                               "Lower --batch-size or add data."))
-    steps = planned_steps(n=n, batch_size=cfg.batch_size, epochs=cfg.epochs if cfg.steps is None else None,
+    steps = planned_steps(n=n_units, batch_size=cfg.batch_size, epochs=cfg.epochs if cfg.steps is None else None,
                           steps=cfg.steps)
     every = cfg.checkpoint_every or max(1, math.ceil(steps / 20))
     plan = Plan(cfg=cfg, method=method, dataset=ds, labels=labels, n_train=n, steps=steps, checkpoint_every=every,
                 physical_batch_size=cfg.physical_batch_size or min(cfg.batch_size, 16),
-                lr=cfg.lr if cfg.lr is not None else method.default_lr, privacy=privacy)
+                lr=cfg.lr if cfg.lr is not None else method.default_lr, privacy=privacy, users=users,
+                max_records_seen=seen, unit_warnings=unit_warnings)
     if method.private and plan.privacy is None:
         reserve = cfg.resume_reserve if cfg.resume_reserve is not None else every
         from privtune.accounting.events import AccountingWarning
@@ -84,7 +99,7 @@ def make_plan(cfg: TrainConfig, *, privacy: PrivacyPlan | None = None) -> Plan:
             plan.privacy = plan_privacy(epsilon=cfg.epsilon, delta=cfg.delta, noise_multiplier=cfg.noise_multiplier,
                                         max_grad_norm=cfg.max_grad_norm, sample_rate=plan.sample_rate, steps=steps,
                                         reserve=reserve, accountant=cfg.accountant, secure_rng=cfg.secure_rng,
-                                        dataset_size=n, noise_calibration=cfg.noise_calibration,
+                                        dataset_size=n_units, noise_calibration=cfg.noise_calibration,
                                         noise_seed=cfg.noise_seed)
         check_budget_feasible(plan.privacy, steps)
     elif not method.private and (cfg.epsilon is not None or cfg.noise_multiplier is not None
@@ -92,6 +107,25 @@ def make_plan(cfg: TrainConfig, *, privacy: PrivacyPlan | None = None) -> Plan:
         raise ConfigError(fmt("--method", "a DP method (dp-fft, dp-lora) when --epsilon or --noise-multiplier is "
                               "given", cfg.method, f"Use dp-{cfg.method} or drop the privacy options."))
     return plan
+
+
+def _units(cfg: TrainConfig, method: Method, ds: Dataset) -> tuple[list[list[int]] | None, int | None, list[str]]:
+    """User-level DP: the users (record indices per owner), refused when records name no owner; every DP run: the
+    most records one user owns (for the group bound of a record-level run); warnings (one user owning most of the
+    data)."""
+    from privtune.data.users import dominant_user_warning, group_by_user, user_summary
+
+    if cfg.privacy_unit == "user":
+        if not method.private:
+            raise ConfigError(fmt("--privacy-unit user", "used with a DP method (dp-fft, dp-lora, dp-rgp)",
+                                  cfg.method, "A non-private run has no privacy unit."))
+        groups = group_by_user(ds.train, cfg.user_key)
+        warn = dominant_user_warning(groups, len(ds.train))
+        return groups, max(len(g) for g in groups), [warn] if warn else []
+    if not method.private:
+        return None, None, []
+    summary = user_summary(ds.train, cfg.user_key)
+    return None, summary.max_records_per_user, []
 
 
 @dataclass
@@ -140,7 +174,14 @@ def build_session(plan: Plan, loaded: LoadedModel | None = None) -> Session:
     if plan.privacy is not None:
         # the mechanism's coins: a fresh secret per session unless the plan asks otherwise (never written down)
         randomness = DPRandomness.for_plan(plan.privacy)
-        sampler: Any = PoissonSampler(n=plan.n_train, sample_rate=plan.privacy.sample_rate, randomness=randomness)
+        if plan.users is not None:
+            import numpy as np
+
+            sampler: Any = UserPoissonSampler(users=tuple(np.asarray(u, dtype=np.int64) for u in plan.users),
+                                              sample_rate=plan.privacy.sample_rate, randomness=randomness,
+                                              max_records_per_user=cfg.max_records_per_user)
+        else:
+            sampler = PoissonSampler(n=plan.n_train, sample_rate=plan.privacy.sample_rate, randomness=randomness)
         engine = plan.method.make_engine(model, cfg=cfg, max_grad_norm=plan.privacy.max_grad_norm)
     else:
         sampler = ShuffleSampler(n=plan.n_train, batch_size=cfg.batch_size, seed=cfg.seed)

@@ -12,6 +12,10 @@ One optimizer step ``t`` (1-based):
 5. the optimizer and the LR schedule step; after the first step the guards check that the update reached the
    model and that the clipped sum is bounded as clipping implies (:meth:`Trainer._check_first_step`);
 6. every ``checkpoint_every`` steps (and at the end) a checkpoint is written.
+
+User-level DP (a sampler with ``batch_users``): whole users are sampled and packed into micro-batches without
+splitting any user (:func:`~privtune.training.sampling.split_micro_users`); the engine clips each user's summed
+gradient, and the noisy sum is divided by the expected number of users.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from privtune.training.distributed import SINGLE, Dist
 from privtune.training.losses import per_example_loss
 from privtune.training.privacy import BudgetExhausted, PrivacyState, certified
 from privtune.training.randomness import DPRandomness
-from privtune.training.sampling import split_micro
+from privtune.training.sampling import split_micro, split_micro_users
 
 
 #: seconds between refreshes of the epsilon shown in the progress bar
@@ -98,6 +102,11 @@ class Trainer:
         # what the optimizer updates: the differentiated parameters, or (RGP) the tensors their gradients map to
         self.updated = [p for g in optimizer.param_groups for p in g["params"]]
         self._sum_norm = 0.0  # norm of the first step's clipped sum before noise (this process's share)
+        self.user_level = hasattr(sampler, "batch_users")
+        self._units = 0       # clipped units (examples, or users) of the last step
+        if self.user_level and (engine is None or dist.world > 1):
+            raise TrainingError("user-level sampling must run with a DP engine in one process. Found "
+                                f"{'no engine' if engine is None else f'{dist.world} processes'}: use --nproc 1.")
 
     # -- one step -------------------------------------------------------------------------------------------------
     def _forward_module(self) -> nn.Module:
@@ -105,14 +114,22 @@ class Trainer:
 
     def step(self, t: int) -> tuple[float | None, ClipStats | None, int, int]:
         draw = self.privacy.begin_step() if self.privacy is not None else t
-        # rank 0 draws the batch (its DP randomness alone decides) and every rank uses it
-        local = self.sampler.batch(t, draw=draw) if self.dist.main else np.empty(0, dtype=np.int64)
-        idx = self.dist.same_batch(local, len(self.data))
+        if self.user_level:  # whole users, never split across micro-batches (one process: checked in __init__)
+            users = self.sampler.batch_users(t, draw=draw)
+            idx = np.concatenate(users) if users else np.empty(0, dtype=np.int64)
+            micros: list[tuple[np.ndarray, np.ndarray | None]] = split_micro_users(users, self.physical)
+            self._units = len(users)
+        else:
+            # rank 0 draws the batch (its DP randomness alone decides) and every rank uses it
+            local = self.sampler.batch(t, draw=draw) if self.dist.main else np.empty(0, dtype=np.int64)
+            idx = self.dist.same_batch(local, len(self.data))
+            micros = [(m, None) for m in split_micro(self.dist.shard(idx), self.physical)]
+            self._units = len(idx)
         self.model.train()
         if self.method is not None:
             self.method.before_step(self.model, step=t)
         loss_sum, n_tok, bad = 0.0, 0, 0.0
-        for micro in split_micro(self.dist.shard(idx), self.physical):
+        for micro, groups in micros:
             batch = self.data.collate(micro, self.device)
             with autocast(self.device):
                 losses = per_example_loss(self._forward_module(), batch, task=self.task)
@@ -122,7 +139,10 @@ class Trainer:
                     self._nonfinite_loss(bad, t)
                 break  # other ranks learn of it from the all-reduce below and stop with this one
             if self.engine is not None:
-                self.engine.accumulate(losses)
+                if groups is None:
+                    self.engine.accumulate(losses)
+                else:
+                    self.engine.accumulate(losses, torch.from_numpy(groups).to(losses.device))
             else:
                 (losses.sum() / len(idx)).backward()
             loss_sum += float(losses.detach().sum())
@@ -210,9 +230,10 @@ class Trainer:
         if stats is not None:
             C = self.privacy.plan.max_grad_norm
             if stats.n != batch_size:
+                unit = "users" if self.user_level else "examples"
                 raise TrainingError(f"per-example gradients must be produced for every example of the batch. "
-                                    f"Found {stats.n} for {batch_size} examples: the DP hooks do not see the "
-                                    "model being trained.")
+                                    f"Found {stats.n} clipped units for {batch_size} {unit}: the DP hooks do not "
+                                    "see the model being trained.")
             # ||sum_i clip_C(g_i)|| <= n C, measured on the engine's sum itself (not on its own statistics)
             if self._sum_norm > stats.n * C * (1 + 1e-3):
                 raise TrainingError(fmt("clipped gradient sum", f"of norm <= examples x max_grad_norm = {stats.n} "
@@ -238,7 +259,7 @@ class Trainer:
                 status = "budget_exhausted"
                 break
             if check and n_ex > 0:
-                self._check_first_step(before, stats, n_ex)
+                self._check_first_step(before, stats, self._units)
                 st.guard_checked = True
             st.train_time_s += time.perf_counter() - t0
             st.step = t

@@ -125,6 +125,8 @@ class Generator(ABC):
     default_n_train: ClassVar[int] = 10_000
     default_n_test: ClassVar[int] = 1_000
     class_labels: ClassVar[list[Any] | None] = None  # classification generators list their labels
+    #: identity kinds a user keeps across their documents (``--records-per-user``); empty: no repeat users
+    user_keeps: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def document(self, *, ids: Any, rng: random.Random) -> Document:

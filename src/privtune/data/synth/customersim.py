@@ -32,6 +32,8 @@ class CustomerSim(Generator):
     description = "customer-support dialogs about tracking a package (SYS:/USR: turns)"
     default_n_train = 10_000
     default_n_test = 1_000
+    #: what a repeat customer keeps across dialogs (order and tracking numbers, dates are new each time)
+    user_keeps = frozenset({"person", "phone", "address"})
 
     def __init__(self) -> None:
         acks = self.bank()["sys_ack"]

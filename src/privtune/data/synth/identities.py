@@ -160,3 +160,28 @@ class IdentityFactory:
 
 def _ascii(name: str) -> str:
     return "".join(c for c in name.lower() if c.isalnum() and c.isascii()) or "user"
+
+
+class UserIdentities:
+    """The identity values of one *user* across several documents: a view of an :class:`IdentityFactory` that
+    draws each kind in ``keep`` once (the first time a document asks) and returns it again afterwards; every other
+    kind (order and tracking numbers, dates) is drawn fresh per document. A repeat customer keeps name, phone and
+    address; a person with several biographies keeps every personal fact."""
+
+    def __init__(self, ids: IdentityFactory, keep: frozenset[str]):
+        self._ids, self._keep, self._cache = ids, keep, {}
+
+    @property
+    def pool(self) -> str:
+        return self._ids.pool
+
+    def __getattr__(self, kind: str):
+        draw = getattr(self._ids, kind)
+        if kind not in self._keep:
+            return draw
+
+        def cached(*args):
+            if kind not in self._cache:
+                self._cache[kind] = draw(*args)
+            return self._cache[kind]
+        return cached

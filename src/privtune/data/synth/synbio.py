@@ -52,6 +52,8 @@ class SynBio(Generator):
     description = "synthetic biographies (name, birth, address, phone, e-mail, employer, university)"
     default_n_train = 5_000
     default_n_test = 500
+    #: a person's facts stay the same across their biographies (each biography tells a different subset)
+    user_keeps = frozenset({"person", "phone", "address", "email", "birth_date", "city", "company", "university"})
 
     def document(self, *, ids: IdentityFactory, rng: random.Random) -> Document:
         person = ids.person()

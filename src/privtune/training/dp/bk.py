@@ -14,6 +14,12 @@ one); memory: the output gradients of the ghost layers are kept to the end of th
 more than once in a forward pass (tied embedding and LM head, a module called twice) has its per-example gradients
 instantiated after the pass from what each use kept, and summed, so the norm is the norm of the total. Outside
 :meth:`accumulate` (a user's own backward pass) the patched layers behave as plain ones.
+
+User-level (``groups``): the norm is that of each user's summed gradient, in the same single pass. Kept
+per-example gradients are summed per user; a ghost layer's ``a`` and ``g`` are regrouped so that a user's
+examples form one long sequence (:func:`~privtune.training.dp.engine.regroup`: the ghost norm then includes the
+cross terms ``<a_i a_j^T, g_i g_j^T>`` between the user's examples, at cost ``(L T)^2 (d + p)`` per user of ``L``
+examples); embedding rows are merged per (user, token). The clipped sum uses each example's user coefficient.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ import torch
 
 from privtune.errors import TrainingError
 from privtune.training.dp.checks import outside_use_error
-from privtune.training.dp.engine import ENGINES, EPS, DPEngine, quiet_backward_hooks, unique_trainable
+from privtune.training.dp.engine import (ENGINES, EPS, DPEngine, check_groups, group_sum, quiet_backward_hooks,
+                                         unique_trainable)
 from privtune.training.dp.layers import STRATEGIES, EmbeddingRule, LinearRule, Rule, make_rule, to_per_example
 from privtune.training.dp.samplers import check_private_trainable
 
@@ -59,6 +66,9 @@ class BookKeepingEngine(DPEngine):
         self._no_autograd = {id(p) for r in self.rules if isinstance(r, (LinearRule, EmbeddingRule))
                              for p in r.params()}
         self.batch_size = 0
+        self.groups: torch.Tensor | None = None  # user of each example (user-level DP), else None
+        self.units = 0                           # clipped units in the micro-batch: examples, or users
+        self.group_len = 1                       # most examples of one user in the micro-batch
         self.collecting = False  # True only inside accumulate's backward pass: the rules hand their work here
         self._uses = {}
 
@@ -73,10 +83,13 @@ class BookKeepingEngine(DPEngine):
         self._uses.setdefault(i, []).append((kind, payload, sq))
 
     # -- the DPEngine interface -----------------------------------------------------------------------------------
-    def accumulate(self, loss_per_example: torch.Tensor) -> None:
+    def accumulate(self, loss_per_example: torch.Tensor, groups: torch.Tensor | None = None) -> None:
         if [id(p) for p in unique_trainable(self.model)] != list(self._index):  # e.g. LoRA applied after attaching
             raise TrainingError(_STALE)
         self.batch_size = n = int(loss_per_example.shape[0])
+        self.units = units = check_groups(groups, n)
+        self.groups = None if groups is None else groups.to(loss_per_example.device)
+        self.group_len = 1 if groups is None or n == 0 else int(torch.bincount(self.groups).max())
         self._uses: dict[int, list[tuple[str, Any, torch.Tensor | None]]] = {}
         for p in self.params:
             p.grad = None
@@ -92,7 +105,7 @@ class BookKeepingEngine(DPEngine):
             if missing:
                 raise TrainingError(f"per-example gradients must exist for every trainable parameter. Found none for "
                                     f"{len(missing)} of {len(self.params)} (e.g. {missing[0]}). {_STALE}")
-            sq = torch.zeros(n, dtype=torch.float32, device=loss_per_example.device)
+            sq = torch.zeros(units, dtype=torch.float32, device=loss_per_example.device)
             work: list[tuple[int, str, Any]] = []
             for i, uses in self._uses.items():
                 if len(uses) > 1:  # a parameter used more than once: the norm of the summed per-example gradients
@@ -100,18 +113,24 @@ class BookKeepingEngine(DPEngine):
                     ps = sum(to_per_example(kind, payload, n, shape) for kind, payload, _ in uses)
                     uses = [("ps", ps, None)]
                 kind, payload, s = uses[0]
-                sq += payload.reshape(n, -1).square().sum(1) if s is None else s
+                if s is None:  # per-example gradients kept: summed per user first (user-level)
+                    x = payload.reshape(n, -1)
+                    sq += (x if self.groups is None else group_sum(x, self.groups, units)).square().sum(1)
+                else:          # the rules' squared norms are per unit already
+                    sq += s
                 work.append((i, kind, payload))
             self._uses = {}
             norms = sq.sqrt()
             coef = (self.max_grad_norm / (norms + EPS)).clamp(max=1.0)
+            coef_ex = coef if self.groups is None else coef[self.groups]  # each example gets its user's factor
             if self._sum is None:
                 self._sum = [torch.zeros_like(p) for p in self.params]
             for i, kind, payload in work:
-                _contract(self._sum[i], kind, payload, coef)
+                _contract(self._sum[i], kind, payload, coef_ex)
             self.stats.add(norms, coef, self.max_grad_norm)
         finally:
             self.collecting = False
+            self.groups = None
             self._uses = {}
             for p in self.params:  # layers with their own autograd (LayerNorm, ...) also accumulated .grad
                 p.grad = None

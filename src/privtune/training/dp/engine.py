@@ -9,6 +9,11 @@ where ``g_i`` is the gradient of example ``i``'s loss with respect to all traina
 per example, across parameters). An engine computes the first sum, micro-batch by micro-batch; the trainer adds
 the noise once per logical batch. Engines differ only in *how* (materialised per-example gradients, ghost norms,
 ...), so every engine must match the brute-force reference (tests/test_dp_engines.py).
+
+User-level DP (``--privacy-unit user``): :meth:`DPEngine.accumulate` takes ``groups``, the user of each example
+(``0 .. G-1`` within the micro-batch, every record of a sampled user in the same micro-batch). The clipped unit is
+then the user's summed gradient, ``sum_u clip_C(sum_{i in u} g_i)``: every engine groups its per-example
+quantities by user *before* the norm, in the same backward pass (tests/test_dp_user_level.py).
 """
 
 from __future__ import annotations
@@ -88,8 +93,11 @@ class DPEngine(ABC):
         return self.model
 
     @abstractmethod
-    def accumulate(self, loss_per_example: torch.Tensor) -> None:
-        """Backpropagate the micro-batch's per-example losses and add their clipped gradients to the sum."""
+    def accumulate(self, loss_per_example: torch.Tensor, groups: torch.Tensor | None = None) -> None:
+        """Backpropagate the micro-batch's per-example losses and add their clipped gradients to the sum.
+
+        ``groups`` (user-level DP): a long tensor with the user ``0 .. G-1`` of each example; the clipped unit is
+        then each user's summed gradient. None: every example is its own unit."""
 
     def _add(self, grads: list[torch.Tensor]) -> None:
         if self._sum is None:
@@ -126,6 +134,54 @@ def quiet_backward_hooks() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Full backward hook is firing.*")
         yield
+
+
+def check_groups(groups: torch.Tensor | None, n: int) -> int:
+    """The number of units in a micro-batch of ``n`` examples: ``n``, or the users ``0 .. G-1`` of ``groups``
+    (each must own at least one example)."""
+    import torch
+
+    if groups is None:
+        return n
+    if groups.dim() != 1 or groups.shape[0] != n or groups.dtype != torch.long:
+        raise TrainingError(f"`groups` must be a long tensor with one user per example ({n}). Found "
+                            f"{groups.dtype} of shape {tuple(groups.shape)}.")
+    if n == 0:
+        return 0
+    g = int(groups.max()) + 1
+    if int(groups.min()) < 0 or int(torch.bincount(groups, minlength=g).min()) == 0:
+        raise TrainingError("`groups` must number the users of a micro-batch 0 .. G-1, each owning an example.")
+    return g
+
+
+def group_sum(x: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """``(G, ...)``: the rows of ``x`` (one per example) summed per user."""
+    import torch
+
+    out = torch.zeros((n_groups, *x.shape[1:]), dtype=x.dtype, device=x.device)
+    return out.index_add_(0, groups.to(x.device), x)
+
+
+def regroup(x: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Concatenate each user's examples along the sequence axis: ``(B, T, ...)`` -> ``(G, L*T, ...)`` with ``L``
+    the most examples of one user (zero padding; ``(B, d)`` is read as ``T = 1``). For a layer whose per-example
+    gradient is a sum over positions (linear, embedding, LayerNorm), the per-example gradient of a regrouped row
+    is the user's summed gradient, so ghost norms of regrouped inputs are the users' norms, cross terms
+    included: ``||sum_{i in u} g_i^T a_i||^2 = <A_u A_u^T, G_u G_u^T>`` with ``A_u``, ``G_u`` the user's rows
+    stacked."""
+    import torch
+
+    groups = groups.to(x.device)
+    counts = torch.bincount(groups, minlength=n_groups)
+    L = int(counts.max())
+    order = torch.argsort(groups, stable=True)
+    start = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(groups)
+    rank[order] = torch.arange(groups.shape[0], device=x.device) - start[groups[order]]
+    y = x.unsqueeze(1) if x.dim() == 2 else x
+    out = torch.zeros((n_groups, L, *y.shape[1:]), dtype=x.dtype, device=x.device)
+    out[groups, rank] = y
+    return out.reshape(n_groups, L * y.shape[1], *y.shape[2:])
 
 
 def unique_trainable(model: nn.Module) -> list[nn.Parameter]:

@@ -3,6 +3,9 @@
 Memory grows with ``batch x trainable parameters`` (one gradient per example per parameter); time is one backward
 pass plus an einsum per layer. Best when few parameters are trainable (LoRA) or sequences are long relative to
 layer width.
+
+User-level: the per-example gradients of one user are summed (``index_add`` over the batch axis) before the norm;
+memory adds ``users x trainable parameters``.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from privtune.errors import TrainingError
-from privtune.training.dp.engine import ENGINES, EPS, DPEngine, quiet_backward_hooks
+from privtune.training.dp.engine import ENGINES, EPS, DPEngine, check_groups, group_sum, quiet_backward_hooks
 from privtune.training.dp.samplers import check_private_trainable, register_extra_grad_samplers
 
 if TYPE_CHECKING:
@@ -36,10 +39,11 @@ class HooksEngine(DPEngine):
         self._hooks = GradSampleHooks(model, batch_first=True, loss_reduction="sum", strict=False)
         self._names = {id(p): n for n, p in model.named_parameters()}
 
-    def accumulate(self, loss_per_example: torch.Tensor) -> None:
+    def accumulate(self, loss_per_example: torch.Tensor, groups: torch.Tensor | None = None) -> None:
         import torch
 
         n = loss_per_example.shape[0]
+        units = check_groups(groups, n)
         try:
             with quiet_backward_hooks():
                 loss_per_example.sum().backward()
@@ -58,7 +62,9 @@ class HooksEngine(DPEngine):
             raise TrainingError(f"per-example gradients must have one row per example ({n}). Found another "
                                 f"batch dimension for {bad[0]}: a layer sees an input shared by the whole batch "
                                 "(e.g. position ids built once per batch). Freeze that layer or use dp-lora.")
-        norms = torch.stack([g.reshape(n, -1).norm(2, dim=1) for g in grads], dim=1).norm(2, dim=1)
+        if groups is not None:  # one gradient per user: the sum of its examples' gradients
+            grads = [group_sum(g, groups, units) for g in grads]
+        norms = torch.stack([g.reshape(units, -1).norm(2, dim=1) for g in grads], dim=1).norm(2, dim=1)
         coef = (self.max_grad_norm / (norms + EPS)).clamp(max=1.0)
         self._add([torch.einsum("i,i...->...", coef.to(g.dtype), g) for g in grads])
         self.stats.add(norms, coef, self.max_grad_norm)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from privtune.errors import TrainingError
+from privtune.training.dp.engine import regroup
 
 if TYPE_CHECKING:
     from privtune.training.dp.bk import BookKeepingEngine
@@ -135,11 +136,14 @@ class LinearRule(Rule):
         a, gg = _as_btd(x, B, self.name), _as_btd(g, B, self.name)
         T, d, p = a.shape[1], a.shape[2], gg.shape[2]
         w = self.module.weight
-        how = choose(T, d, p, eng.strategy)
+        how = choose(T * eng.group_len, d, p, eng.strategy)  # a user's examples form one sequence of L T
         if how == "keep":
             eng.use(w, "ps", per_example_products(a, gg))
-        else:
+        elif eng.groups is None:
             eng.use(w, "ag", (a, gg), sq=per_example_sqnorm_of_products(a, gg, ghost=how == "ghost"))
+        else:  # the users' norms, cross terms between a user's examples included
+            ua, ug = regroup(a, eng.groups, eng.units), regroup(gg, eng.groups, eng.units)
+            eng.use(w, "ag", (a, gg), sq=per_example_sqnorm_of_products(ua, ug, ghost=how == "ghost"))
         if self.bias is not None:
             eng.use(self.bias, "ps", gg.float().sum(1))
 
@@ -198,8 +202,16 @@ class EmbeddingRule(Rule):
         rows = torch.zeros(uniq.numel(), g.shape[-1], dtype=g.dtype, device=g.device)
         rows.index_add_(0, inv, g.reshape(-1, g.shape[-1]))
         example = torch.div(uniq, V, rounding_mode="floor")
-        sq = torch.zeros(B, dtype=g.dtype, device=g.device).index_add_(0, example, rows.square().sum(1))
-        eng.use(self.module.weight, "rows", (uniq - example * V, rows, example), sq=sq)
+        idx = uniq - example * V
+        if eng.groups is None:
+            sq = torch.zeros(B, dtype=g.dtype, device=g.device).index_add_(0, example, rows.square().sum(1))
+        else:  # rows of the users' summed gradients: one per distinct (user, token) pair
+            user = eng.groups[example]
+            ukey, uinv = torch.unique(user * V + idx, return_inverse=True)
+            urows = torch.zeros(ukey.numel(), g.shape[-1], dtype=g.dtype, device=g.device).index_add_(0, uinv, rows)
+            sq = torch.zeros(eng.units, dtype=g.dtype, device=g.device).index_add_(
+                0, torch.div(ukey, V, rounding_mode="floor"), urows.square().sum(1))
+        eng.use(self.module.weight, "rows", (idx, rows, example), sq=sq)
 
 
 # -- layers with their own autograd: per-example gradients from a hook on the output gradient --------------------
