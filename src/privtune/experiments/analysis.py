@@ -7,6 +7,10 @@ Definitions (all NLLs in nats per token, averaged over the tokens of the named k
   records more likely than the base model did. The same on held-out test records, ``G_test``, measures what was
   learnt about sensitive tokens in general (formats); ``G − G_test`` is the part specific to training records.
 - *utility*: ``NLL_tuned(non-sensitive test tokens)``, lower is better.
+- *did not learn*: a completed run whose non-sensitive test NLL did not drop below its base model's beyond the 95%
+  bootstrap interval of the difference (``utility.nonsensitive_test_nll_diff_ci`` reaches 0 or above; without an
+  interval, the difference itself is ≥ 0). Such a run also memorises little, and that is no privacy result: the
+  report flags it wherever it appears.
 - *Pareto front*: runs for which no other run (or the base model) has a lower-or-equal gain and a lower-or-equal
   test NLL with at least one strictly lower (both axes are minimised).
 """
@@ -21,6 +25,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 #: How a DP run's training statistics are labelled wherever they are shown (they are computed without noise).
 OUTSIDE_DP = "outside the DP guarantee (computed from private data without noise)"
+#: How a run that did not learn is flagged in every table, label and finding.
+DID_NOT_LEARN = "did not learn"
 #: Grid columns a variant is keyed by (everything but the seed).
 VARIANT_KEYS = ("dataset", "model", "method", "epsilon", "lora_r", "lr", "epochs")
 
@@ -39,6 +45,27 @@ def num(row: Mapping[str, Any], key: str) -> float | None:
 
 def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
+
+
+def interval(row: Mapping[str, Any], key: str) -> list[float] | None:
+    """``row[key]`` as ``[lo, hi]`` (the store keeps lists as JSON text), or None."""
+    v = row.get(key)
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(v, (list, tuple)) or len(v) != 2 or any(x is None for x in v):
+        return None
+    try:
+        lo, hi = float(v[0]), float(v[1])
+    except (TypeError, ValueError):
+        return None
+    return [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None
+
+
+def _neg(ci: list[float] | None) -> list[float] | None:
+    return None if ci is None else [-ci[1], -ci[0]]
 
 
 @dataclass
@@ -94,6 +121,41 @@ class RunView:
     @property
     def utility(self) -> float | None:
         return self.get("utility.nonsensitive_test_nll")
+
+    def ci(self, key: str) -> list[float] | None:
+        """The 95% interval of a figure: ``gain_train``, ``gain_test``, ``memorisation``, ``utility``,
+        ``improvement`` (base − fine-tuned non-sensitive test NLL), or any eval column with a ``_ci`` twin."""
+        named = {"gain_train": ("privacy.sensitive_train_gain_ci", "privacy.sensitive_train_nll_diff_ci"),
+                 "gain_test": ("privacy.sensitive_test_gain_ci", "privacy.sensitive_test_nll_diff_ci"),
+                 "memorisation": ("privacy.memorization_nats_ci", None),
+                 "utility": ("utility.nonsensitive_test_nll_ci", None),
+                 "improvement": (None, "utility.nonsensitive_test_nll_diff_ci")}
+        if key in named:
+            direct, negated = named[key]
+            got = interval(self.row, direct) if direct else None
+            return got if got is not None or negated is None else _neg(interval(self.row, negated))
+        return interval(self.row, f"{key}_ci")
+
+    @property
+    def memorisation(self) -> float | None:
+        m = self.get("privacy.memorization_nats")
+        return m if m is not None else _diff(self.gain_train, self.gain_test)
+
+    @property
+    def learned(self) -> bool | None:
+        """Whether the run improved its non-sensitive test NLL on the base model beyond the 95% interval (see the
+        module docstring); None without utility figures."""
+        ci = self.ci("improvement")
+        if ci is not None:
+            return ci[0] > 0
+        d = self.get("utility.nonsensitive_test_nll_diff")
+        if d is None:
+            d = _diff(self.utility, self.get("utility.nonsensitive_test_nll_base"))
+        return None if d is None else d < 0
+
+    @property
+    def did_not_learn(self) -> bool:
+        return self.ok and self.learned is False
 
     @property
     def mia_attacks(self) -> list[str]:
@@ -153,7 +215,7 @@ def views(rows: Iterable[Mapping[str, Any]]) -> list[RunView]:
                            seed=int(seed) if seed is not None else None))
     varying = _varying(out, ("dataset", "model", "lora_r", "lr", "epochs", "seed"))
     for v in out:
-        v.label = run_label(v.row, varying)
+        v.label = run_label(v.row, varying) + (f" ({DID_NOT_LEARN})" if v.did_not_learn else "")
     return out
 
 
@@ -218,6 +280,20 @@ class Variant:
         vals = self.values(attr)
         return statistics.stdev(vals) if len(vals) > 1 else None
 
+    @property
+    def not_learned(self) -> int:
+        """How many of its seeds did not learn (see :attr:`RunView.learned`)."""
+        return sum(r.did_not_learn for r in self.runs)
+
+    @property
+    def did_not_learn(self) -> bool:
+        """Flagged when any seed did not learn: its memorisation figures are then not privacy results."""
+        return self.not_learned > 0
+
+    def ci(self, attr: str) -> list[float] | None:
+        """The run's 95% bootstrap interval (one seed); across seeds use :meth:`mean` ± :meth:`std`."""
+        return self.first.ci(attr) if len(self.runs) == 1 else None
+
 
 def variants(vs: Sequence[RunView]) -> list[Variant]:
     """Completed runs grouped by everything but the seed, in first-seen order."""
@@ -230,6 +306,10 @@ def variants(vs: Sequence[RunView]) -> list[Variant]:
         if key not in groups:
             groups[key] = Variant(key=key, label=run_label(v.row, varying, with_seed=False))
         groups[key].runs.append(v)
+    for var in groups.values():
+        if var.did_not_learn:
+            some = f" in {var.not_learned} of {len(var.runs)} seeds" if var.not_learned < len(var.runs) else ""
+            var.label += f" ({DID_NOT_LEARN}{some})"
     return list(groups.values())
 
 
@@ -272,7 +352,8 @@ class Group:
         return pts
 
     def front(self) -> list[str]:
-        pts = self.points()
+        """Labels on the Pareto front; variants that did not learn are left out (their low gain is no privacy)."""
+        pts = [p for p in self.points() if p[3] is None or not p[3].did_not_learn]
         flags = pareto_front([(g, u) for _, g, u, _ in pts])
         return [p[0] for p, f in zip(pts, flags) if f]
 

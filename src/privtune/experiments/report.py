@@ -16,9 +16,9 @@ from typing import Any, Mapping, Sequence
 
 from privtune import __version__
 from privtune.experiments import classification, plots, tables
-from privtune.experiments.analysis import OUTSIDE_DP, RunView, groups, views
+from privtune.experiments.analysis import OUTSIDE_DP, RunView, groups, variants, views
 from privtune.experiments.findings import findings
-from privtune.experiments.tables import epsilon_short, f, secs
+from privtune.experiments.tables import epsilon_short, f, secs, with_ci
 from privtune.experiments.store import open_store
 from privtune.utils.fsio import atomic_write_text
 
@@ -209,12 +209,24 @@ def _lm_measures(vs: Sequence[RunView], figs: Mapping[str, str]) -> list[str]:
         "<p>NLLs of the fine-tuned model (the base model's in brackets). Gain = base − fine-tuned NLL on sensitive "
         "tokens of training (train) or held-out (test) records; memorisation = gain train − gain test, the part "
         "specific to the records trained on.</p>",
-        _table(tables.runs(vs), num_from=3),
+        "<p>Brackets after a figure: its 95% percentile-bootstrap interval over records (1,000 resamples). "
+        "<i>Did not learn</i>: the run's non-sensitive test NLL did not improve on the base model beyond that "
+        "interval; its low memorisation is not a privacy result.</p>",
+        _table(tables.runs(vs), num_from=4),
+        *_seed_table(vs),
         "<h2>Privacy and utility against ε</h2>",
         _fig(figs.get("versus_epsilon"), "against epsilon", "DP methods at each certified budget (a configuration "
              "whose noise was calibrated on an estimate sits at the certified ε it spent, not at its target); "
              "dashed lines are the same methods without DP, the dotted line the base model."),
     ]
+
+
+def _seed_table(vs: Sequence[RunView]) -> list[str]:
+    t = tables.seeds(variants(vs))
+    if not t[1]:
+        return []
+    return ["<h3>Across seeds</h3><p>Mean ± standard deviation over seeds, then each seed's value.</p>",
+            _table(t, num_from=2)]
 
 
 def _lm_attacks(vs: Sequence[RunView], gs: Any) -> list[str]:
@@ -248,15 +260,16 @@ def markdown_summary(name: str, vs: Sequence[RunView], found: Sequence[str]) -> 
               "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for v in lm:
         mia = v.best_mia()
-        lines.append(f"| {v.label} | {v.status} | {epsilon_short(v)} | {f(v.gain_train)} | {f(v.gain_test)} | "
-                     f"{f(v.utility)} | {f(v.get('exposure.exposure_bits'), 1)} | "
+        lines.append(f"| {v.label} | {v.status} | {epsilon_short(v)} | {with_ci(v.gain_train, v.ci('gain_train'))} | "
+                     f"{with_ci(v.gain_test, v.ci('gain_test'))} | {with_ci(v.utility, v.ci('utility'))} | {f(v.get('exposure.exposure_bits'), 1)} | "
                      f"{f(mia[1]) if mia else '–'} | {secs(v.get('run.wall_time_s'))} |")
     base = [g for g in groups(vs) if g.base_utility is not None]
     for g in base:
         lines.append(f"| base model{' · ' + g.title if len(base) > 1 else ''} | – | – | 0.000 | 0.000 | "
                      f"{f(g.base_utility)} | – | – | – |")
     lines += ["", "gain = base NLL − fine-tuned NLL on sensitive tokens of training (train) or held-out (test) records, "
-              "in nats/token (higher = more memorised); test NLL = non-sensitive test tokens (lower = better); "
+              "in nats/token (higher = more memorised), with 95% bootstrap intervals over records in brackets; "
+              "\"did not learn\" = test NLL not improved on the base model beyond its interval; test NLL = non-sensitive test tokens (lower = better); "
               "exposure in bits; MIA AUC of the strongest attack (0.5 = chance).", "", "## Findings", ""]
     lines += [f"- {s}" for s in found]
     return "\n".join(lines) + "\n"

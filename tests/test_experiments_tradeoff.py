@@ -1,0 +1,83 @@
+"""Issue 14: intervals, runs that did not learn, trajectories and comparisons at matched utility in the report."""
+
+import json
+
+import pytest
+
+from privtune.experiments import tables
+from privtune.experiments.analysis import groups, views
+from privtune.experiments.findings import findings
+from privtune.experiments.report import build_report
+from privtune.experiments.store import ResultStore
+
+from _exp_helpers import row
+
+
+def _with_ci(r, *, gain_ci, util_diff_ci, util_ci=None):
+    r["privacy.sensitive_train_gain_ci"] = json.dumps(gain_ci)
+    r["utility.nonsensitive_test_nll_diff_ci"] = json.dumps(util_diff_ci)
+    if util_ci:
+        r["utility.nonsensitive_test_nll_ci"] = json.dumps(util_ci)
+    return r
+
+
+def learned_and_not(tmp_path):
+    """FFT learned (test NLL 2.1 vs base 2.5, improvement interval [0.3, 0.5]); DP-FFT did not (2.49, interval of
+    the NLL difference [-0.03, 0.02] contains 0), through a stored results file."""
+    rows = [_with_ci(row("fft", gain=0.5, util=2.1), gain_ci=[0.4, 0.6], util_diff_ci=[-0.5, -0.3]),
+            _with_ci(row("lora", gain=0.3, util=2.2), gain_ci=[0.25, 0.35], util_diff_ci=[-0.4, -0.2]),
+            _with_ci(row("dp-fft", eps=8.0, gain=0.01, util=2.49), gain_ci=[-0.01, 0.03],
+                     util_diff_ci=[-0.03, 0.02])]
+    with ResultStore(tmp_path) as store:
+        for r in rows:
+            store.upsert(r)
+        return store.rows()
+
+
+def test_a_run_that_did_not_learn_is_flagged_everywhere(tmp_path):
+    rows = learned_and_not(tmp_path)
+    vs = views(rows)
+    fft, lora, dp = vs
+    assert fft.learned is True and dp.learned is False and not fft.did_not_learn and dp.did_not_learn
+    assert fft.ci("gain_train") == [0.4, 0.6] and fft.ci("improvement") == [0.3, 0.5]
+    assert dp.label.endswith("(did not learn)") and "did not learn" not in fft.label
+    head, trs = tables.runs(vs)
+    assert [r[head.index("learned")] for r in trs] == ["yes", "yes", "did not learn"]
+    assert trs[0][head.index("gain train [95% CI]")] == "0.500 [0.400, 0.600]"
+    for t in (tables.accounting(vs), tables.cost(vs), tables.exposure(vs, groups(vs))):
+        assert all("did not learn" in r[0] for r in t[1] if r[0].startswith("dp-fft"))
+    text = "\n".join(findings(groups(vs), vs))
+    assert "DP-FFT (ε = 8) did not learn: its non-sensitive test NLL (2.490 vs the base model's 2.500; " \
+           "improvement 0.010, 95% interval [-0.020, 0.030]) did not improve" in text
+    assert "not a privacy result" in text
+    assert "% of FFT's" not in text                       # no privacy ratio for a run that learned nothing
+    front = next(s for s in text.splitlines() if "Pareto front" in s)
+    assert "left out (dp-fft ε=8 (did not learn))" in front and "dp-fft ε=8 (did not learn)," not in front
+    rep = build_report(rows)
+    assert "did not learn" in rep.markdown and "did not learn" in rep.html
+
+
+def test_without_intervals_the_point_estimate_decides():
+    vs = views([row("fft", gain=0.5, util=2.1), row("dp-lora", eps=8.0, gain=0.0, util=2.6)])
+    assert vs[0].learned is True and vs[1].learned is False and vs[0].ci("gain_train") is None
+
+
+def test_overlapping_intervals_are_not_distinguishable():
+    rows = [_with_ci(row("fft", gain=0.5, util=2.1), gain_ci=[0.3, 0.7], util_diff_ci=[-0.5, -0.3]),
+            _with_ci(row("lora", gain=0.45, util=2.2), gain_ci=[0.35, 0.55], util_diff_ci=[-0.4, -0.2])]
+    vs = views(rows)
+    text = "\n".join(findings(groups(vs), vs))
+    assert "sensitive-token gains on training data (0.450 [0.350, 0.550] vs 0.500 [0.300, 0.700] nats/token) " \
+           "are not distinguishable at this size" in text
+    assert "memorised 90% as much" not in text
+
+
+def test_seed_table_gives_mean_sd_and_each_seed():
+    rows = [row("fft", gain=g, util=2.1, seed=s) for s, g in ((0, 0.4), (1, 0.6))]
+    from privtune.experiments.analysis import variants
+
+    head, trs = tables.seeds(variants(views(rows)))
+    assert trs[0][1] == "0, 1"
+    assert trs[0][head.index("gain train")] == f"0.500 ± {0.1414:.3f} (0.400, 0.600)"
+    assert tables.seeds(variants(views(rows[:1])))[1] == []
+    assert pytest.approx(0.5) == variants(views(rows))[0].mean("gain_train")
