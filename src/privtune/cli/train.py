@@ -81,6 +81,11 @@ def train_cmd(
         None, "--dp-diagnostics/--no-dp-diagnostics", help="DP: also record the training loss, token/example counts, "
         "empty batches and clip fraction, labelled as outside the DP guarantee (they are computed from the private "
         "data without noise; by default a DP run does not release them)."),
+    trajectory: Optional[bool] = typer.Option(
+        None, "--trajectory/--no-trajectory", help="Evaluate privacy and utility during training into "
+        "RUN/trajectory.jsonl (default on; off for speed)."),
+    eval_points: Optional[int] = typer.Option(None, "--eval-points", help="Evenly spaced in-training evaluations "
+                                              "(default 5; step 0 and epoch ends are added)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
     resume_reserve: Optional[int] = typer.Option(None, "--resume-reserve",
                                                  help="DP: steps of budget kept for re-execution after a crash."),
