@@ -81,3 +81,40 @@ def test_seed_table_gives_mean_sd_and_each_seed():
     assert trs[0][head.index("gain train")] == f"0.500 ± {0.1414:.3f} (0.400, 0.600)"
     assert tables.seeds(variants(views(rows[:1])))[1] == []
     assert pytest.approx(0.5) == variants(views(rows))[0].mean("gain_train")
+
+
+def _points(scale=1.0):
+    return [{"step": s, "epoch": s / 4, "epsilon": None, "sensitive_train_gain": scale * s / 10,
+             "sensitive_train_gain_ci": [scale * s / 10 - 0.01, scale * s / 10 + 0.01],
+             "nonsensitive_test_nll": 2.5 - s / 20, "nonsensitive_test_nll_base": 2.5} for s in (0, 2, 4)]
+
+
+def test_store_keeps_trajectories_and_replaces_them_per_run(tmp_path):
+    from privtune.experiments.store import make_row
+
+    with ResultStore(tmp_path) as store:
+        store.upsert(make_row(run_id="a", status="completed", grid={}, trajectory=_points()))
+        store.upsert(make_row(run_id="b", status="completed", grid={}, trajectory=_points(2.0)))
+        store.upsert(make_row(run_id="a", status="completed", grid={}, trajectory=_points()[:2]))
+        store.upsert(make_row(run_id="b", status="completed", grid={}))   # no trajectory given: kept
+        t = store.trajectories()
+        assert "_trajectory" not in store.columns()
+        store.delete_missing({"b"})
+        assert set(store.trajectories()) == {"b"}
+    assert [p["step"] for p in t["a"]] == [0, 2] and [p["step"] for p in t["b"]] == [0, 2, 4]
+    assert t["b"][1]["sensitive_train_gain_ci"] == pytest.approx([0.39, 0.41]) and t["b"][1]["epsilon"] is None
+
+
+def test_rebuild_restores_the_trajectory_table(tmp_path, capsys):
+    import test_experiments_store_safety as safety
+    from privtune.training.trajectory import TRAJECTORY_FILE
+
+    d = safety.study_dir.__wrapped__(tmp_path)
+    run_dirs = sorted(p for p in (d / "runs").iterdir() if (p / "eval.json").is_file())
+    for rd in run_dirs:
+        (rd / TRAJECTORY_FILE).write_text("".join(json.dumps(p) + "\n" for p in _points()))
+    code, _, err = safety.run(["results", str(d), "--rebuild"], capsys)
+    assert code == 0, err
+    with ResultStore(d, create=False) as s:
+        t = s.trajectories()
+    assert set(t) == {rd.name for rd in run_dirs} and all(len(v) == 3 for v in t.values())
