@@ -118,3 +118,65 @@ def test_rebuild_restores_the_trajectory_table(tmp_path, capsys):
     with ResultStore(d, create=False) as s:
         t = s.trajectories()
     assert set(t) == {rd.name for rd in run_dirs} and all(len(v) == 3 for v in t.values())
+
+
+def test_interpolation_at_a_utility_level_by_hand():
+    from privtune.experiments.analysis import interpolate_at, matched_levels
+
+    pts = [{"step": 0, "nonsensitive_test_nll": 1.0, "memorization_nats": 0.0, "memorization_nats_ci": [0.0, 0.0]},
+           {"step": 4, "nonsensitive_test_nll": 0.8, "memorization_nats": 0.1, "memorization_nats_ci": [0.05, 0.15]},
+           {"step": 8, "nonsensitive_test_nll": 0.6, "memorization_nats": 0.5, "memorization_nats_ci": [0.3, 0.7]}]
+    # 0.7 lies half-way between steps 4 and 8: 0.1 + 0.5 * (0.5 - 0.1) = 0.3; interval ends [0.175, 0.425]
+    value, ci = interpolate_at(pts, 0.7)
+    assert value == pytest.approx(0.3) and ci == pytest.approx([0.175, 0.425])
+    # a quarter of the way from step 0 to 4: 0.025, interval [0.0125, 0.0375]
+    value, ci = interpolate_at(list(reversed(pts)), 0.95)     # order by step, not by list position
+    assert value == pytest.approx(0.025) and ci == pytest.approx([0.0125, 0.0375])
+    assert interpolate_at(pts, 0.8) == (0.1, [0.05, 0.15])     # exactly at a point
+    assert interpolate_at(pts, 0.5) is None                     # never reached
+    assert matched_levels(1.0, [0.6, 0.7, 0.99], n_levels=3) == pytest.approx([0.9, 0.8, 0.7])
+    assert matched_levels(1.0, [0.6, 1.0]) == []                # one method improved: nothing to compare
+
+
+def _traj_rows():
+    """FFT learns fast and memorises; LoRA reaches less utility and memorises less; DP-LoRA did not learn."""
+    def traj(run_id, nlls, mems, half):
+        return run_id, [{"step": 2 * i, "epoch": i / 2, "epsilon": None, "nonsensitive_test_nll": x,
+                         "nonsensitive_test_nll_base": 1.0, "memorization_nats": m,
+                         "memorization_nats_ci": [m - half, m + half], "sensitive_train_gain": 2 * m,
+                         "sensitive_train_gain_ci": [2 * m - half, 2 * m + half], "n_train_records": 50,
+                         "n_test_records": 50} for i, (x, m) in enumerate(zip(nlls, mems))]
+    rows = [_with_ci(row("fft", gain=0.5, util=2.1), gain_ci=[0.4, 0.6], util_diff_ci=[-0.5, -0.3]),
+            _with_ci(row("lora", gain=0.3, util=2.2), gain_ci=[0.25, 0.35], util_diff_ci=[-0.4, -0.2]),
+            _with_ci(row("dp-lora", eps=8.0, gain=0.01, util=2.49), gain_ci=[-0.01, 0.03],
+                     util_diff_ci=[-0.03, 0.02])]
+    trajs = dict([traj(rows[0]["run_id"], [1.0, 0.8, 0.6], [0.0, 0.2, 0.6], 0.02),
+                  traj(rows[1]["run_id"], [1.0, 0.9, 0.7], [0.0, 0.02, 0.1], 0.01),
+                  traj(rows[2]["run_id"], [1.0, 1.0, 0.99], [0.0, 0.0, 0.0], 0.01)])
+    return rows, trajs
+
+
+def test_matched_utility_findings():
+    rows, trajs = _traj_rows()
+    vs = views(rows, trajs)
+    text = "\n".join(findings(groups(vs), vs))
+    # levels between the base 1.0 and 0.7 (the second-best reached): 0.9, 0.8, 0.7
+    # at 0.8: FFT at its point 0.2; LoRA half-way between 0.9 and 0.7: 0.06, interval [0.05, 0.07]
+    assert "At non-sensitive test NLL 0.800: FFT memorisation 0.200 [0.180, 0.220], LoRA memorisation 0.060 " \
+           "[0.050, 0.070]; DP-LoRA (ε = 8) (did not learn) never reached it. On the privacy–utility front at this " \
+           "level: LoRA." in text
+    assert "At non-sensitive test NLL 0.900: FFT memorisation 0.100 [0.080, 0.120], LoRA memorisation 0.020" in text
+    rep = build_report(rows, trajectories=trajs)
+    assert "trajectories" in rep.figures
+
+
+def test_report_reads_trajectories_from_the_store(tmp_path):
+    from privtune.experiments.report import write_report
+
+    rows, trajs = _traj_rows()
+    with ResultStore(tmp_path) as store:
+        for r in rows:
+            store.upsert({**r, "_trajectory": trajs[r["run_id"]]})
+    written = write_report(tmp_path)
+    assert "At non-sensitive test NLL 0.800" in written.markdown
+    assert (tmp_path / "plots" / "trajectories.png").is_file()

@@ -83,6 +83,7 @@ class RunView:
     adapter: bool
     seed: int | None
     label: str = ""
+    trajectory: list[dict[str, Any]] = field(default_factory=list)   # trajectory.jsonl points, by step
 
     def get(self, key: str) -> float | None:
         return num(self.row, key)
@@ -199,9 +200,12 @@ class RunView:
         return [(float(p[0]), float(p[1])) for p in pts if len(p) >= 2 and p[1] is not None]
 
 
-def views(rows: Iterable[Mapping[str, Any]]) -> list[RunView]:
-    """Interpret store rows; labels name only what varies (method, ε, and rank/lr/epochs/seed when they vary)."""
+def views(rows: Iterable[Mapping[str, Any]],
+          trajectories: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> list[RunView]:
+    """Interpret store rows; labels name only what varies (method, ε, and rank/lr/epochs/seed when they vary).
+    ``trajectories``: ``{run_id: points}`` (the store's trajectory table)."""
     out = []
+    trajectories = trajectories or {}
     for r in rows:
         method = str(r.get("grid.method") or r.get("run.method") or "?")
         eps = num(r, "grid.epsilon")
@@ -212,7 +216,8 @@ def views(rows: Iterable[Mapping[str, Any]]) -> list[RunView]:
                            dataset=str(r.get("grid.dataset") or r.get("run.dataset_name") or "data"),
                            model=str(r.get("grid.model") or r.get("run.model") or "model"), method=method,
                            epsilon_target=eps, private=private, adapter=adapter,
-                           seed=int(seed) if seed is not None else None))
+                           seed=int(seed) if seed is not None else None,
+                           trajectory=[dict(p) for p in trajectories.get(str(r["run_id"]), [])]))
     varying = _varying(out, ("dataset", "model", "lora_r", "lr", "epochs", "seed"))
     for v in out:
         v.label = run_label(v.row, varying) + (f" ({DID_NOT_LEARN})" if v.did_not_learn else "")
@@ -373,3 +378,91 @@ def groups(vs: Sequence[RunView]) -> list[Group]:
 def _median(vals: Iterable[float | None]) -> float | None:
     xs = [v for v in vals if v is not None]
     return statistics.median(xs) if xs else None
+
+
+# -- trajectories and comparisons at matched utility ---------------------------------------------------------------
+
+#: Trajectory keys: the utility axis and the memorisation axis of the privacy–utility plane.
+UTILITY_KEY = "nonsensitive_test_nll"
+MEMORISATION_KEY = "memorization_nats"
+
+
+def _point_value(p: Mapping[str, Any], key: str) -> float | None:
+    return num(p, key)
+
+
+def interpolate_at(points: Sequence[Mapping[str, Any]], level: float, *, x: str = UTILITY_KEY,
+                   y: str = MEMORISATION_KEY) -> tuple[float, list[float] | None] | None:
+    """``y`` where the trajectory first reaches ``x = level``, with its interval, or None when it never does.
+
+    Points are taken in step order; on the first segment ``(x_i, y_i) → (x_j, y_j)`` with ``level`` between
+    ``x_i`` and ``x_j`` (ends included), ``t = (x_i − level) / (x_i − x_j)`` and ``y = y_i + t (y_j − y_i)``; the
+    interval's ends ``lo`` and ``hi`` are interpolated the same way (where both points have one).
+    """
+    pts = [p for p in sorted(points, key=lambda p: p.get("step") or 0)
+           if _point_value(p, x) is not None and _point_value(p, y) is not None]
+    for i, a in enumerate(pts):
+        xa = _point_value(a, x)
+        if xa == level:
+            return float(_point_value(a, y)), interval(a, f"{y}_ci")
+        if i + 1 == len(pts):
+            break
+        b = pts[i + 1]
+        xb = _point_value(b, x)
+        if (xa - level) * (xb - level) < 0:
+            t = (xa - level) / (xa - xb)
+            ya, yb = _point_value(a, y), _point_value(b, y)
+            ca, cb = interval(a, f"{y}_ci"), interval(b, f"{y}_ci")
+            ci = None if ca is None or cb is None else [ca[0] + t * (cb[0] - ca[0]), ca[1] + t * (cb[1] - ca[1])]
+            return ya + t * (yb - ya), ci
+    return None
+
+
+def best_utility(points: Sequence[Mapping[str, Any]], x: str = UTILITY_KEY) -> float | None:
+    """The lowest ``x`` (best utility) a trajectory reached."""
+    xs = [v for v in (_point_value(p, x) for p in points) if v is not None]
+    return min(xs) if xs else None
+
+
+def matched_levels(base: float, reached: Sequence[float], *, n_levels: int = 3, min_methods: int = 2) -> list[float]:
+    """Utility levels between the base model's ``base`` and the best level at least ``min_methods`` trajectories
+    reached (``reached``: each one's best): ``base − (base − L)·k/n`` for ``k = 1..n``, where ``L`` is the
+    ``min_methods``-th lowest of ``reached``. Empty when fewer than ``min_methods`` improved on the base."""
+    better = sorted(r for r in reached if r < base)
+    if len(better) < min_methods:
+        return []
+    deepest = better[min_methods - 1]
+    return [base - (base - deepest) * k / n_levels for k in range(1, n_levels + 1)]
+
+
+@dataclass
+class Matched:
+    """One variant's memorisation at a utility level: the mean over its seeds' interpolated values, their standard
+    deviation (several seeds) or the interpolated interval (one seed); ``reached`` False when a seed never got
+    there."""
+
+    variant: "Variant"
+    value: float | None
+    sd: float | None
+    ci: list[float] | None
+    reached: bool
+
+
+def matched_at(vars_: Sequence["Variant"], level: float, *, y: str = MEMORISATION_KEY) -> list[Matched]:
+    """Each variant's ``y`` at utility ``level`` along its runs' trajectories (:func:`interpolate_at`)."""
+    out = []
+    for v in vars_:
+        got = [interpolate_at(r.trajectory, level, y=y) for r in v.runs if r.trajectory]
+        if not got or any(g is None for g in got):
+            out.append(Matched(v, None, None, None, False))
+            continue
+        vals = [g[0] for g in got]  # type: ignore[index]
+        out.append(Matched(v, statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None,
+                           got[0][1] if len(got) == 1 else None, True))  # type: ignore[index]
+    return out
+
+
+def trajectory_base(vars_: Sequence["Variant"]) -> float | None:
+    """The base model's utility on the trajectories' evaluation subset (their median ``nonsensitive_test_nll_base``)."""
+    return _median(_point_value(p, "nonsensitive_test_nll_base") for v in vars_ for r in v.runs
+                   for p in r.trajectory[:1])

@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from privtune.evaluation.stats import separated
-from privtune.experiments.analysis import DID_NOT_LEARN, Group, RunView, Variant
+from privtune.experiments.analysis import (DID_NOT_LEARN, Group, Matched, RunView, Variant, best_utility,
+                                          matched_at, matched_levels, trajectory_base)
 from privtune.experiments.tables import privacy_warnings, secs
 
 #: Smallest train-minus-test gain (nats/token) called "memorisation" in words; below it, only the numbers are given.
@@ -179,6 +180,8 @@ def group_findings(g: Group) -> list[str]:
         sizes = f" on {nm:.0f} members and {nn:.0f} non-members" if nm and nn else ""
         out.append(f"Strongest membership-inference attack, AUC{sizes} (0.5 is chance): {items}.")
 
+    out += matched_findings(g)
+
     front = g.front()
     if len(g.points()) > 1:
         dropped = [v.label for v in g.variants if v.did_not_learn]
@@ -188,6 +191,63 @@ def group_findings(g: Group) -> list[str]:
     if chose:
         out.append("Where a method ran in several configurations, these comparisons use its configuration with the "
                    "lowest non-sensitive test NLL.")
+    return out
+
+
+def _matched_text(m: Matched) -> str:
+    if m.value is None:
+        return "–"
+    if m.sd is not None:
+        return f"{m.value:.3f} ± {m.sd:.3f} ({len(m.variant.runs)} seeds)"
+    return f"{m.value:.3f}{ci_text(m.ci)}"
+
+
+def _band(m: Matched) -> list[float] | None:
+    """What separation is judged on: the interpolated interval (one seed) or mean ± sd (several)."""
+    if m.sd is not None and m.value is not None:
+        return [m.value - m.sd, m.value + m.sd]
+    return m.ci
+
+
+def matched_findings(g: Group, n_levels: int = 3) -> list[str]:
+    """Memorisation of each method at utility levels several of them reached, along their trajectories, and which
+    is on the privacy–utility front there (the lowest memorisation; others whose interval overlaps it are not
+    distinguishable at this size)."""
+    vars_ = [v for v in g.variants if any(r.trajectory for r in v.runs)]
+    base = trajectory_base(vars_)
+    if base is None or len(vars_) < 2:
+        return []
+    learned = [v for v in vars_ if not v.did_not_learn]
+    reached = [min(b for b in (best_utility(r.trajectory) for r in v.runs if r.trajectory) if b is not None)
+               for v in learned if any(best_utility(r.trajectory) is not None for r in v.runs)]
+    levels = matched_levels(base, reached, n_levels=n_levels)
+    if not levels:
+        return [f"No utility level below the base model's ({base:.3f}) was reached by two methods that learned, so "
+                "there is no comparison at matched utility."]
+    n_tr = next((r.trajectory[0].get("n_train_records") for v in vars_ for r in v.runs if r.trajectory), None)
+    n_te = next((r.trajectory[0].get("n_test_records") for v in vars_ for r in v.runs if r.trajectory), None)
+    size = f" on {n_tr} training and {n_te} test records" if n_tr and n_te else ""
+    out = [f"Comparisons at matched utility follow each run's in-training evaluations{size} (memorisation = "
+           "sensitive-token gain on training records − gain on held-out records, nats/token, interpolated linearly "
+           f"between evaluation points; base model's non-sensitive test NLL there {base:.3f})."]
+    for level in levels:
+        ms = matched_at(learned, level)
+        got = [m for m in ms if m.reached]
+        missed = [_name(m.variant) for m in ms if not m.reached]
+        missed += [f"{_name(v)} ({DID_NOT_LEARN})" for v in vars_ if v.did_not_learn]
+        s = f"At non-sensitive test NLL {level:.3f}: "
+        s += ", ".join(f"{_name(m.variant)} memorisation {_matched_text(m)}" for m in got) if got else \
+            "no method reached it"
+        if missed:
+            s += f"; {', '.join(missed)} never reached it"
+        if got:
+            best = min(got, key=lambda m: m.value)  # type: ignore[arg-type, return-value]
+            tied = [m for m in got if m is not best and not separated(_band(best), _band(m))
+                    and _band(best) is not None and _band(m) is not None]
+            s += f". On the privacy–utility front at this level: {_name(best.variant)}"
+            if tied:
+                s += f", not distinguishable at this size from {', '.join(_name(m.variant) for m in tied)}"
+        out.append(s + ".")
     return out
 
 

@@ -92,10 +92,12 @@ pre{padding:.8em;overflow-x:auto;font-size:.85em}
 """
 
 
-def build_report(rows: Sequence[Mapping[str, Any]], *, study: Mapping[str, Any] | None = None) -> Report:
-    """The report of result rows (store rows: see :mod:`privtune.experiments.store`)."""
+def build_report(rows: Sequence[Mapping[str, Any]], *, study: Mapping[str, Any] | None = None,
+                 trajectories: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> Report:
+    """The report of result rows (store rows: see :mod:`privtune.experiments.store`) and the runs' trajectories
+    (``{run_id: points}``, the store's trajectory table)."""
     study = dict(study or {})
-    vs = views(rows)
+    vs = views(rows, trajectories)
     gs = groups(vs)
     col = plots.colours([v.method for v in vs])
     lm = not vs or not all(classification.is_classification(v) for v in vs)
@@ -291,11 +293,11 @@ def write_report(study_dir: str | Path, *, out: str | Path | None = None) -> Wri
 
     study_dir = Path(study_dir)
     with open_store(study_dir) as store:
-        rows, meta = store.rows(), store.study()
+        rows, meta, trajectories = store.rows(), store.study(), store.trajectories()
     study: dict[str, Any] = {"name": meta.get("name"), "toml": meta.get("toml")}
     if meta.get("config"):
         study["description"] = json.loads(meta["config"]).get("description")
-    rep = build_report(rows, study=study)
+    rep = build_report(rows, study=study, trajectories=trajectories)
     out = Path(out) if out is not None else study_dir / "report.html"
     atomic_write_text(out, rep.html)
     md = out.with_suffix(".md")
