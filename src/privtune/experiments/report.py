@@ -103,6 +103,7 @@ def build_report(rows: Sequence[Mapping[str, Any]], *, study: Mapping[str, Any] 
     lm = not vs or not all(classification.is_classification(v) for v in vs)
     figs = {k: f for k, f in (("privacy_utility", plots.privacy_utility(gs, col) if lm else None),
                               ("versus_epsilon", plots.versus_epsilon(gs, col) if lm else None),
+                              ("trajectories", plots.trajectories(gs, col) if lm else None),
                               ("cost", plots.cost(gs, col)), ("curves", plots.curves(vs, col))) if f}
     found = classification.findings(vs) + findings(gs, vs)
     name = str(study.get("name") or "study")
@@ -207,6 +208,14 @@ def _lm_measures(vs: Sequence[RunView], figs: Mapping[str, str]) -> list[str]:
         "zero gain. Configurations on the Pareto front (dashed) are those no other beats on both axes.</p>",
         _fig(figs.get("privacy_utility"), "privacy vs utility", "Sensitive-token NLL gain on training data vs "
              "non-sensitive test NLL; the star is the base model."),
+        "<h2>Trajectories</h2>",
+        "<p>Each run evaluated during training (<code>trajectory.jsonl</code>) on a fixed subset of training and "
+        "held-out records: memorisation (sensitive-token gain on training records − gain on held-out records) "
+        "against non-sensitive test NLL, one line per run from the base model (star) on, markers growing with the "
+        "epoch; seeds of one configuration share a colour. DP runs are also shown against the ε spent so far. The "
+        "findings compare methods at matched utility along these lines.</p>",
+        _fig(figs.get("trajectories"), "trajectories", "Memorisation against utility over training (Das et al. "
+             "2025); right: DP runs over the ε spent."),
         "<h2>Runs</h2>",
         "<p>NLLs of the fine-tuned model (the base model's in brackets). Gain = base − fine-tuned NLL on sensitive "
         "tokens of training (train) or held-out (test) records; memorisation = gain train − gain test, the part "
