@@ -39,7 +39,8 @@ def test_trajectory_of_a_run_and_its_contract(data, tmp_path):
             lo, hi = p[f"{k}_ci"]
             assert lo <= p[k] <= hi
         assert p["epsilon"] is None and p["n_train_records"] == 10
-    assert pts[0]["sensitive_train_gain"] == 0 and pts[0]["nonsensitive_test_nll"] == pts[0]["nonsensitive_test_nll_base"]
+    assert pts[0]["sensitive_train_gain"] == 0
+    assert pts[0]["nonsensitive_test_nll"] == pts[0]["nonsensitive_test_nll_base"]
     assert pts[-1]["epoch"] == pytest.approx(6 * 8 / 32)
     assert len({p["nonsensitive_test_nll_base"] for p in pts}) == 1      # base scored once
     assert pts[-1]["nonsensitive_test_nll"] != pts[0]["nonsensitive_test_nll"]

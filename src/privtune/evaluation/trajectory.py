@@ -36,6 +36,7 @@ def trajectory_point(*, train: TokenScores, train_base: TokenScores, test: Token
     for k in MEASURES:
         out[k] = both.get(k)
         out[f"{k}_ci"] = both.get(f"{k}_ci")
-    out["sensitive_train_nll"], out["sensitive_train_nll_base"] = p["sensitive_train_nll"], p["sensitive_train_nll_base"]
+    out["sensitive_train_nll"] = p["sensitive_train_nll"]
+    out["sensitive_train_nll_base"] = p["sensitive_train_nll_base"]
     out["n_train_records"], out["n_test_records"] = len(train), len(test)
     return out

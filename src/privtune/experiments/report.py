@@ -272,15 +272,17 @@ def markdown_summary(name: str, vs: Sequence[RunView], found: Sequence[str]) -> 
     for v in lm:
         mia = v.best_mia()
         lines.append(f"| {v.label} | {v.status} | {epsilon_short(v)} | {with_ci(v.gain_train, v.ci('gain_train'))} | "
-                     f"{with_ci(v.gain_test, v.ci('gain_test'))} | {with_ci(v.utility, v.ci('utility'))} | {f(v.get('exposure.exposure_bits'), 1)} | "
-                     f"{f(mia[1]) if mia else '–'} | {secs(v.get('run.wall_time_s'))} |")
+                     f"{with_ci(v.gain_test, v.ci('gain_test'))} | {with_ci(v.utility, v.ci('utility'))} | "
+                     f"{f(v.get('exposure.exposure_bits'), 1)} | {f(mia[1]) if mia else '–'} | "
+                     f"{secs(v.get('run.wall_time_s'))} |")
     base = [g for g in groups(vs) if g.base_utility is not None]
     for g in base:
         lines.append(f"| base model{' · ' + g.title if len(base) > 1 else ''} | – | – | 0.000 | 0.000 | "
                      f"{f(g.base_utility)} | – | – | – |")
     lines += ["", "gain = base NLL − fine-tuned NLL on sensitive tokens of training (train) or held-out (test) records, "
               "in nats/token (higher = more memorised), with 95% bootstrap intervals over records in brackets; "
-              "\"did not learn\" = test NLL not improved on the base model beyond its interval; test NLL = non-sensitive test tokens (lower = better); "
+              "\"did not learn\" = test NLL not improved on the base model beyond its interval; "
+              "test NLL = non-sensitive test tokens (lower = better); "
               "exposure in bits; MIA AUC of the strongest attack (0.5 = chance).", "", "## Findings", ""]
     lines += [f"- {s}" for s in found]
     return "\n".join(lines) + "\n"

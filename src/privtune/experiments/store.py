@@ -156,7 +156,8 @@ class ResultStore:
             names = list(flat)
             self._ensure_columns(names, TRAJECTORY_TABLE)
             cols = ", ".join(f'"{_ident(n)}"' for n in names)
-            self._con.execute(f"INSERT OR REPLACE INTO {TRAJECTORY_TABLE} ({cols}) VALUES ({', '.join('?' * len(names))})",
+            marks = ", ".join("?" * len(names))
+            self._con.execute(f"INSERT OR REPLACE INTO {TRAJECTORY_TABLE} ({cols}) VALUES ({marks})",
                               [flat[n] for n in names])
 
     def trajectories(self) -> dict[str, list[dict[str, Any]]]:
