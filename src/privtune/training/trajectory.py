@@ -3,7 +3,8 @@
 Das et al. (2025) follow memorisation *over training*: a method is judged by how much it memorises for the utility
 it has bought so far, not at one end point. At each evaluation step ``t`` (:func:`eval_steps`: step 0, ``eval_points``
 evenly spaced steps, and the end of every whole epoch) the model is scored on a fixed evaluation subset
-(``trajectory_records`` training and as many test records, seeded by the run's seed; canaries left out) with the
+(``trajectory_records`` training and as many test records drawn with :data:`SUBSET_SEED`, the same for every run on
+the dataset whatever its seed, so methods and seeds are compared on the same records; canaries left out) with the
 scoring engine of ``privtune eval`` (:func:`privtune.evaluation.tokens.score_records`), and the measures of
 :func:`privtune.evaluation.trajectory.trajectory_point` are appended as one JSON object per line, with ``step``,
 ``epoch`` (expected epochs, ``t · B / N``), ``epsilon`` (DP: the certified ε the ledger has spent so far; null
@@ -36,6 +37,8 @@ from privtune.training.checkpoint import CKPT_DIR
 from privtune.utils.fsio import atomic_write_text
 
 TRAJECTORY_FILE = "trajectory.jsonl"
+#: Seed of the evaluation subset: fixed, so that every run on a dataset is evaluated on the same records.
+SUBSET_SEED = 0
 
 
 def eval_steps(*, planned: int, eval_points: int, n_train: int, batch_size: int) -> list[int]:
@@ -99,8 +102,9 @@ class TrajectoryRecorder:
                                     batch_size=cfg.batch_size))
         keep = (lambda r: not (r.is_canary or r.meta.get("audit")))  # noqa: E731
         self.records = {
-            "train": _subset([r for r in plan.dataset.train if keep(r)], cfg.trajectory_records, cfg.seed),
-            "test": _subset([r for r in plan.dataset.split("test") if keep(r)], cfg.trajectory_records, cfg.seed + 1)}
+            "train": _subset([r for r in plan.dataset.train if keep(r)], cfg.trajectory_records, SUBSET_SEED),
+            "test": _subset([r for r in plan.dataset.split("test") if keep(r)], cfg.trajectory_records,
+                            SUBSET_SEED + 1)}
         self.enc = {k: encode(tokenizer, v, max_length=cfg.max_length) for k, v in self.records.items()}
         self.points = read_points(self.path)
         self.last = max((p["step"] for p in self.points), default=-1)
