@@ -203,4 +203,7 @@ def utility_measures(*, test: TokenScores, test_base: TokenScores) -> UtilityRes
     boot = Resamples(test, BOOTSTRAP_SEED + 1)
     intervals, _ = paired_intervals(boot, test, test_base, keep, "nonsensitive_test_nll")
     intervals["nonsensitive_test_top1_ci"] = percentile_interval(boot.means(test.correct.astype(float), keep))
+    for k in ("", "_base"):  # exp is monotone: the perplexity's interval is the NLL's, exponentiated
+        ci = intervals[f"nonsensitive_test_nll{k}_ci"]
+        intervals[f"nonsensitive_test_ppl{k}_ci"] = None if ci is None else [math.exp(ci[0]), math.exp(ci[1])]
     return UtilityResult(TokenStats.of(test, keep), TokenStats.of(test_base, keep), len(test), intervals)
