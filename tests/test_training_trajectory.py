@@ -89,3 +89,22 @@ def test_no_trajectory_and_bad_options(data, tmp_path):
     assert res.record["trajectory_skipped"].startswith("off")
     with pytest.raises(ConfigError, match="--eval-points"):
         train(data=str(data), method="lora", model="tiny:llama", steps=2, eval_points=0, out=tmp_path / "bad")
+
+
+def test_cli_options(data, tmp_path, capsys):
+    from privtune.cli import main
+
+    base = ["train", "--data", str(data), "--method", "lora", "--model", "tiny:llama", "--steps", "3",
+            "--batch-size", "8", "--max-length", "128"]
+    with pytest.raises(SystemExit) as e:
+        main([*base, "--eval-points", "0", "--out", str(tmp_path / "bad")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--eval-points" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
+    for extra, name in ((["--eval-points", "1"], "one"), (["--no-trajectory"], "off")):
+        try:
+            main([*base, *extra, "--out", str(tmp_path / name)])
+        except SystemExit as ex:
+            assert ex.code in (0, None)
+    assert [p["step"] for p in read_points(tmp_path / "one" / TRAJECTORY_FILE)] == [0, 3]
+    assert not (tmp_path / "off" / TRAJECTORY_FILE).exists()
