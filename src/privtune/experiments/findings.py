@@ -213,7 +213,8 @@ def matched_findings(g: Group, n_levels: int = 3) -> list[str]:
     """Memorisation of each method at utility levels several of them reached, along their trajectories, and which
     is on the privacy–utility front there (the lowest memorisation; others whose interval overlaps it are not
     distinguishable at this size)."""
-    vars_ = [v for v in g.variants if any(r.trajectory for r in v.runs)]
+    vars_ = [v for v in g.variants if any(p.get("memorization_nats") is not None for r in v.runs
+                                          for p in r.trajectory)]
     base = trajectory_base(vars_)
     if base is None or len(vars_) < 2:
         return []
