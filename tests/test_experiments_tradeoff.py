@@ -163,7 +163,7 @@ def test_matched_utility_findings():
     # levels between the base 1.0 and 0.7 (the second-best reached): 0.9, 0.8, 0.7
     # at 0.8: FFT at its point 0.2; LoRA half-way between 0.9 and 0.7: 0.06, interval [0.05, 0.07]
     assert "At non-sensitive test NLL 0.800: FFT memorisation 0.200 [0.180, 0.220], LoRA memorisation 0.060 " \
-           "[0.050, 0.070]; DP-LoRA (ε = 8) (did not learn) never reached it. On the privacy–utility front at this " \
+           "[0.050, 0.070]; DP-LoRA (ε = 8; did not learn) never reached it. On the privacy–utility front at this " \
            "level: LoRA." in text
     assert "At non-sensitive test NLL 0.900: FFT memorisation 0.100 [0.080, 0.120], LoRA memorisation 0.020" in text
     rep = build_report(rows, trajectories=trajs)

@@ -462,6 +462,28 @@ def matched_at(vars_: Sequence["Variant"], level: float, *, y: str = MEMORISATIO
     return out
 
 
+def trajectory_variants(vars_: Sequence["Variant"]) -> list["Variant"]:
+    """The variants with memorisation values along some trajectory."""
+    return [v for v in vars_ if any(p.get(MEMORISATION_KEY) is not None for r in v.runs for p in r.trajectory)]
+
+
+def group_levels(vars_: Sequence["Variant"], n_levels: int = 3) -> tuple[float | None, list[float]]:
+    """The base model's utility on the trajectories' subset and the matched-utility levels (:func:`matched_levels`)
+    reached by at least two variants that learned."""
+    vars_ = trajectory_variants(vars_)
+    base = trajectory_base(vars_)
+    if base is None:
+        return None, []
+    reached = []
+    for v in vars_:
+        if v.did_not_learn:
+            continue
+        best = [b for b in (best_utility(r.trajectory) for r in v.runs) if b is not None]
+        if best:
+            reached.append(min(best))
+    return base, matched_levels(base, reached, n_levels=n_levels)
+
+
 def trajectory_base(vars_: Sequence["Variant"]) -> float | None:
     """The base model's utility on the trajectories' evaluation subset (their median ``nonsensitive_test_nll_base``)."""
     return _median(_point_value(p, "nonsensitive_test_nll_base") for v in vars_ for r in v.runs

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from privtune.evaluation.stats import separated
-from privtune.experiments.analysis import (DID_NOT_LEARN, Group, Matched, RunView, Variant, best_utility,
-                                          matched_at, matched_levels, trajectory_base)
+from privtune.experiments.analysis import (DID_NOT_LEARN, Group, Matched, RunView, Variant, group_levels,
+                                          matched_at, trajectory_variants)
 from privtune.experiments.tables import privacy_warnings, secs
 
 #: Smallest train-minus-test gain (nats/token) called "memorisation" in words; below it, only the numbers are given.
@@ -213,15 +213,11 @@ def matched_findings(g: Group, n_levels: int = 3) -> list[str]:
     """Memorisation of each method at utility levels several of them reached, along their trajectories, and which
     is on the privacy–utility front there (the lowest memorisation; others whose interval overlaps it are not
     distinguishable at this size)."""
-    vars_ = [v for v in g.variants if any(p.get("memorization_nats") is not None for r in v.runs
-                                          for p in r.trajectory)]
-    base = trajectory_base(vars_)
+    vars_ = trajectory_variants(g.variants)
+    base, levels = group_levels(vars_, n_levels)
     if base is None or len(vars_) < 2:
         return []
     learned = [v for v in vars_ if not v.did_not_learn]
-    reached = [min(b for b in (best_utility(r.trajectory) for r in v.runs if r.trajectory) if b is not None)
-               for v in learned if any(best_utility(r.trajectory) is not None for r in v.runs)]
-    levels = matched_levels(base, reached, n_levels=n_levels)
     if not levels:
         return [f"No utility level below the base model's ({base:.3f}) was reached by two methods that learned, so "
                 "there is no comparison at matched utility."]
@@ -235,7 +231,8 @@ def matched_findings(g: Group, n_levels: int = 3) -> list[str]:
         ms = matched_at(learned, level)
         got = [m for m in ms if m.reached]
         missed = [_name(m.variant) for m in ms if not m.reached]
-        missed += [f"{_name(v)} ({DID_NOT_LEARN})" for v in vars_ if v.did_not_learn]
+        missed += [_name(v)[:-1] + f"; {DID_NOT_LEARN})" if _name(v).endswith(")") else
+                   f"{_name(v)} ({DID_NOT_LEARN})" for v in vars_ if v.did_not_learn]
         s = f"At non-sensitive test NLL {level:.3f}: "
         s += ", ".join(f"{_name(m.variant)} memorisation {_matched_text(m)}" for m in got) if got else \
             "no method reached it"

@@ -233,7 +233,7 @@ def trajectories(gs: Sequence[Group], col: dict[str, Any]) -> str | None:
     """Das et al.'s figure from the in-training evaluations: per dataset/model, memorisation (y) against non-sensitive
     test NLL (x), one line per run (seeds of a configuration in one colour, drawn together), marker size growing with
     the epoch, the base model as the star; beside it, for DP runs, memorisation against the ε spent so far."""
-    from privtune.experiments.analysis import MEMORISATION_KEY, UTILITY_KEY, num, trajectory_base
+    from privtune.experiments.analysis import MEMORISATION_KEY, UTILITY_KEY, group_levels, num
 
     gs = [g for g in gs if any(r.trajectory for v in g.variants for r in v.runs)]
     if not gs:
@@ -268,9 +268,12 @@ def trajectories(gs: Sequence[Group], col: dict[str, Any]) -> str | None:
                         row[1].scatter([o[0] for o in ok], [o[1] for o in ok], s=[o[2] for o in ok],
                                        marker=markers.get(v.epsilon, "o"), color=c, edgecolors="black",
                                        linewidths=0.5)
-        base = trajectory_base(g.variants)
+        base, levels = group_levels(g.variants)
         if base is not None:
             ax.scatter([base], [0.0], label="base model", **BASE_STYLE)
+        for i, lv in enumerate(levels):
+            ax.axvline(lv, ls=":", color="0.5", lw=1.0, zorder=0,
+                       label="matched-utility levels (findings)" if i == 0 else None)
         ax.axhline(0.0, color="0.7", lw=0.8, zorder=0)
         ax.set_xlabel(f"Non-sensitive test NLL ({NLL}; lower = better utility)")
         ax.set_ylabel(f"Memorisation: gain train − gain test ({NLL})")
