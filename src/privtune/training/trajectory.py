@@ -11,7 +11,7 @@ scoring engine of ``privtune eval`` (:func:`privtune.evaluation.tokens.score_rec
 without DP) and ``eval_s`` (the seconds this point took).
 
 The base model's scores are computed once, before the first step (where the model still is the base model: LoRA
-adapters start at zero), and kept in ``RUN/checkpoints/trajectory-base-<split>.npz`` (numbers only) for resumes.
+adapters start at zero), and kept in ``RUN/checkpoints/base-scores-<split>.npz`` (numbers only) for resumes.
 Each point is appended atomically (the file is rewritten whole through a rename); a resumed run keeps the points
 already written and adds only later steps, so no step appears twice.
 
@@ -113,7 +113,7 @@ class TrajectoryRecorder:
         self.base_s = time.perf_counter() - t0   # this session's base scoring (or loading)
 
     def _base(self, run_dir: Path, split: str, step: int, load_base: Callable[[], Any] | None) -> TokenScores:
-        path = run_dir / CKPT_DIR / f"trajectory-base-{split}.npz"
+        path = run_dir / CKPT_DIR / f"base-scores-{split}.npz"
         ts = load_scores(path)
         if ts is not None and ts.record_ids == [r.id for r in self.records[split]]:
             return ts
