@@ -66,3 +66,32 @@ def test_memorised_model_shows_the_train_test_gap_and_base_shows_none(toy):
     same = privacy_measures(train=s["base", "train"], train_base=s["base", "train"], test=s["base", "test"],
                             test_base=s["base", "test"]).to_dict()
     assert same["sensitive_train_nll_diff"] == 0 and same["memorization_nats"] == 0
+
+
+def test_every_mean_has_a_bootstrap_interval():
+    rng = np.random.default_rng(0)
+    n_rec, per = 30, 6
+    offsets = list(range(0, n_rec * per + 1, per))
+    sens = np.tile([1, 1, 0, 1, 0, 0], n_rec)
+    lab = np.tile([0, 0, -1, 1, -1, -1], n_rec)
+    base = rng.uniform(1, 3, n_rec * per)
+    ft_train = base - np.where(sens == 1, 1.0, 0.1) * rng.uniform(0.5, 1.5, base.size)   # memorised
+    ft_test = base - np.where(sens == 1, 0.1, 0.1) * rng.uniform(0.5, 1.5, base.size)
+    mk = lambda v: scores(v, sens, lab, offsets=offsets)  # noqa: E731
+    p = privacy_measures(train=mk(ft_train), train_base=mk(base), test=mk(ft_test), test_base=mk(base)).to_dict()
+    for key in ("sensitive_train_nll", "sensitive_train_nll_base", "sensitive_train_nll_diff", "sensitive_test_nll",
+                "sensitive_train_gain", "sensitive_test_gain", "memorization_nats", "sensitive_train_top1"):
+        lo, hi = p[f"{key}_ci"]
+        assert lo <= p[key] <= hi, key
+    assert p["sensitive_train_gain_ci"] == pytest.approx([-p["sensitive_train_nll_diff_ci"][1],
+                                                         -p["sensitive_train_nll_diff_ci"][0]])
+    assert p["memorization_nats_ci"][0] > 0.5            # clearly memorised: the interval excludes 0
+    assert p["sensitive_test_gain_ci"][1] < 0.3
+    row = p["per_label"]["PERSON"]
+    assert row["train_nll_ci"][0] <= row["train_nll"] <= row["train_nll_ci"][1]
+    assert p["interval"]["n_resamples"] == 1000
+    u = utility_measures(test=mk(ft_test), test_base=mk(base)).to_dict()
+    lo, hi = u["nonsensitive_test_nll_diff_ci"]
+    assert lo <= u["nonsensitive_test_nll_diff"] <= hi < 0     # improved beyond its interval
+    same = utility_measures(test=mk(base), test_base=mk(base)).to_dict()
+    assert same["nonsensitive_test_nll_diff_ci"] == [0.0, 0.0]

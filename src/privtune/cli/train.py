@@ -90,6 +90,11 @@ def train_cmd(
                                                        "random (default: all)."),
     user_key: Optional[str] = typer.Option(None, "--user-key", help="The meta key naming a record's owner "
                                            "(default user)."),
+    trajectory: Optional[bool] = typer.Option(
+        None, "--trajectory/--no-trajectory", help="Evaluate privacy and utility during training into "
+        "RUN/trajectory.jsonl (default on; off for speed)."),
+    eval_points: Optional[int] = typer.Option(None, "--eval-points", help="Evenly spaced in-training evaluations "
+                                              "(default 5; step 0 and epoch ends are added)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
     resume_reserve: Optional[int] = typer.Option(None, "--resume-reserve",
                                                  help="DP: steps of budget kept for re-execution after a crash."),

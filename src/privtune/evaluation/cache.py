@@ -76,21 +76,36 @@ def _atomic_save(path: Path, write: Callable[[Any], None], suffix: str) -> None:
         raise
 
 
+def save_scores(path: Path, ts: TokenScores) -> None:
+    """Write ``ts`` to ``path`` (``.npz``, atomically): numbers and record ids only, never text."""
+    meta = json.dumps({"record_ids": ts.record_ids, "labels": list(ts.labels), "n_truncated": ts.n_truncated})
+    arrays = dict(offsets=ts.offsets, nll=ts.nll, correct=ts.correct, sensitive=ts.sensitive, label=ts.label)
+    _atomic_save(Path(path), lambda tmp: np.savez(tmp, **arrays, meta=np.array(meta)), ".npz")
+
+
+def load_scores(path: Path) -> TokenScores | None:
+    """The TokenScores saved at ``path``, or None when there is none or it cannot be read (then it is removed)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        z = np.load(path, allow_pickle=False)
+        meta = json.loads(str(z["meta"]))
+        return TokenScores(meta["record_ids"], z["offsets"], z["nll"], z["correct"], z["sensitive"],
+                           z["label"], tuple(meta["labels"]), meta["n_truncated"])
+    except (OSError, ValueError, KeyError):
+        path.unlink(missing_ok=True)  # unreadable entry: recompute
+        return None
+
+
 def cached_scores(k: str, compute: Callable[[], TokenScores]) -> TokenScores:
     """The TokenScores stored under ``k``, or ``compute()`` stored there."""
     path = _dir() / f"scores-{k}.npz"
-    if path.is_file():
-        try:
-            z = np.load(path, allow_pickle=False)
-            meta = json.loads(str(z["meta"]))
-            return TokenScores(meta["record_ids"], z["offsets"], z["nll"], z["correct"], z["sensitive"],
-                               z["label"], tuple(meta["labels"]), meta["n_truncated"])
-        except (OSError, ValueError, KeyError):
-            path.unlink(missing_ok=True)  # unreadable entry: recompute
+    hit = load_scores(path)
+    if hit is not None:
+        return hit
     ts = compute()
-    meta = json.dumps({"record_ids": ts.record_ids, "labels": list(ts.labels), "n_truncated": ts.n_truncated})
-    arrays = dict(offsets=ts.offsets, nll=ts.nll, correct=ts.correct, sensitive=ts.sensitive, label=ts.label)
-    _atomic_save(path, lambda tmp: np.savez(tmp, **arrays, meta=np.array(meta)), ".npz")
+    save_scores(path, ts)
     return ts
 
 

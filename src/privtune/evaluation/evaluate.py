@@ -409,14 +409,19 @@ def print_summary(result: dict[str, Any]) -> None:
     def f(x: Any) -> str:
         return "n/a" if x is None else (f"{x:.4g}" if isinstance(x, float) else str(x))
 
+    def ci(x: Any) -> str:  # "[lo, hi]" of a 95% bootstrap interval (escaped: rich reads brackets as markup)
+        return "" if not x else escape(f" [{x[0]:.4g}, {x[1]:.4g}]")
+
     p, u, e, m, a = (result.get(k, {}) for k in ("privacy", "utility", "exposure", "mia", "audit"))
     if p:
         console.print(f"privacy  sensitive train NLL {f(p['sensitive_train_nll'])} (base "
                       f"{f(p['sensitive_train_nll_base'])}), test {f(p['sensitive_test_nll'])} (base "
                       f"{f(p['sensitive_test_nll_base'])}) nats; memorization "
-                      f"{f(p['memorization_nats'])} nats")
+                      f"{f(p['memorization_nats'])}{ci(p.get('memorization_nats_ci'))} nats (95% intervals over "
+                      "records)")
     if u:
-        console.print(f"utility  non-sensitive test NLL {f(u['nonsensitive_test_nll'])} (base "
+        console.print(f"utility  non-sensitive test NLL {f(u['nonsensitive_test_nll'])}"
+                      f"{ci(u.get('nonsensitive_test_nll_ci'))} (base "
                       f"{f(u['nonsensitive_test_nll_base'])}), perplexity {f(u['nonsensitive_test_ppl'])}")
     if e:
         console.print(f"exposure {escape(e['skipped'])}" if "skipped" in e else

@@ -14,6 +14,12 @@ p_θ(x_t | x_{<t})`` (nats; see :mod:`privtune.evaluation.tokens`):
 - **utility**: ``S`` = non-sensitive tokens of the test records; ``NLL`` and perplexity ``exp(NLL)``.
 
 Both models' numbers are kept, not only their difference. Pure functions over :class:`TokenScores`.
+
+**Intervals**: every mean ``X`` has ``X_ci = [lo, hi]``, a 95% percentile bootstrap over *records*
+(:func:`privtune.evaluation.stats.bootstrap_ci`; ``N_RESAMPLES`` resamples, fixed seed): each resample draws the
+split's records with replacement and recomputes the same token-pooled mean. The fine-tuned and base model share a
+split's resamples (their difference is paired); train and test records are resampled independently, so
+``memorization_nats_ci`` is the interval of ``Δ_test* − Δ_train*`` over independent resamples.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from privtune.errors import ConfigError, fmt
-from privtune.evaluation.stats import mean_or_none, quantiles
+from privtune.evaluation.stats import (BOOTSTRAP_SEED, INTERVAL, bootstrap_indices, mean_or_none,
+                                      percentile_interval, quantiles, resampled_means)
 from privtune.evaluation.tokens import TokenScores
 
 PRIVACY_DEFINITIONS = {
@@ -40,7 +47,10 @@ PRIVACY_DEFINITIONS = {
                           "fine-tuned model; *_base, *_diff, *_quantiles, *_top1 as for train",
     "memorization_nats": "sensitive_test_nll_diff - sensitive_train_nll_diff: the drop on training "
                          "secrets beyond the drop on unseen secrets of the same kind (> 0 = memorisation)",
+    "sensitive_train_gain": "sensitive_train_nll_base - sensitive_train_nll (nats; > 0 = the model got better at "
+                            "its training records' secrets); sensitive_test_gain the same on test records",
     "per_label": "the same statistics per span label (PERSON, PHONE, ...)",
+    "*_ci": "[lo, hi]: 95% percentile bootstrap interval of that mean over records (see `interval`)",
 }
 UTILITY_DEFINITIONS = {
     "nonsensitive_test_nll": "mean -ln p(x_t | x_<t) in nats over non-sensitive tokens of the test records, "
@@ -48,6 +58,7 @@ UTILITY_DEFINITIONS = {
     "nonsensitive_test_nll_base": "the same under the base model",
     "nonsensitive_test_ppl": "exp(nonsensitive_test_nll): perplexity per token (base: *_ppl_base)",
     "nonsensitive_test_top1": "share of those tokens predicted exactly (top-1)",
+    "*_ci": "[lo, hi]: 95% percentile bootstrap interval of that mean over records (see `interval`)",
 }
 
 
@@ -77,6 +88,32 @@ def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
+class Resamples:
+    """Bootstrap resamples of one split's records (:func:`bootstrap_indices`), shared by every mean over them."""
+
+    def __init__(self, ts: TokenScores, seed: int = BOOTSTRAP_SEED):
+        self.ts, self.idx = ts, bootstrap_indices(len(ts), seed=seed)
+
+    def means(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Per resample, the token-pooled mean of ``values`` over the tokens in ``mask``."""
+        rec = self.ts.record_index
+        sums = np.bincount(rec, weights=np.where(mask, values, 0.0), minlength=len(self.ts))
+        counts = np.bincount(rec, weights=mask.astype(float), minlength=len(self.ts))
+        return resampled_means(sums, counts, self.idx)
+
+
+def paired_intervals(boot: Resamples, ft: TokenScores, base: TokenScores, mask: np.ndarray,
+                     prefix: str) -> tuple[dict[str, list[float] | None], np.ndarray]:
+    """``{prefix}_ci``, ``{prefix}_base_ci``, ``{prefix}_diff_ci`` (fine-tuned − base) and the diff's resamples."""
+    a, b = boot.means(ft.nll, mask), boot.means(base.nll, mask)
+    return ({f"{prefix}_ci": percentile_interval(a), f"{prefix}_base_ci": percentile_interval(b),
+             f"{prefix}_diff_ci": percentile_interval(a - b)}, a - b)
+
+
+def _neg(ci: list[float] | None) -> list[float] | None:
+    return None if ci is None else [-ci[1], -ci[0]]
+
+
 @dataclass
 class PrivacyResult:
     train: TokenStats
@@ -86,9 +123,10 @@ class PrivacyResult:
     n_train_records: int
     n_test_records: int
     per_label: dict[str, dict[str, Any]] = field(default_factory=dict)
+    intervals: dict[str, list[float] | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"definition": PRIVACY_DEFINITIONS}
+        d: dict[str, Any] = {"definition": PRIVACY_DEFINITIONS, "interval": INTERVAL}
         for split, ft, base in (("train", self.train, self.train_base), ("test", self.test, self.test_base)):
             d[f"sensitive_{split}_nll"] = ft.nll
             d[f"sensitive_{split}_nll_base"] = base.nll
@@ -98,7 +136,9 @@ class PrivacyResult:
             d[f"sensitive_{split}_top1"] = ft.top1
             d[f"sensitive_{split}_top1_base"] = base.top1
             d[f"sensitive_{split}_tokens"] = ft.n_tokens
+            d[f"sensitive_{split}_gain"] = _diff(base.nll, ft.nll)
         d["memorization_nats"] = _diff(d["sensitive_test_nll_diff"], d["sensitive_train_nll_diff"])
+        d.update(self.intervals)
         d["n_train_records"], d["n_test_records"] = self.n_train_records, self.n_test_records
         d["per_label"] = self.per_label
         return d
@@ -109,10 +149,11 @@ class UtilityResult:
     test: TokenStats
     test_base: TokenStats
     n_test_records: int
+    intervals: dict[str, list[float] | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         ppl = (lambda x: None if x is None else math.exp(x))
-        return {"definition": UTILITY_DEFINITIONS,
+        return {"definition": UTILITY_DEFINITIONS, "interval": INTERVAL, **self.intervals,
                 "nonsensitive_test_nll": self.test.nll, "nonsensitive_test_nll_base": self.test_base.nll,
                 "nonsensitive_test_nll_diff": _diff(self.test.nll, self.test_base.nll),
                 "nonsensitive_test_ppl": ppl(self.test.nll),
@@ -126,6 +167,7 @@ def privacy_measures(*, train: TokenScores, train_base: TokenScores, test: Token
     """Sensitive-token NLL of training and test records under the fine-tuned and the base model."""
     _check_pair(train, train_base, "train scores")
     _check_pair(test, test_base, "test scores")
+    boots = {"train": Resamples(train, BOOTSTRAP_SEED), "test": Resamples(test, BOOTSTRAP_SEED + 1)}
     per_label: dict[str, dict[str, Any]] = {}
     for lab in sorted(set(train.labels) | set(test.labels)):
         row: dict[str, Any] = {}
@@ -135,8 +177,19 @@ def privacy_measures(*, train: TokenScores, train_base: TokenScores, test: Token
             row.update({f"{split}_nll": a.nll, f"{split}_nll_base": b.nll,
                         f"{split}_nll_diff": _diff(a.nll, b.nll),
                         f"{split}_top1": a.top1, f"{split}_top1_base": b.top1, f"{split}_tokens": a.n_tokens})
+            row.update(paired_intervals(boots[split], ft, base, m, f"{split}_nll")[0])
+            row[f"{split}_top1_ci"] = percentile_interval(boots[split].means(ft.correct.astype(float), m))
         per_label[lab] = row
-    return PrivacyResult(train=TokenStats.of(train, train.sensitive),
+    intervals: dict[str, list[float] | None] = {}
+    diffs = {}
+    for split, ft, base in (("train", train, train_base), ("test", test, test_base)):
+        cis, diffs[split] = paired_intervals(boots[split], ft, base, ft.sensitive, f"sensitive_{split}_nll")
+        intervals.update(cis)
+        intervals[f"sensitive_{split}_gain_ci"] = _neg(cis[f"sensitive_{split}_nll_diff_ci"])
+        intervals[f"sensitive_{split}_top1_ci"] = percentile_interval(
+            boots[split].means(ft.correct.astype(float), ft.sensitive))
+    intervals["memorization_nats_ci"] = percentile_interval(diffs["test"] - diffs["train"])
+    return PrivacyResult(intervals=intervals, train=TokenStats.of(train, train.sensitive),
                          train_base=TokenStats.of(train_base, train.sensitive),
                          test=TokenStats.of(test, test.sensitive),
                          test_base=TokenStats.of(test_base, test.sensitive),
@@ -147,4 +200,10 @@ def utility_measures(*, test: TokenScores, test_base: TokenScores) -> UtilityRes
     """Non-sensitive test-token NLL and perplexity under the fine-tuned and the base model."""
     _check_pair(test, test_base, "test scores")
     keep = ~test.sensitive
-    return UtilityResult(TokenStats.of(test, keep), TokenStats.of(test_base, keep), len(test))
+    boot = Resamples(test, BOOTSTRAP_SEED + 1)
+    intervals, _ = paired_intervals(boot, test, test_base, keep, "nonsensitive_test_nll")
+    intervals["nonsensitive_test_top1_ci"] = percentile_interval(boot.means(test.correct.astype(float), keep))
+    for k in ("", "_base"):  # exp is monotone: the perplexity's interval is the NLL's, exponentiated
+        ci = intervals[f"nonsensitive_test_nll{k}_ci"]
+        intervals[f"nonsensitive_test_ppl{k}_ci"] = None if ci is None else [math.exp(ci[0]), math.exp(ci[1])]
+    return UtilityResult(TokenStats.of(test, keep), TokenStats.of(test_base, keep), len(test), intervals)

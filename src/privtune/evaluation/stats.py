@@ -5,6 +5,8 @@ Attack scores follow one convention: a higher score means "more likely a member"
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 from scipy.stats import rankdata
 
@@ -63,3 +65,68 @@ def quantiles(values: np.ndarray) -> dict[str, float | None]:
 def mean_or_none(values: np.ndarray) -> float | None:
     v = np.asarray(values, float)
     return float(v.mean()) if v.size else None
+
+
+# -- uncertainty: percentile bootstrap over records --------------------------------------------------------------------
+
+#: Bootstrap resamples behind every interval (Monte-Carlo error of a 95% percentile bound ≈ 0.7% of its width).
+N_RESAMPLES = 1000
+#: Coverage of every interval.
+CONFIDENCE = 0.95
+#: Fixed seed: the same scores always give the same interval.
+BOOTSTRAP_SEED = 0
+#: How eval.json and trajectory.jsonl describe their ``*_ci`` keys.
+INTERVAL = {"method": "percentile bootstrap over records", "n_resamples": N_RESAMPLES, "confidence": CONFIDENCE,
+            "seed": BOOTSTRAP_SEED}
+
+
+def bootstrap_indices(n: int, *, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """``(n_resamples, n)`` record indices drawn with replacement: row ``b`` is bootstrap sample ``b``.
+
+    Share one matrix between statistics of the same records (fine-tuned and base model, several labels) so that
+    their intervals come from the same resamples."""
+    return np.random.default_rng(seed).integers(0, max(n, 1), size=(n_resamples, n)) if n else \
+        np.zeros((n_resamples, 0), np.int64)
+
+
+def resampled_means(sums: np.ndarray, counts: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
+    """The pooled mean ``Σ_{i∈b} s_i / Σ_{i∈b} c_i`` for each bootstrap sample ``b`` (a row of ``idx``).
+
+    ``s_i`` is record ``i``'s sum of a per-token value and ``c_i`` its number of such tokens, so the statistic is
+    the same token-weighted mean eval.json reports, resampled by *record* (tokens of one record are not
+    independent). ``counts=None``: one value per record, plain means. NaN for a sample without tokens."""
+    s = np.asarray(sums, float)
+    c = np.ones_like(s) if counts is None else np.asarray(counts, float)
+    if idx.shape[1] == 0:
+        return np.full(idx.shape[0], np.nan)
+    num, den = s[idx].sum(axis=1), c[idx].sum(axis=1)   # axis 1: over the records of one resample
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def percentile_interval(samples: np.ndarray, confidence: float = CONFIDENCE) -> list[float] | None:
+    """``[lo, hi]``: the ``(1 − confidence)/2`` and ``(1 + confidence)/2`` quantiles of the finite ``samples``;
+    None when there are none."""
+    v = np.asarray(samples, float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return None
+    a = (1 - confidence) / 2
+    lo, hi = np.quantile(v, [a, 1 - a])
+    return [float(lo), float(hi)]
+
+
+def bootstrap_ci(sums: np.ndarray, counts: np.ndarray | None = None, *, n_resamples: int = N_RESAMPLES,
+                 confidence: float = CONFIDENCE, seed: int = BOOTSTRAP_SEED) -> list[float] | None:
+    """95% percentile-bootstrap interval of the pooled mean ``Σ s_i / Σ c_i`` over records ``i`` (see
+    :func:`resampled_means`); ``counts=None`` for one value per record. None without records."""
+    s = np.asarray(sums, float)
+    if s.size == 0:
+        return None
+    return percentile_interval(resampled_means(s, counts, bootstrap_indices(s.size, n_resamples=n_resamples,
+                                                                            seed=seed)), confidence)
+
+
+def separated(a: Sequence[float] | None, b: Sequence[float] | None) -> bool:
+    """Whether two intervals ``[lo, hi]`` do not overlap (only then is a difference called)."""
+    return a is not None and b is not None and (a[1] < b[0] or b[1] < a[0])

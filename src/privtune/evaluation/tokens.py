@@ -126,13 +126,14 @@ def _batches(lengths: np.ndarray, budget: int) -> list[np.ndarray]:
 
 def score_records(model: Any, tokenizer: Any, records: Sequence[Record], *, max_length: int | None = 512,
                   encoded: Sequence[Any] | None = None, batch_tokens: int | None = None,
-                  description: str = "scoring tokens") -> TokenScores:
+                  description: str | None = "scoring tokens") -> TokenScores:
     """Score every predicted token of ``records`` under ``model`` (see the module docstring).
 
     Batches are padded on the right (a causal model's outputs at real positions do not see right padding, so
     no attention mask is needed), sorted by length to waste little compute, and sized so that the float32
     logits stay under :data:`LOGIT_BUDGET` elements. ``encoded`` reuses a tokenization (the same records under
-    a fine-tuned and a base model share it).
+    a fine-tuned and a base model share it). ``description=None``: no progress bar of its own (inside another
+    live display, e.g. training's).
     """
     enc = list(encoded) if encoded is not None else encode(tokenizer, records, max_length=max_length)
     if len(enc) != len(records):
@@ -164,7 +165,8 @@ def score_records(model: Any, tokenizer: Any, records: Sequence[Record], *, max_
     model.eval()
     try:
         with torch.inference_mode():
-            for batch in track(_batches(lengths, budget), description):
+            groups = _batches(lengths, budget)
+            for batch in (track(groups, description) if description is not None else groups):
                 T = int(lengths[batch].max())
                 if T < 2:
                     continue

@@ -7,6 +7,10 @@ Definitions (all NLLs in nats per token, averaged over the tokens of the named k
   records more likely than the base model did. The same on held-out test records, ``G_test``, measures what was
   learnt about sensitive tokens in general (formats); ``G − G_test`` is the part specific to training records.
 - *utility*: ``NLL_tuned(non-sensitive test tokens)``, lower is better.
+- *did not learn*: a completed run whose non-sensitive test NLL did not drop below its base model's beyond the 95%
+  bootstrap interval of the difference (``utility.nonsensitive_test_nll_diff_ci`` reaches 0 or above; without an
+  interval, the difference itself is ≥ 0). Such a run also memorises little, and that is no privacy result: the
+  report flags it wherever it appears.
 - *Pareto front*: runs for which no other run (or the base model) has a lower-or-equal gain and a lower-or-equal
   test NLL with at least one strictly lower (both axes are minimised).
 """
@@ -21,6 +25,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 #: How a DP run's training statistics are labelled wherever they are shown (they are computed without noise).
 OUTSIDE_DP = "outside the DP guarantee (computed from private data without noise)"
+#: How a run that did not learn is flagged in every table, label and finding.
+DID_NOT_LEARN = "did not learn"
 #: Grid columns a variant is keyed by (everything but the seed).
 VARIANT_KEYS = ("dataset", "model", "method", "epsilon", "lora_r", "lr", "epochs", "privacy_unit")
 
@@ -41,6 +47,27 @@ def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
+def interval(row: Mapping[str, Any], key: str) -> list[float] | None:
+    """``row[key]`` as ``[lo, hi]`` (the store keeps lists as JSON text), or None."""
+    v = row.get(key)
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(v, (list, tuple)) or len(v) != 2 or any(x is None for x in v):
+        return None
+    try:
+        lo, hi = float(v[0]), float(v[1])
+    except (TypeError, ValueError):
+        return None
+    return [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None
+
+
+def _neg(ci: list[float] | None) -> list[float] | None:
+    return None if ci is None else [-ci[1], -ci[0]]
+
+
 @dataclass
 class RunView:
     """One result row, interpreted (``row`` keeps every raw column for generic tables)."""
@@ -56,6 +83,7 @@ class RunView:
     adapter: bool
     seed: int | None
     label: str = ""
+    trajectory: list[dict[str, Any]] = field(default_factory=list)   # trajectory.jsonl points, by step
 
     def get(self, key: str) -> float | None:
         return num(self.row, key)
@@ -94,6 +122,41 @@ class RunView:
     @property
     def utility(self) -> float | None:
         return self.get("utility.nonsensitive_test_nll")
+
+    def ci(self, key: str) -> list[float] | None:
+        """The 95% interval of a figure: ``gain_train``, ``gain_test``, ``memorisation``, ``utility``,
+        ``improvement`` (base − fine-tuned non-sensitive test NLL), or any eval column with a ``_ci`` twin."""
+        named = {"gain_train": ("privacy.sensitive_train_gain_ci", "privacy.sensitive_train_nll_diff_ci"),
+                 "gain_test": ("privacy.sensitive_test_gain_ci", "privacy.sensitive_test_nll_diff_ci"),
+                 "memorisation": ("privacy.memorization_nats_ci", None),
+                 "utility": ("utility.nonsensitive_test_nll_ci", None),
+                 "improvement": (None, "utility.nonsensitive_test_nll_diff_ci")}
+        if key in named:
+            direct, negated = named[key]
+            got = interval(self.row, direct) if direct else None
+            return got if got is not None or negated is None else _neg(interval(self.row, negated))
+        return interval(self.row, f"{key}_ci")
+
+    @property
+    def memorisation(self) -> float | None:
+        m = self.get("privacy.memorization_nats")
+        return m if m is not None else _diff(self.gain_train, self.gain_test)
+
+    @property
+    def learned(self) -> bool | None:
+        """Whether the run improved its non-sensitive test NLL on the base model beyond the 95% interval (see the
+        module docstring); None without utility figures."""
+        ci = self.ci("improvement")
+        if ci is not None:
+            return ci[0] > 0
+        d = self.get("utility.nonsensitive_test_nll_diff")
+        if d is None:
+            d = _diff(self.utility, self.get("utility.nonsensitive_test_nll_base"))
+        return None if d is None else d < 0
+
+    @property
+    def did_not_learn(self) -> bool:
+        return self.ok and self.learned is False
 
     @property
     def mia_attacks(self) -> list[str]:
@@ -137,9 +200,12 @@ class RunView:
         return [(float(p[0]), float(p[1])) for p in pts if len(p) >= 2 and p[1] is not None]
 
 
-def views(rows: Iterable[Mapping[str, Any]]) -> list[RunView]:
-    """Interpret store rows; labels name only what varies (method, ε, and rank/lr/epochs/seed when they vary)."""
+def views(rows: Iterable[Mapping[str, Any]],
+          trajectories: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> list[RunView]:
+    """Interpret store rows; labels name only what varies (method, ε, and rank/lr/epochs/seed when they vary).
+    ``trajectories``: ``{run_id: points}`` (the store's trajectory table)."""
     out = []
+    trajectories = trajectories or {}
     for r in rows:
         method = str(r.get("grid.method") or r.get("run.method") or "?")
         eps = num(r, "grid.epsilon")
@@ -150,10 +216,11 @@ def views(rows: Iterable[Mapping[str, Any]]) -> list[RunView]:
                            dataset=str(r.get("grid.dataset") or r.get("run.dataset_name") or "data"),
                            model=str(r.get("grid.model") or r.get("run.model") or "model"), method=method,
                            epsilon_target=eps, private=private, adapter=adapter,
-                           seed=int(seed) if seed is not None else None))
+                           seed=int(seed) if seed is not None else None,
+                           trajectory=[dict(p) for p in trajectories.get(str(r["run_id"]), [])]))
     varying = _varying(out, ("dataset", "model", "lora_r", "lr", "epochs", "seed"))
     for v in out:
-        v.label = run_label(v.row, varying)
+        v.label = run_label(v.row, varying) + (f" ({DID_NOT_LEARN})" if v.did_not_learn else "")
     return out
 
 
@@ -221,6 +288,20 @@ class Variant:
         vals = self.values(attr)
         return statistics.stdev(vals) if len(vals) > 1 else None
 
+    @property
+    def not_learned(self) -> int:
+        """How many of its seeds did not learn (see :attr:`RunView.learned`)."""
+        return sum(r.did_not_learn for r in self.runs)
+
+    @property
+    def did_not_learn(self) -> bool:
+        """Flagged when any seed did not learn: its memorisation figures are then not privacy results."""
+        return self.not_learned > 0
+
+    def ci(self, attr: str) -> list[float] | None:
+        """The run's 95% bootstrap interval (one seed); across seeds use :meth:`mean` ± :meth:`std`."""
+        return self.first.ci(attr) if len(self.runs) == 1 else None
+
 
 def variants(vs: Sequence[RunView]) -> list[Variant]:
     """Completed runs grouped by everything but the seed, in first-seen order."""
@@ -233,6 +314,10 @@ def variants(vs: Sequence[RunView]) -> list[Variant]:
         if key not in groups:
             groups[key] = Variant(key=key, label=run_label(v.row, varying, with_seed=False))
         groups[key].runs.append(v)
+    for var in groups.values():
+        if var.did_not_learn:
+            some = f" in {var.not_learned} of {len(var.runs)} seeds" if var.not_learned < len(var.runs) else ""
+            var.label += f" ({DID_NOT_LEARN}{some})"
     return list(groups.values())
 
 
@@ -275,7 +360,8 @@ class Group:
         return pts
 
     def front(self) -> list[str]:
-        pts = self.points()
+        """Labels on the Pareto front; variants that did not learn are left out (their low gain is no privacy)."""
+        pts = [p for p in self.points() if p[3] is None or not p[3].did_not_learn]
         flags = pareto_front([(g, u) for _, g, u, _ in pts])
         return [p[0] for p, f in zip(pts, flags) if f]
 
@@ -295,3 +381,113 @@ def groups(vs: Sequence[RunView]) -> list[Group]:
 def _median(vals: Iterable[float | None]) -> float | None:
     xs = [v for v in vals if v is not None]
     return statistics.median(xs) if xs else None
+
+
+# -- trajectories and comparisons at matched utility ---------------------------------------------------------------
+
+#: Trajectory keys: the utility axis and the memorisation axis of the privacy–utility plane.
+UTILITY_KEY = "nonsensitive_test_nll"
+MEMORISATION_KEY = "memorization_nats"
+
+
+def _point_value(p: Mapping[str, Any], key: str) -> float | None:
+    return num(p, key)
+
+
+def interpolate_at(points: Sequence[Mapping[str, Any]], level: float, *, x: str = UTILITY_KEY,
+                   y: str = MEMORISATION_KEY) -> tuple[float, list[float] | None] | None:
+    """``y`` where the trajectory first reaches ``x = level``, with its interval, or None when it never does.
+
+    Points are taken in step order; on the first segment ``(x_i, y_i) → (x_j, y_j)`` with ``level`` between
+    ``x_i`` and ``x_j`` (ends included), ``t = (x_i − level) / (x_i − x_j)`` and ``y = y_i + t (y_j − y_i)``; the
+    interval's ends ``lo`` and ``hi`` are interpolated the same way (where both points have one).
+    """
+    pts = [p for p in sorted(points, key=lambda p: p.get("step") or 0)
+           if _point_value(p, x) is not None and _point_value(p, y) is not None]
+    for i, a in enumerate(pts):
+        xa = _point_value(a, x)
+        if xa == level:
+            return float(_point_value(a, y)), interval(a, f"{y}_ci")
+        if i + 1 == len(pts):
+            break
+        b = pts[i + 1]
+        xb = _point_value(b, x)
+        if (xa - level) * (xb - level) < 0:
+            t = (xa - level) / (xa - xb)
+            ya, yb = _point_value(a, y), _point_value(b, y)
+            ca, cb = interval(a, f"{y}_ci"), interval(b, f"{y}_ci")
+            ci = None if ca is None or cb is None else [ca[0] + t * (cb[0] - ca[0]), ca[1] + t * (cb[1] - ca[1])]
+            return ya + t * (yb - ya), ci
+    return None
+
+
+def best_utility(points: Sequence[Mapping[str, Any]], x: str = UTILITY_KEY) -> float | None:
+    """The lowest ``x`` (best utility) a trajectory reached."""
+    xs = [v for v in (_point_value(p, x) for p in points) if v is not None]
+    return min(xs) if xs else None
+
+
+def matched_levels(base: float, reached: Sequence[float], *, n_levels: int = 3, min_methods: int = 2) -> list[float]:
+    """Utility levels between the base model's ``base`` and the best level at least ``min_methods`` trajectories
+    reached (``reached``: each one's best): ``base − (base − L)·k/n`` for ``k = 1..n``, where ``L`` is the
+    ``min_methods``-th lowest of ``reached``. Empty when fewer than ``min_methods`` improved on the base."""
+    better = sorted(r for r in reached if r < base)
+    if len(better) < min_methods:
+        return []
+    deepest = better[min_methods - 1]
+    return [base - (base - deepest) * k / n_levels for k in range(1, n_levels + 1)]
+
+
+@dataclass
+class Matched:
+    """One variant's memorisation at a utility level: the mean over its seeds' interpolated values, their standard
+    deviation (several seeds) or the interpolated interval (one seed); ``reached`` False when a seed never got
+    there."""
+
+    variant: "Variant"
+    value: float | None
+    sd: float | None
+    ci: list[float] | None
+    reached: bool
+
+
+def matched_at(vars_: Sequence["Variant"], level: float, *, y: str = MEMORISATION_KEY) -> list[Matched]:
+    """Each variant's ``y`` at utility ``level`` along its runs' trajectories (:func:`interpolate_at`)."""
+    out = []
+    for v in vars_:
+        got = [interpolate_at(r.trajectory, level, y=y) for r in v.runs if r.trajectory]
+        if not got or any(g is None for g in got):
+            out.append(Matched(v, None, None, None, False))
+            continue
+        vals = [g[0] for g in got]  # type: ignore[index]
+        out.append(Matched(v, statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None,
+                           got[0][1] if len(got) == 1 else None, True))  # type: ignore[index]
+    return out
+
+
+def trajectory_variants(vars_: Sequence["Variant"]) -> list["Variant"]:
+    """The variants with memorisation values along some trajectory."""
+    return [v for v in vars_ if any(p.get(MEMORISATION_KEY) is not None for r in v.runs for p in r.trajectory)]
+
+
+def group_levels(vars_: Sequence["Variant"], n_levels: int = 3) -> tuple[float | None, list[float]]:
+    """The base model's utility on the trajectories' subset and the matched-utility levels (:func:`matched_levels`)
+    reached by at least two variants that learned."""
+    vars_ = trajectory_variants(vars_)
+    base = trajectory_base(vars_)
+    if base is None:
+        return None, []
+    reached = []
+    for v in vars_:
+        if v.did_not_learn:
+            continue
+        best = [b for b in (best_utility(r.trajectory) for r in v.runs) if b is not None]
+        if best:
+            reached.append(min(best))
+    return base, matched_levels(base, reached, n_levels=n_levels)
+
+
+def trajectory_base(vars_: Sequence["Variant"]) -> float | None:
+    """The base model's utility on the trajectories' evaluation subset (their median ``nonsensitive_test_nll_base``)."""
+    return _median(_point_value(p, "nonsensitive_test_nll_base") for v in vars_ for r in v.runs
+                   for p in r.trajectory[:1])

@@ -3,13 +3,20 @@
 Each sentence states the figures it rests on. Comparisons use, for each method (and each ε of a DP method), the
 configuration with the lowest non-sensitive test NLL when a method ran in several; the text says so. With one seed
 there is no estimate of run-to-run variation, and the text says that too.
+
+Uncertainty: figures carry their 95% bootstrap interval over records where eval.json has one (``[lo, hi]``); a
+difference between two runs is called only when their intervals do not overlap, otherwise the text says "not
+distinguishable at this size". A run that did not learn (:attr:`~privtune.experiments.analysis.RunView.learned`) is
+named as such, and its small gain is never presented as privacy.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from privtune.experiments.analysis import Group, RunView, Variant
+from privtune.evaluation.stats import separated
+from privtune.experiments.analysis import (DID_NOT_LEARN, Group, Matched, RunView, Variant, group_levels,
+                                          matched_at, trajectory_variants)
 from privtune.experiments.tables import privacy_warnings, secs
 from privtune.experiments.users import privacy_unit, unit_suffix
 
@@ -27,6 +34,25 @@ def _name(v: Variant) -> str:
     est = ", an Edgeworth estimate" if v.first.estimate_calibrated else ""
     eps = f" (ε = {v.epsilon:g}{unit_suffix(v.first)}{est})" if v.epsilon is not None else ""
     return f"{display(v.method)}{eps}"
+
+
+def ci_text(ci: Sequence[float] | None) -> str:
+    """`` [0.102, 0.141]`` (a leading space), or nothing without an interval."""
+    return "" if ci is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def not_learned_text(v: Variant) -> str:
+    """Why ``v`` is flagged: its utility did not improve on the base model beyond the interval."""
+    r = v.first
+    u, b, imp = r.utility, r.get("utility.nonsensitive_test_nll_base"), r.ci("improvement")
+    seeds = f" (in {v.not_learned} of {len(v.runs)} seeds)" if len(v.runs) > 1 else ""
+    s = f"{_name(v)} {DID_NOT_LEARN}{seeds}: its non-sensitive test NLL"
+    if u is not None and b is not None:
+        s += f" ({u:.3f} vs the base model's {b:.3f}; improvement {b - u:.3f}"
+        s += f", 95% interval{ci_text(imp)})" if imp is not None else ")"
+    s += (" did not improve on the base model beyond its interval, so its low memorisation is not a privacy result "
+          "— a model that learns nothing memorises nothing.")
+    return s
 
 
 def _best(vs: Sequence[Variant]) -> Variant:
@@ -65,15 +91,19 @@ def group_findings(g: Group) -> list[str]:
     full = next((v for v in plain.values() if not v.first.adapter), None)
     adapter = next((v for v in plain.values() if v.first.adapter), None)
 
+    for v in g.variants:
+        if v.did_not_learn:
+            out.append(not_learned_text(v))
+
     for v in plain.values():      # memorisation by non-private fine-tuning
         gt, gs = v.mean("gain_train"), v.mean("gain_test")
         b, t = v.mean("privacy.sensitive_train_nll_base"), v.mean("privacy.sensitive_train_nll")
-        if gt is None or b is None or t is None:
+        if gt is None or b is None or t is None or v.did_not_learn:
             continue
-        s = (f"{_name(v)} lowered the NLL of sensitive tokens in its training records by {gt:.3f} nats/token "
-             f"({b:.3f} → {t:.3f})")
+        s = (f"{_name(v)} lowered the NLL of sensitive tokens in its training records by {gt:.3f} nats/token"
+             f"{ci_text(v.ci('gain_train'))} ({b:.3f} → {t:.3f})")
         if gs is not None:
-            s += f"; on held-out records the drop was {gs:.3f}"
+            s += f"; on held-out records the drop was {gs:.3f}{ci_text(v.ci('gain_test'))}"
             if gt > 2 * max(gs, 0.0) and gt - gs >= MEMORISATION_CLAIM:
                 s += ", so most of the gain is specific to the training records (memorisation), not general format"
         out.append(s + ".")
@@ -81,7 +111,13 @@ def group_findings(g: Group) -> list[str]:
     if full is not None and adapter is not None:
         gf, ga = full.mean("gain_train"), adapter.mean("gain_train")
         tf, ta = full.mean("run.wall_time_s"), adapter.mean("run.wall_time_s")
-        if gf is not None and ga is not None and gf > 0:
+        cf, ca = full.ci("gain_train"), adapter.ci("gain_train")
+        if full.did_not_learn or adapter.did_not_learn:
+            pass  # no memorisation comparison with a run that learned nothing (stated above)
+        elif gf is not None and ga is not None and cf is not None and ca is not None and not separated(cf, ca):
+            out.append(f"{_name(adapter)}'s and {_name(full)}'s sensitive-token gains on training data ({ga:.3f}"
+                       f"{ci_text(ca)} vs {gf:.3f}{ci_text(cf)} nats/token) are not distinguishable at this size.")
+        elif gf is not None and ga is not None and gf > 0:
             s = (f"{_name(adapter)} memorised {100 * ga / gf:.0f}% as much as {_name(full)}: its sensitive-token gain "
                  f"on training data is {ga:.3f} vs {gf:.3f} nats/token")
             if tf and ta:
@@ -97,14 +133,23 @@ def group_findings(g: Group) -> list[str]:
         if gd is None or ud is None:
             continue
         cert = _certification(v)
-        s = f"At ε = {eps:g} ({cert}), {display(m)}'s sensitive-token gain on training data is {gd:.3f} nats/token"
+        s = (f"At ε = {eps:g} ({cert}), {display(m)}'s sensitive-token gain on training data is {gd:.3f} nats/token"
+             f"{ci_text(v.ci('gain_train'))}")
         gr = ref.mean("gain_train") if ref is not None else None
-        if gd <= 0:
+        if v.did_not_learn:
+            s += f" — it {DID_NOT_LEARN}, so this is no privacy result"
+        elif gd <= 0:
             s += ", no gain over the base model"
         if ref is not None and gr is not None:
-            s += f", {100 * gd / gr:.0f}% of {_name(ref)}'s {gr:.3f}" if gr > 0 and gd > 0 else \
-                f" ({_name(ref)}: {gr:.3f})"
-        s += f"; its non-sensitive test NLL is {ud:.3f}"
+            cd, cr = v.ci("gain_train"), ref.ci("gain_train")
+            if v.did_not_learn or ref.did_not_learn or (cd is not None and cr is not None and not separated(cd, cr)):
+                s += f" ({_name(ref)}: {gr:.3f}{ci_text(cr)}"
+                s += "; not distinguishable at this size)" if cd is not None and cr is not None and \
+                    not separated(cd, cr) else ")"
+            else:
+                s += f", {100 * gd / gr:.0f}% of {_name(ref)}'s {gr:.3f}" if gr > 0 and gd > 0 else \
+                    f" ({_name(ref)}: {gr:.3f})"
+        s += f"; its non-sensitive test NLL is {ud:.3f}{ci_text(v.ci('utility'))}"
         extra = []
         if ref is not None and ref.mean("utility") is not None:
             extra.append(f"{_name(ref)} {ref.mean('utility'):.3f}")
@@ -138,13 +183,72 @@ def group_findings(g: Group) -> list[str]:
         sizes = f" on {nm:.0f} members and {nn:.0f} non-members" if nm and nn else ""
         out.append(f"Strongest membership-inference attack, AUC{sizes} (0.5 is chance): {items}.")
 
+    out += matched_findings(g)
+
     front = g.front()
     if len(g.points()) > 1:
+        dropped = [v.label for v in g.variants if v.did_not_learn]
         out.append(f"On the privacy–utility Pareto front (no other run has both a lower sensitive-token gain and a "
-                   f"lower non-sensitive test NLL): {', '.join(front)}.")
+                   f"lower non-sensitive test NLL): {', '.join(front)}"
+                   + (f"; runs that did not learn are left out ({', '.join(dropped)})." if dropped else "."))
     if chose:
         out.append("Where a method ran in several configurations, these comparisons use its configuration with the "
                    "lowest non-sensitive test NLL.")
+    return out
+
+
+def _matched_text(m: Matched) -> str:
+    if m.value is None:
+        return "–"
+    if m.sd is not None:
+        return f"{m.value:.3f} ± {m.sd:.3f} ({len(m.variant.runs)} seeds)"
+    return f"{m.value:.3f}{ci_text(m.ci)}"
+
+
+def _band(m: Matched) -> list[float] | None:
+    """What separation is judged on: the interpolated interval (one seed) or mean ± sd (several)."""
+    if m.sd is not None and m.value is not None:
+        return [m.value - m.sd, m.value + m.sd]
+    return m.ci
+
+
+def matched_findings(g: Group, n_levels: int = 3) -> list[str]:
+    """Memorisation of each method at utility levels several of them reached, along their trajectories, and which
+    is on the privacy–utility front there (the lowest memorisation; others whose interval overlaps it are not
+    distinguishable at this size)."""
+    vars_ = trajectory_variants(g.variants)
+    base, levels = group_levels(vars_, n_levels)
+    if base is None or len(vars_) < 2:
+        return []
+    learned = [v for v in vars_ if not v.did_not_learn]
+    if not levels:
+        return [f"No utility level below the base model's ({base:.3f}) was reached by two methods that learned, so "
+                "there is no comparison at matched utility."]
+    n_tr = next((r.trajectory[0].get("n_train_records") for v in vars_ for r in v.runs if r.trajectory), None)
+    n_te = next((r.trajectory[0].get("n_test_records") for v in vars_ for r in v.runs if r.trajectory), None)
+    size = f" on {n_tr} training and {n_te} test records" if n_tr and n_te else ""
+    out = [f"Comparisons at matched utility follow each run's in-training evaluations{size} (memorisation = "
+           "sensitive-token gain on training records − gain on held-out records, nats/token, interpolated linearly "
+           f"between evaluation points; base model's non-sensitive test NLL there {base:.3f})."]
+    for level in levels:
+        ms = matched_at(learned, level)
+        got = [m for m in ms if m.reached]
+        missed = [_name(m.variant) for m in ms if not m.reached]
+        missed += [_name(v)[:-1] + f"; {DID_NOT_LEARN})" if _name(v).endswith(")") else
+                   f"{_name(v)} ({DID_NOT_LEARN})" for v in vars_ if v.did_not_learn]
+        s = f"At non-sensitive test NLL {level:.3f}: "
+        s += ", ".join(f"{_name(m.variant)} memorisation {_matched_text(m)}" for m in got) if got else \
+            "no method reached it"
+        if missed:
+            s += f"; {', '.join(missed)} never reached it"
+        if got:
+            best = min(got, key=lambda m: m.value)  # type: ignore[arg-type, return-value]
+            tied = [m for m in got if m is not best and not separated(_band(best), _band(m))
+                    and _band(best) is not None and _band(m) is not None]
+            s += f". On the privacy–utility front at this level: {_name(best.variant)}"
+            if tied:
+                s += f", not distinguishable at this size from {', '.join(_name(m.variant) for m in tied)}"
+        out.append(s + ".")
     return out
 
 

@@ -227,3 +227,68 @@ def curves(vs: Sequence[RunView], col: dict[str, Any]) -> str | None:
         ax.set_visible(False)
     fig.tight_layout()
     return _png(fig)
+
+
+def trajectories(gs: Sequence[Group], col: dict[str, Any]) -> str | None:
+    """Das et al.'s figure from the in-training evaluations: per dataset/model, memorisation (y) against non-sensitive
+    test NLL (x), one line per run (seeds of a configuration in one colour, drawn together), marker size growing with
+    the epoch, the base model as the star; beside it, for DP runs, memorisation against the ε spent so far."""
+    from privtune.experiments.analysis import MEMORISATION_KEY, UTILITY_KEY, group_levels, num
+
+    gs = [g for g in gs if any(r.trajectory for v in g.variants for r in v.runs)]
+    if not gs:
+        return None
+    plt = _plt()
+    markers = _eps_markers(gs)
+    has_dp = any(r.private and r.trajectory for g in gs for v in g.variants for r in v.runs)
+    ncol = 2 if has_dp else 1
+    fig, axes = plt.subplots(len(gs), ncol, figsize=(6.5 * ncol + 2.5, 4.8 * len(gs)), squeeze=False)
+    for row, g in zip(axes, gs):
+        ax = row[0]
+        for v in g.variants:
+            for i, r in enumerate(v.runs):
+                pts = [p for p in r.trajectory if num(p, UTILITY_KEY) is not None
+                       and num(p, MEMORISATION_KEY) is not None]
+                if not pts:
+                    continue
+                xs = [num(p, UTILITY_KEY) for p in pts]
+                ys = [num(p, MEMORISATION_KEY) for p in pts]
+                sizes = [18 + 50 * min(float(p.get("epoch") or 0.0), 4.0) for p in pts]
+                c = col[v.method]
+                ax.plot(xs, ys, "-", color=c, lw=1.4, alpha=0.85 if len(v.runs) == 1 else 0.6,
+                        label=v.label if i == 0 else None, zorder=2)
+                ax.scatter(xs, ys, s=sizes, marker=markers.get(v.epsilon, "o"), color=c, edgecolors="black",
+                           linewidths=0.5, zorder=3)
+                if r.private and len(row) > 1:
+                    es = [num(p, "epsilon") for p in pts]
+                    ok = [(e, y, s) for e, y, s in zip(es, ys, sizes) if e is not None]
+                    if ok:
+                        row[1].plot([o[0] for o in ok], [o[1] for o in ok], "-", color=c, lw=1.4,
+                                    label=v.label if i == 0 else None)
+                        row[1].scatter([o[0] for o in ok], [o[1] for o in ok], s=[o[2] for o in ok],
+                                       marker=markers.get(v.epsilon, "o"), color=c, edgecolors="black",
+                                       linewidths=0.5)
+        base, levels = group_levels(g.variants)
+        if base is not None:
+            ax.scatter([base], [0.0], label="base model", **BASE_STYLE)
+        for i, lv in enumerate(levels):
+            ax.axvline(lv, ls=":", color="0.5", lw=1.0, zorder=0,
+                       label="matched-utility levels (findings)" if i == 0 else None)
+        ax.axhline(0.0, color="0.7", lw=0.8, zorder=0)
+        ax.set_xlabel(f"Non-sensitive test NLL ({NLL}; lower = better utility)")
+        ax.set_ylabel(f"Memorisation: gain train − gain test ({NLL})")
+        ax.set_title("Privacy–utility trajectories" + (f" — {g.title}" if len(gs) > 1 else ""))
+        ax.margins(x=0.1, y=0.12)
+        if len(row) > 1:
+            row[1].axhline(0.0, color="0.7", lw=0.8, zorder=0)
+            row[1].set_xlabel("ε spent so far (certified)")
+            row[1].set_ylabel(f"Memorisation ({NLL})")
+            row[1].set_title("DP runs: memorisation over ε spent")
+        handles: dict[str, Any] = {}
+        for a in row:
+            for h, lab in zip(*a.get_legend_handles_labels()):
+                handles.setdefault(lab, h)
+        row[-1].legend(list(handles.values()), list(handles), loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                       borderaxespad=0.0, fontsize=9, frameon=False, title="marker size grows with epoch")
+    fig.tight_layout()
+    return _png(fig)

@@ -16,9 +16,9 @@ from typing import Any, Mapping, Sequence
 
 from privtune import __version__
 from privtune.experiments import classification, plots, tables
-from privtune.experiments.analysis import OUTSIDE_DP, RunView, groups, views
+from privtune.experiments.analysis import OUTSIDE_DP, RunView, groups, variants, views
 from privtune.experiments.findings import findings
-from privtune.experiments.tables import epsilon_short, f, secs
+from privtune.experiments.tables import epsilon_short, f, secs, with_ci
 from privtune.experiments.store import open_store
 from privtune.utils.fsio import atomic_write_text
 from privtune.experiments import users as user_level
@@ -93,15 +93,18 @@ pre{padding:.8em;overflow-x:auto;font-size:.85em}
 """
 
 
-def build_report(rows: Sequence[Mapping[str, Any]], *, study: Mapping[str, Any] | None = None) -> Report:
-    """The report of result rows (store rows: see :mod:`privtune.experiments.store`)."""
+def build_report(rows: Sequence[Mapping[str, Any]], *, study: Mapping[str, Any] | None = None,
+                 trajectories: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> Report:
+    """The report of result rows (store rows: see :mod:`privtune.experiments.store`) and the runs' trajectories
+    (``{run_id: points}``, the store's trajectory table)."""
     study = dict(study or {})
-    vs = views(rows)
+    vs = views(rows, trajectories)
     gs = groups(vs)
     col = plots.colours([v.method for v in vs])
     lm = not vs or not all(classification.is_classification(v) for v in vs)
     figs = {k: f for k, f in (("privacy_utility", plots.privacy_utility(gs, col) if lm else None),
                               ("versus_epsilon", plots.versus_epsilon(gs, col) if lm else None),
+                              ("trajectories", plots.trajectories(gs, col) if lm else None),
                               ("cost", plots.cost(gs, col)), ("curves", plots.curves(vs, col))) if f}
     found = classification.findings(vs) + findings(gs, vs) + user_level.findings(vs)
     name = str(study.get("name") or "study")
@@ -207,16 +210,36 @@ def _lm_measures(vs: Sequence[RunView], figs: Mapping[str, str]) -> list[str]:
         "zero gain. Configurations on the Pareto front (dashed) are those no other beats on both axes.</p>",
         _fig(figs.get("privacy_utility"), "privacy vs utility", "Sensitive-token NLL gain on training data vs "
              "non-sensitive test NLL; the star is the base model."),
+        "<h2>Trajectories</h2>",
+        "<p>Each run evaluated during training (<code>trajectory.jsonl</code>) on a fixed subset of training and "
+        "held-out records: memorisation (sensitive-token gain on training records − gain on held-out records) "
+        "against non-sensitive test NLL, one line per run from the base model (star) on, markers growing with the "
+        "epoch; seeds of one configuration share a colour. DP runs are also shown against the ε spent so far. The "
+        "findings compare methods at matched utility along these lines.</p>",
+        _fig(figs.get("trajectories"), "trajectories", "Memorisation against utility over training (Das et al. "
+             "2025); right: DP runs over the ε spent."),
         "<h2>Runs</h2>",
         "<p>NLLs of the fine-tuned model (the base model's in brackets). Gain = base − fine-tuned NLL on sensitive "
         "tokens of training (train) or held-out (test) records; memorisation = gain train − gain test, the part "
         "specific to the records trained on.</p>",
-        _table(tables.runs(vs), num_from=3),
+        "<p>Brackets after a figure: its 95% percentile-bootstrap interval over records (1,000 resamples). "
+        "<i>Did not learn</i>: the run's non-sensitive test NLL did not improve on the base model beyond that "
+        "interval; its low memorisation is not a privacy result.</p>",
+        _table(tables.runs(vs), num_from=4),
+        *_seed_table(vs),
         "<h2>Privacy and utility against ε</h2>",
         _fig(figs.get("versus_epsilon"), "against epsilon", "DP methods at each certified budget (a configuration "
              "whose noise was calibrated on an estimate sits at the certified ε it spent, not at its target); "
              "dashed lines are the same methods without DP, the dotted line the base model."),
     ]
+
+
+def _seed_table(vs: Sequence[RunView]) -> list[str]:
+    t = tables.seeds(variants(vs))
+    if not t[1]:
+        return []
+    return ["<h3>Across seeds</h3><p>Mean ± standard deviation over seeds, then each seed's value.</p>",
+            _table(t, num_from=2)]
 
 
 def _lm_attacks(vs: Sequence[RunView], gs: Any) -> list[str]:
@@ -250,15 +273,18 @@ def markdown_summary(name: str, vs: Sequence[RunView], found: Sequence[str]) -> 
               "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for v in lm:
         mia = v.best_mia()
-        lines.append(f"| {v.label} | {v.status} | {epsilon_short(v)} | {f(v.gain_train)} | {f(v.gain_test)} | "
-                     f"{f(v.utility)} | {f(v.get('exposure.exposure_bits'), 1)} | "
-                     f"{f(mia[1]) if mia else '–'} | {secs(v.get('run.wall_time_s'))} |")
+        lines.append(f"| {v.label} | {v.status} | {epsilon_short(v)} | {with_ci(v.gain_train, v.ci('gain_train'))} | "
+                     f"{with_ci(v.gain_test, v.ci('gain_test'))} | {with_ci(v.utility, v.ci('utility'))} | "
+                     f"{f(v.get('exposure.exposure_bits'), 1)} | {f(mia[1]) if mia else '–'} | "
+                     f"{secs(v.get('run.wall_time_s'))} |")
     base = [g for g in groups(vs) if g.base_utility is not None]
     for g in base:
         lines.append(f"| base model{' · ' + g.title if len(base) > 1 else ''} | – | – | 0.000 | 0.000 | "
                      f"{f(g.base_utility)} | – | – | – |")
     lines += ["", "gain = base NLL − fine-tuned NLL on sensitive tokens of training (train) or held-out (test) records, "
-              "in nats/token (higher = more memorised); test NLL = non-sensitive test tokens (lower = better); "
+              "in nats/token (higher = more memorised), with 95% bootstrap intervals over records in brackets; "
+              "\"did not learn\" = test NLL not improved on the base model beyond its interval; "
+              "test NLL = non-sensitive test tokens (lower = better); "
               "exposure in bits; MIA AUC of the strongest attack (0.5 = chance).", "", "## Findings", ""]
     lines += [f"- {s}" for s in found]
     return "\n".join(lines) + "\n"
@@ -280,11 +306,11 @@ def write_report(study_dir: str | Path, *, out: str | Path | None = None) -> Wri
 
     study_dir = Path(study_dir)
     with open_store(study_dir) as store:
-        rows, meta = store.rows(), store.study()
+        rows, meta, trajectories = store.rows(), store.study(), store.trajectories()
     study: dict[str, Any] = {"name": meta.get("name"), "toml": meta.get("toml")}
     if meta.get("config"):
         study["description"] = json.loads(meta["config"]).get("description")
-    rep = build_report(rows, study=study)
+    rep = build_report(rows, study=study, trajectories=trajectories)
     out = Path(out) if out is not None else study_dir / "report.html"
     atomic_write_text(out, rep.html)
     md = out.with_suffix(".md")

@@ -16,6 +16,11 @@ Columns (names are quoted identifiers; dots are part of the name):
 Lists (loss curves, per-example values) are stored as JSON text. New keys in later rows add columns
 (``ALTER TABLE ... ADD COLUMN``), so the schema follows run.json and eval.json as they evolve. The study itself
 (its TOML text and the parsed configuration) is kept in the ``study`` table.
+
+The ``trajectory`` table holds every run's in-training evaluation points (``RUN/trajectory.jsonl``), one row per
+``(run_id, step)``: ``step``, ``epoch``, ``epsilon`` and the measures, intervals as JSON text ``[lo, hi]``. A row
+given to :meth:`ResultStore.upsert` with a :data:`TRAJECTORY_KEY` list replaces that run's points, so a sweep and
+``privtune results --rebuild`` fill it from the run directories like the runs table.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ GRID_COLUMNS = ("grid.dataset", "grid.model", "grid.method", "grid.epsilon", "gr
 #: eval.json sections (contract); any other object with a ``definition`` is a section too.
 SECTIONS = ("privacy", "utility", "exposure", "mia", "extraction", "audit", "users")
 _RESERVED = ("run", "grid", "eval", *SWEEP_COLUMNS)
+TRAJECTORY_TABLE = "trajectory"
+#: A row's key holding the run's trajectory points (a list of dicts); not a column of the runs table.
+TRAJECTORY_KEY = "_trajectory"
 
 
 def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -66,8 +74,10 @@ def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def make_row(*, run_id: str, status: str, grid: Mapping[str, Any], run_dir: str | None = None,
              stage: str | None = None, error: str | None = None, run_json: Mapping[str, Any] | None = None,
-             eval_json: Mapping[str, Any] | None = None, seq: int | None = None) -> dict[str, Any]:
-    """One flat row from the sweep state, the grid point, run.json and eval.json (see the module docstring)."""
+             eval_json: Mapping[str, Any] | None = None, seq: int | None = None,
+             trajectory: list[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """One flat row from the sweep state, the grid point, run.json and eval.json (see the module docstring);
+    ``trajectory`` (the points of trajectory.jsonl) travels under :data:`TRAJECTORY_KEY`."""
     row: dict[str, Any] = {"run_id": run_id, "status": status, "stage": stage, "error": error, "run_dir": run_dir,
                            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seq": seq}
     row.update(flatten(grid, "grid."))
@@ -79,6 +89,8 @@ def make_row(*, run_id: str, status: str, grid: Mapping[str, Any], run_dir: str 
                 row.update(flatten(v, f"{k}."))
             else:
                 row.update(flatten({k: v}, "eval."))
+    if trajectory is not None:
+        row[TRAJECTORY_KEY] = list(trajectory)
     return row
 
 
@@ -100,6 +112,8 @@ class ResultStore:
         with self._con:
             self._con.execute(f'CREATE TABLE IF NOT EXISTS {TABLE} ("run_id" TEXT PRIMARY KEY, {cols})')
             self._con.execute("CREATE TABLE IF NOT EXISTS study (key TEXT PRIMARY KEY, value TEXT)")
+            self._con.execute(f'CREATE TABLE IF NOT EXISTS {TRAJECTORY_TABLE} ("run_id" TEXT, "step" INTEGER, '
+                              'PRIMARY KEY ("run_id", "step"))')
 
     def close(self) -> None:
         self._con.close()
@@ -111,25 +125,51 @@ class ResultStore:
         self.close()
 
     # -- schema ------------------------------------------------------------------------------------------------
-    def columns(self) -> list[str]:
-        return [r[1] for r in self._con.execute(f"PRAGMA table_info({TABLE})")]
+    def columns(self, table: str = TABLE) -> list[str]:
+        return [r[1] for r in self._con.execute(f"PRAGMA table_info({table})")]
 
-    def _ensure_columns(self, names: list[str]) -> None:
-        have = set(self.columns())
+    def _ensure_columns(self, names: list[str], table: str = TABLE) -> None:
+        have = set(self.columns(table))
         for n in names:
             if n not in have:
-                self._con.execute(f'ALTER TABLE {TABLE} ADD COLUMN "{_ident(n)}"')
+                self._con.execute(f'ALTER TABLE {table} ADD COLUMN "{_ident(n)}"')
                 have.add(n)
 
     # -- rows --------------------------------------------------------------------------------------------------
     def upsert(self, row: Mapping[str, Any]) -> None:
-        """Insert or replace the row of ``row["run_id"]``; columns not in ``row`` become NULL."""
+        """Insert or replace the row of ``row["run_id"]``; columns not in ``row`` become NULL. A
+        :data:`TRAJECTORY_KEY` entry replaces the run's trajectory points."""
+        row = dict(row)
+        points = row.pop(TRAJECTORY_KEY, None)
         names = list(row)
         with self._con:
+            if points is not None:
+                self._put_trajectory(str(row["run_id"]), points)
             self._ensure_columns(names)
             cols = ", ".join(f'"{_ident(n)}"' for n in names)
             marks = ", ".join("?" for _ in names)
             self._con.execute(f"INSERT OR REPLACE INTO {TABLE} ({cols}) VALUES ({marks})", [row[n] for n in names])
+
+    def _put_trajectory(self, run_id: str, points: list[Mapping[str, Any]]) -> None:
+        self._con.execute(f'DELETE FROM {TRAJECTORY_TABLE} WHERE "run_id" = ?', (run_id,))
+        for p in points:
+            flat = {**flatten(p), "run_id": run_id}
+            names = list(flat)
+            self._ensure_columns(names, TRAJECTORY_TABLE)
+            cols = ", ".join(f'"{_ident(n)}"' for n in names)
+            marks = ", ".join("?" * len(names))
+            self._con.execute(f"INSERT OR REPLACE INTO {TRAJECTORY_TABLE} ({cols}) VALUES ({marks})",
+                              [flat[n] for n in names])
+
+    def trajectories(self) -> dict[str, list[dict[str, Any]]]:
+        """``{run_id: [point, ...]}`` ordered by step; intervals parsed back into ``[lo, hi]`` lists."""
+        cur = self._con.execute(f'SELECT * FROM {TRAJECTORY_TABLE} ORDER BY "run_id", "step"')
+        names = [d[0] for d in cur.description]
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in cur.fetchall():
+            p = {k: (json.loads(v) if isinstance(v, str) and v.startswith("[") else v) for k, v in zip(names, r)}
+            out.setdefault(str(p.pop("run_id")), []).append(p)
+        return out
 
     def get(self, run_id: str) -> dict[str, Any] | None:
         cur = self._con.execute(f'SELECT * FROM {TABLE} WHERE "run_id" = ?', (run_id,))
@@ -147,6 +187,7 @@ class ResultStore:
             for (rid,) in self._con.execute(f'SELECT "run_id" FROM {TABLE}').fetchall():
                 if rid not in keep:
                     self._con.execute(f'DELETE FROM {TABLE} WHERE "run_id" = ?', (rid,))
+                    self._con.execute(f'DELETE FROM {TRAJECTORY_TABLE} WHERE "run_id" = ?', (rid,))
 
     # -- study ---------------------------------------------------------------------------------------------------
     def put_study(self, values: Mapping[str, Any]) -> None:

@@ -111,9 +111,11 @@ class Sweep:
         d = self.run_dir(rc)
         run_json = read_json(d / "run.json")
         eval_json = read_json(d / "eval.json") if status == "completed" else None
+        from privtune.training.trajectory import TRAJECTORY_FILE, read_points
+
         return make_row(run_id=rc.run_id, status=status, stage=stage, error=error, grid=rc.grid(),
                         run_dir=str(d.relative_to(self.dir)) if d.exists() else None, run_json=run_json,
-                        eval_json=eval_json, seq=self._seq[rc.run_id])
+                        eval_json=eval_json, seq=self._seq[rc.run_id], trajectory=read_points(d / TRAJECTORY_FILE))
 
     def _prepare_data(self) -> dict[str, str]:
         """Generate the study's synthetic datasets; returns ``{dataset: error}`` for those that failed."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from privtune.experiments.analysis import OUTSIDE_DP, Group, RunView
+from privtune.experiments.analysis import DID_NOT_LEARN, OUTSIDE_DP, Group, RunView, Variant
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -67,19 +67,51 @@ def privacy_warnings(vs: Sequence[RunView]) -> list[tuple[str, list[str]]]:
     return list(found.items())
 
 
+def with_ci(x: float | None, ci: Sequence[float] | None, digits: int = 3) -> str:
+    """``0.123 [0.101, 0.140]``: a figure and its 95% interval (the figure alone without one)."""
+    return f(x, digits) if ci is None or x is None else f"{f(x, digits)} [{f(ci[0], digits)}, {f(ci[1], digits)}]"
+
+
+def learned_text(v: RunView) -> str:
+    """``yes`` / ``did not learn`` (utility not improved beyond its interval) / ``–``."""
+    if not v.ok or v.learned is None:
+        return "–"
+    return "yes" if v.learned else DID_NOT_LEARN
+
+
 def runs(vs: Sequence[RunView]) -> Table:
-    head = ["run", "status", "ε", "sens. train NLL (base)", "gain train", "gain test", "memorisation",
-            "non-sens. test NLL (base)", "wall time (s)"]
+    """One row per run; gains, memorisation and test NLL with their 95% bootstrap intervals ``[lo, hi]``."""
+    head = ["run", "status", "learned", "ε", "sens. train NLL (base)", "gain train [95% CI]", "gain test [95% CI]",
+            "memorisation [95% CI]", "non-sens. test NLL [95% CI] (base)", "wall time (s)"]
     rows = []
     for v in vs:
         status = v.status if v.status != "failed" else f"failed at {v.row.get('stage')}"
-        mem = v.get("privacy.memorization_nats")
-        if mem is None and v.gain_train is not None and v.gain_test is not None:
-            mem = v.gain_train - v.gain_test
-        rows.append([v.label, status, epsilon_short(v),
+        base_u = v.get("utility.nonsensitive_test_nll_base")
+        util = with_ci(v.utility, v.ci("utility")) + (f" ({f(base_u)})" if base_u is not None else "")
+        rows.append([v.label, status, learned_text(v), epsilon_short(v),
                      _pair(v.get("privacy.sensitive_train_nll"), v.get("privacy.sensitive_train_nll_base")),
-                     f(v.gain_train), f(v.gain_test), f(mem),
-                     _pair(v.utility, v.get("utility.nonsensitive_test_nll_base")), secs(v.get("run.wall_time_s"))])
+                     with_ci(v.gain_train, v.ci("gain_train")), with_ci(v.gain_test, v.ci("gain_test")),
+                     with_ci(v.memorisation, v.ci("memorisation")), util, secs(v.get("run.wall_time_s"))])
+    return head, rows
+
+
+SEED_FIGURES = (("gain_train", "gain train"), ("gain_test", "gain test"), ("memorisation", "memorisation"),
+                ("utility", "non-sens. test NLL"))
+
+
+def seeds(vars_: Sequence[Variant]) -> Table:
+    """Configurations that ran with several seeds: ``mean ± sd (seed values)`` of each figure."""
+    head = ["configuration", "seeds", *[name for _, name in SEED_FIGURES]]
+    rows = []
+    for var in vars_:
+        if len(var.runs) < 2:
+            continue
+        cells = []
+        for attr, _ in SEED_FIGURES:
+            vals = var.values(attr)
+            m, sd = var.mean(attr), var.std(attr)
+            cells.append("–" if m is None else f"{f(m)} ± {f(sd)} ({', '.join(f(x) for x in vals)})")
+        rows.append([var.label, ", ".join(str(r.seed) for r in var.runs), *cells])
     return head, rows
 
 

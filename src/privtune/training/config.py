@@ -77,6 +77,10 @@ class TrainConfig:
     device: str = "auto"
     allow_download: bool = False
     eval_test: bool = True               # score the test split after training (loss; accuracy for classification)
+    # in-training evaluation (RUN/trajectory.jsonl, privtune.training.trajectory)
+    trajectory: bool = True              # evaluate privacy and utility at several points during training
+    eval_points: int = 5                 # evenly spaced evaluation steps (epoch ends and step 0 are added)
+    trajectory_records: int = 50         # fixed evaluation subset per split (train, test)
     extra: dict[str, Any] = field(default_factory=dict)  # method plug-ins' own options
 
     def validate(self) -> "TrainConfig":
@@ -145,6 +149,14 @@ class TrainConfig:
             raise ConfigError(fmt("--checkpoint-every", "a positive number of steps", self.checkpoint_every))
         if self.resume_reserve is not None and self.resume_reserve < 0:
             raise ConfigError(fmt("--resume-reserve", "a non-negative number of steps", self.resume_reserve))
+        if not isinstance(self.trajectory, bool):
+            raise ConfigError(fmt("trajectory", "true or false", self.trajectory))
+        if isinstance(self.eval_points, bool) or not isinstance(self.eval_points, int) or self.eval_points < 1:
+            raise ConfigError(fmt("--eval-points", "a positive integer", self.eval_points,
+                                  "Use --no-trajectory to turn in-training evaluation off."))
+        if isinstance(self.trajectory_records, bool) or not isinstance(self.trajectory_records, int) \
+                or self.trajectory_records < 2:
+            raise ConfigError(fmt("trajectory_records", "an integer >= 2", self.trajectory_records))
         if self.steps is None and (self.epochs is None or not self.epochs > 0):
             raise ConfigError(fmt("--epochs", "positive (or give --steps)", self.epochs))
         if self.steps is not None and self.steps < 1:

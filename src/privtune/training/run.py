@@ -266,6 +266,7 @@ def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, d
                             optimizer=s.optimizer, scheduler=s.scheduler, state=saved)
 
         try:
+            recorder = _trajectory(run_dir, s, record, privacy, state) if main else None
             with make_progress(*rec_mod.progress_columns()) as progress:
                 trainer = Trainer(model=s.model, task=plan.cfg.task, data=s.data, sampler=s.sampler,
                                   optimizer=s.optimizer, scheduler=s.scheduler, planned_steps=plan.steps,
@@ -273,7 +274,7 @@ def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, d
                                   engine=s.engine, privacy=privacy, randomness=s.randomness,
                                   checkpoint_every=plan.checkpoint_every, on_checkpoint=checkpoint, state=state,
                                   progress=progress if progress_enabled() and main else None, method=plan.method,
-                                  dist=dist, format_loss=rec_mod.loss_text(plan))
+                                  dist=dist, format_loss=rec_mod.loss_text(plan), on_step=recorder)
                 outcome = trainer.run()
             if main and latest_step(run_dir) != outcome.state.step:
                 checkpoint(outcome.state)
@@ -282,6 +283,8 @@ def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, d
             if main:
                 _save_model(run_dir, s, record)
                 record.update(rec_mod.final_fields(s, outcome, privacy, wall_before + time.perf_counter() - t_start))
+                if recorder is not None:
+                    record.update(recorder.summary())
         except PrivtuneError as e:
             if main:
                 _fail(run_dir, record, "failed", str(e), wall_before + time.perf_counter() - t_start, privacy, plan)
@@ -300,6 +303,25 @@ def _run(run_dir: Path, s: Session, record: dict[str, Any], state: TrainState, d
             atomic_write_json(run_dir / RUN_FILE, record)
     dist.barrier()  # the run directory is complete before any rank returns
     return RunResult(run_dir, record)
+
+
+def _trajectory(run_dir: Path, s: Session, record: dict[str, Any], privacy: PrivacyState | None,
+                state: TrainState) -> Any:
+    """The in-training evaluation (:mod:`privtune.training.trajectory`) of this session, or None (run.json's
+    ``trajectory_skipped`` says why)."""
+    from privtune.training.session import load_base
+    from privtune.training.trajectory import TrajectoryRecorder, skip_reason
+
+    why = skip_reason(s.plan)
+    record.pop("trajectory_skipped", None)
+    if why is not None:
+        record["trajectory_skipped"] = why
+        return None
+    rec = TrajectoryRecorder(run_dir, s.plan, s.model, s.loaded.tokenizer, privacy=privacy, step=state.step,
+                             load_base=lambda: load_base(s.plan).model)
+    if state.step == 0:
+        rec(state)   # the base model's point
+    return rec
 
 
 def _fail(run_dir: Path, record: dict[str, Any], status: str, error: str, wall: float,

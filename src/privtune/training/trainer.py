@@ -11,7 +11,9 @@ One optimizer step ``t`` (1-based):
    ledger index);
 5. the optimizer and the LR schedule step; after the first step the guards check that the update reached the
    model and that the clipped sum is bounded as clipping implies (:meth:`Trainer._check_first_step`);
-6. every ``checkpoint_every`` steps (and at the end) a checkpoint is written.
+6. ``on_step`` (the in-training evaluation, :mod:`privtune.training.trajectory`) sees the step's state, outside the
+   step's timing;
+7. every ``checkpoint_every`` steps (and at the end) a checkpoint is written.
 
 User-level DP (a sampler with ``batch_users``): whole users are sampled and packed into micro-batches without
 splitting any user (:func:`~privtune.training.sampling.split_micro_users`); the engine clips each user's summed
@@ -82,7 +84,8 @@ class Trainer:
                  randomness: DPRandomness | None = None,
                  checkpoint_every: int = 0, on_checkpoint: Callable[[TrainState], None] | None = None,
                  state: TrainState | None = None, progress: Any = None, method: Any = None,
-                 dist: Dist = SINGLE, format_loss: Callable[[float | None], str] | None = None):
+                 dist: Dist = SINGLE, format_loss: Callable[[float | None], str] | None = None,
+                 on_step: Callable[[TrainState], None] | None = None):
         randomness = randomness if randomness is not None else getattr(sampler, "randomness", None)
         if (engine is None) != (privacy is None) or (engine is not None and randomness is None):
             raise TrainingError("`engine` and `privacy` must be given together (DP, with the `randomness` of the noise "
@@ -97,6 +100,7 @@ class Trainer:
         # the progress bar's loss text (a DP run's loss is computed without noise: training.record.loss_text)
         self.format_loss = format_loss or (lambda loss: "-" if loss is None else f"{loss:.3f}")
         self.method = method  # optional Method: its before_step/before_update hooks run every step (RGP)
+        self.on_step = on_step  # after each step, e.g. the in-training evaluation (not counted in train_time_s)
         self.dist = dist  # data-parallel group (privtune.training.distributed); one process by default
         self.params = engine.params if engine is not None else unique_trainable(model)
         # what the optimizer updates: the differentiated parameters, or (RGP) the tensors their gradients map to
@@ -272,6 +276,8 @@ class Trainer:
             st.loss_curve.append([t, None if loss is None else round(loss, 6)])
             if task is not None:
                 self.progress.update(task, completed=t, loss=self.format_loss(loss))
+            if self.on_step is not None:
+                self.on_step(st)
             if self.on_checkpoint is not None and self.checkpoint_every and (t % self.checkpoint_every == 0
                                                                              or t == self.planned_steps):
                 self.on_checkpoint(st)
