@@ -9,6 +9,7 @@ from privtune.data.stats import dataset_stats
 from privtune.data.synth import generate, synth_dataset
 from privtune.data.users import dominant_user_warning, group_by_user, user_summary
 from privtune.errors import ConfigError, DataError
+from _cli_helpers import run
 
 LABELS = {"customersim": ("PERSON", "PHONE", "ADDRESS"), "synbio": ("PERSON",)}
 
@@ -93,18 +94,6 @@ def test_dominant_user_warning_names_the_figure():
     assert dominant_user_warning(group_by_user([rec(i, f"u{i % 5}") for i in range(10)]), 10) is None
     s = user_summary([rec(0, "a"), rec(1, "a"), rec(2, None)])
     assert (s.users, s.records_without_user, s.max_records_per_user) == (1, 1, 2)
-
-
-def run(args, capsys):
-    from privtune.cli import main
-
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_cli_stats_reports_users(tmp_path, capsys):
