@@ -20,6 +20,6 @@ def test_example_pairs_each_dp_method_with_both_units_at_one_rate():
         assert cfg["privacy_unit"] == r.privacy_unit and cfg["epsilon"] == 8
         n = ds["train"] if r.privacy_unit == "record" else ds["train"] // k + 1   # + the canary's owner
         q = cfg["batch_size"] / n
-        assert abs(q - 64 / 800) < 0.005, (r.run_id, q)
+        assert abs(q - 256 / 800) < 0.005, (r.run_id, q)
     assert "users" in study.eval["only"]
     assert len({r.run_id for r in runs}) == 4
