@@ -59,12 +59,9 @@ def score_run(run_dir: Path, data_dir: Path, max_records: int, max_length: int,
     base = base_cache[key]
     keep = ~ft.sensitive
     g, lo, hi = gain_interval(ft.nll, base.nll, ft.offsets, keep)
-    dp = rec.get("privacy") or {}
-    return {"run": str(run_dir), "method": rec.get("method"), "batch_size": rec.get("batch_size")
-            or (rec.get("config") or {}).get("batch_size"), "lr": rec.get("lr"),
-            "epochs": (rec.get("config") or {}).get("epochs"), "steps": rec.get("steps"),
-            "sigma": dp.get("noise_multiplier", rec.get("noise_multiplier")),
-            "epsilon": rec.get("epsilon"), "n_train": rec.get("n_train") or rec.get("train_records"),
+    return {"run": str(run_dir), "method": rec.get("method"), "batch_size": rec.get("batch_size"),
+            "lr": rec.get("learning_rate"), "epochs": rec.get("epochs"), "steps": rec.get("steps"),
+            "sigma": rec.get("noise_multiplier"), "epsilon": rec.get("epsilon"), "n_train": rec.get("n_train"),
             "nll": float(ft.nll[keep].mean()), "nll_base": float(base.nll[keep].mean()),
             "gain": g, "gain_lo": lo, "gain_hi": hi, "learns": lo > 0,
             "wall_time_s": rec.get("wall_time_s"), "n_test_records": len(test)}

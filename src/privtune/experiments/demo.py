@@ -57,6 +57,7 @@ class DemoScale:
     reconstruction_records: int
     workers: int
     learning_rates: tuple[tuple[str, float], ...] = ()   # per method; absent: the method's default
+    dp_max_grad_norm: float | None = None   # DP clipping norm C; absent: privtune train's default (1.0)
 
 
 SCALES: dict[str, DemoScale] = {
@@ -100,10 +101,10 @@ audit_canaries = {audit_canaries}
 
 {learning_rates_table}[method_options.dp-fft]
 batch_size = {dp_batch_size}
-
+{dp_clip}
 [method_options.dp-lora]
 batch_size = {dp_batch_size}
-
+{dp_clip}
 [eval]
 max_records = {eval_records}
 max_length = {max_length}
@@ -137,7 +138,9 @@ def _children_cpu() -> float:
 
 def study_text(scale: DemoScale) -> str:
     lrs = "".join(f'"{m}" = [{lr:g}]\n' for m, lr in scale.learning_rates)
-    return STUDY.format(**asdict(scale), learning_rates_table=f"[learning_rates]\n{lrs}\n" if lrs else "")
+    clip = "" if scale.dp_max_grad_norm is None else f"max_grad_norm = {scale.dp_max_grad_norm:g}\n"
+    return STUDY.format(**asdict(scale), learning_rates_table=f"[learning_rates]\n{lrs}\n" if lrs else "",
+                        dp_clip=clip)
 
 
 def demo_scale(scale: str | None = None, model: str | None = None) -> tuple[str, DemoScale]:
