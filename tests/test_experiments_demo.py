@@ -16,6 +16,35 @@ def test_demo_study_is_valid_and_runs_the_four_methods(tmp_path):
     assert study.datasets["customersim"].options["canary_digits"] == SCALES["default"].canary_digits
 
 
+@pytest.mark.parametrize("clips", [(), (("dp-lora", 0.1),), (("dp-fft", 0.5), ("dp-lora", 0.1))])
+def test_demo_dp_runs_get_their_clipping_norm_and_rates(tmp_path, clips):
+    from dataclasses import replace
+
+    from privtune.experiments.config import parse_study
+    from privtune.experiments.demo import tomllib
+
+    sc = replace(SCALES["default"], max_grad_norms=clips)
+    runs = parse_study(tomllib.loads(study_text(sc)), base_dir=tmp_path, where="demo").expand()
+    for r in runs:
+        opts = r.train_options
+        if r.private:
+            assert opts["batch_size"] == sc.dp_batch_size
+            assert opts.get("max_grad_norm") == dict(clips).get(r.method)   # absent: privtune train's default
+        else:
+            assert opts["batch_size"] == sc.batch_size and "max_grad_norm" not in opts
+        assert r.lr == dict(sc.learning_rates).get(r.method)
+
+
+def test_default_demo_dp_runs_take_enough_large_batches():
+    # DP-SGD at ε = 8 on a few hundred records learns only with large expected batches and clipped gradients
+    # no larger than they are (docs/experiments.md, "Demo sizing")
+    sc = SCALES["default"]
+    n = sc.n_train + sc.canary_repeats
+    assert sc.dp_batch_size >= 4 * sc.batch_size and sc.dp_batch_size <= n
+    assert dict(sc.max_grad_norms).get("dp-lora", 1.0) < 1
+    assert {m for m, _ in sc.learning_rates} == {"fft", "lora", "dp-fft", "dp-lora"}
+
+
 @pytest.mark.slow
 def test_tiny_demo_end_to_end_and_rerun_reuses_it(tmp_path):
     out = tmp_path / "demo"
