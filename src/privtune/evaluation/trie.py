@@ -18,6 +18,7 @@ sequence. With one token per digit and 10^6 six-digit secrets that is 111,111 ro
 from __future__ import annotations
 
 import copy
+import inspect
 import itertools
 from typing import Any, Sequence
 
@@ -65,9 +66,16 @@ def _select_cache(cache: Any, index: torch.Tensor) -> Any:
     return new
 
 
+def _cache_kwarg(model: Any) -> str:
+    """The forward argument that takes the KV cache: ``cache`` in newer transformers (which deprecate
+    ``past_key_values`` with a warning per call), ``past_key_values`` before."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wraps with **kwargs
+    return "cache" if "cache" in inspect.signature(type(inner).forward).parameters else "past_key_values"
+
+
 def _step(model: Any, tokens: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
     """Feed one token per row on top of ``cache``; return next-token log-probabilities and the cache."""
-    kwargs: dict[str, Any] = {"input_ids": tokens[:, None], "past_key_values": cache, "use_cache": True}
+    kwargs: dict[str, Any] = {"input_ids": tokens[:, None], _cache_kwarg(model): cache, "use_cache": True}
     try:
         out = model(**kwargs, logits_to_keep=1)
     except TypeError:  # pragma: no cover - models without logits_to_keep
