@@ -174,6 +174,10 @@ def test_user_level_run_accounts_over_users(udata, tmp_path, capsys):
     assert rec["epsilon"] == pytest.approx(want, rel=1e-6) and rec["epsilon"] <= 6
     assert "user_group_epsilon" not in rec
     assert "privacy unit: user" in " ".join(err.split())
+    # the trajectory's epochs count users (batch 2 of 8 users: 4 steps per epoch), not records (12 per epoch)
+    points = [json.loads(line) for line in (out / "trajectory.jsonl").read_text().splitlines()]
+    assert points and points[-1]["step"] == rec["steps"]
+    assert points[-1]["epoch"] == pytest.approx(rec["steps"] * 2 / 8)
 
 
 def test_record_level_run_on_owned_data_reports_group_bound(udata, tmp_path, capsys):

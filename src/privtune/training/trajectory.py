@@ -97,8 +97,10 @@ class TrajectoryRecorder:
         cfg = plan.cfg
         self.path = Path(run_dir) / TRAJECTORY_FILE
         self.model, self.tokenizer, self.privacy, self.max_length = model, tokenizer, privacy, cfg.max_length
-        self.batch_size, self.n_train = cfg.batch_size, plan.n_train
-        self.steps = set(eval_steps(planned=plan.steps, eval_points=cfg.eval_points, n_train=plan.n_train,
+        # epochs count sampling units: records, or users in a user-level run (batch_size then counts users)
+        units = getattr(plan, "n_units", plan.n_train)
+        self.batch_size, self.n_train = cfg.batch_size, units
+        self.steps = set(eval_steps(planned=plan.steps, eval_points=cfg.eval_points, n_train=units,
                                     batch_size=cfg.batch_size))
         keep = (lambda r: not (r.is_canary or r.meta.get("audit")))  # noqa: E731
         self.records = {
