@@ -26,6 +26,9 @@ def brute_force(model, tokenizer, canary, window, secrets):
     return np.array(out)
 
 
+# The KV cache goes in under the name the model's forward takes (transformers renamed past_key_values to cache and
+# warns on every call with the old name): a deprecation warning here fails the test.
+@pytest.mark.filterwarnings("error::FutureWarning")
 @pytest.mark.parametrize("template", ["Agent: confirm please. Customer: My ID is {secret}. Thanks!",
                                       "{secret} is my code", "code:{secret}!"])
 def test_prefix_tree_equals_scoring_every_candidate(tokenizer, template):
@@ -42,6 +45,9 @@ def test_prefix_tree_equals_scoring_every_candidate(tokenizer, template):
     np.testing.assert_allclose(small, tree, atol=2e-4)
 
 
+# The KV cache goes in under the name the model's forward takes (transformers renamed past_key_values to cache and
+# warns on every call with the old name): a deprecation warning here fails the test.
+@pytest.mark.filterwarnings("error::FutureWarning")
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma"])
 def test_prefix_tree_on_other_architectures(tokenizer, arch):
     model = make_model(tokenizer, seed=5, arch=arch)
