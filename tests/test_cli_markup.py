@@ -5,19 +5,16 @@ import re
 import pytest
 import typer
 
-from privtune.cli import app, main
+from privtune.cli import app
+
+from _cli_helpers import run as run_cli
 
 _TAG = re.compile(r"\[[a-z#/@][^\[\]]*\]")  # what rich would take for a style tag
 
 
 def run(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, " ".join(out.err.split())  # rich wraps long lines
+    code, out, err = run_cli(argv, capsys)
+    return code, out, " ".join(err.split())  # rich wraps long lines
 
 
 def _commands(cmd, path=()):
