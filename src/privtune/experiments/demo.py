@@ -85,9 +85,10 @@ SCALES: dict[str, DemoScale] = {
     # 5e-4 default (set for the small embedded model) would wreck it, and DP's noise moves every coordinate by
     # about the learning rate per step under Adam, so the DP rates are smaller still (docs/real-model.md).
     "real": DemoScale(model="smollm2-135m", n_train=200, n_test=100, canary_repeats=10, canary_digits=3,
-                      audit_canaries=50, epochs=2, batch_size=8, dp_batch_size=32, max_length=128, epsilon=8.0,
-                      eval_records=60, extraction_prompts=20, reconstruction_records=10, workers=1,
-                      learning_rates=(("fft", 1e-4), ("lora", 1e-3), ("dp-fft", 2e-5), ("dp-lora", 5e-4))),
+                      audit_canaries=50, epochs=3, batch_size=8, dp_batch_size=64, max_length=128, epsilon=8.0,
+                      eval_records=100, extraction_prompts=20, reconstruction_records=10, workers=1,
+                      learning_rates=(("fft", 1e-4), ("lora", 1e-3), ("dp-fft", 1e-4), ("dp-lora", 5e-3)),
+                      max_grad_norms=(("dp-lora", 0.1),)),
 }
 
 STUDY = """\
