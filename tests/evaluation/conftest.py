@@ -3,6 +3,7 @@ copy that memorised a small training set, an exposure canary and a set of one-ru
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -53,3 +54,23 @@ def toy(tokenizer, _session_cache) -> Toy:
     texts += [r.text for r, inc in zip(AUDIT.records(), AUDIT.included) if inc]
     ft = train_lm(base, tokenizer, texts, steps=150, lr=5e-3)
     return Toy(tokenizer, base, ft, train, test, CANARY, AUDIT)
+
+
+@pytest.fixture
+def transformers_warnings():
+    """The warnings transformers logs during the test. transformers logs most deprecations once per process
+    (``warning_once``, an lru_cache): its cache is cleared first, so a warning an earlier test triggered counts."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.warning_once.cache_clear()
+    seen: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING:
+                seen.append(record.getMessage())
+
+    handler, logger = _Collect(), logging.getLogger("transformers")
+    logger.addHandler(handler)
+    yield seen
+    logger.removeHandler(handler)

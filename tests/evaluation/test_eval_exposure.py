@@ -26,12 +26,12 @@ def brute_force(model, tokenizer, canary, window, secrets):
     return np.array(out)
 
 
-# The KV cache goes in under the name the model's forward takes (transformers renamed past_key_values to cache and
-# warns on every call with the old name): a deprecation warning here fails the test.
+# The KV cache goes in and comes out under the name the model uses (transformers renamed past_key_values to cache
+# and warns on the old name, as an argument and as an output field): a deprecation warning here fails the test.
 @pytest.mark.filterwarnings("error::FutureWarning")
 @pytest.mark.parametrize("template", ["Agent: confirm please. Customer: My ID is {secret}. Thanks!",
                                       "{secret} is my code", "code:{secret}!"])
-def test_prefix_tree_equals_scoring_every_candidate(tokenizer, template):
+def test_prefix_tree_equals_scoring_every_candidate(tokenizer, template, transformers_warnings):
     model = make_model(tokenizer, seed=3)
     canary = Canary(CanarySpec(template, "0123456789", 3), "042")
     window = find_window(tokenizer, canary)
@@ -43,19 +43,21 @@ def test_prefix_tree_equals_scoring_every_candidate(tokenizer, template):
     small = sequence_logprobs(model, context_ids=window.context_ids, batch_size=7,
                               sequences=tokenize_windows(tokenizer, window, secrets))
     np.testing.assert_allclose(small, tree, atol=2e-4)
+    assert transformers_warnings == []
 
 
-# The KV cache goes in under the name the model's forward takes (transformers renamed past_key_values to cache and
-# warns on every call with the old name): a deprecation warning here fails the test.
+# The KV cache goes in and comes out under the name the model uses (transformers renamed past_key_values to cache
+# and warns on the old name, as an argument and as an output field): a deprecation warning here fails the test.
 @pytest.mark.filterwarnings("error::FutureWarning")
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma"])
-def test_prefix_tree_on_other_architectures(tokenizer, arch):
+def test_prefix_tree_on_other_architectures(tokenizer, arch, transformers_warnings):
     model = make_model(tokenizer, seed=5, arch=arch)
     canary = Canary(CanarySpec("Customer: My ID is {secret}.", "0123456789", 2), "42")
     window = find_window(tokenizer, canary)
     secrets = all_secrets(canary.spec)
     tree = sequence_logprobs(model, context_ids=window.context_ids, batch_size=16,
                              sequences=tokenize_windows(tokenizer, window, secrets))
+    assert transformers_warnings == []
     np.testing.assert_allclose(tree, brute_force(model, tokenizer, canary, window, secrets), atol=2e-4)
 
 

@@ -80,7 +80,13 @@ def _step(model: Any, tokens: torch.Tensor, cache: Any) -> tuple[torch.Tensor, A
         out = model(**kwargs, logits_to_keep=1)
     except TypeError:  # pragma: no cover - models without logits_to_keep
         out = model(**kwargs)
-    return torch.log_softmax(out.logits[:, -1].float(), dim=-1), out.past_key_values
+    return torch.log_softmax(out.logits[:, -1].float(), dim=-1), _returned_cache(out)
+
+
+def _returned_cache(out: Any) -> Any:
+    """The KV cache a forward pass returned: the ``cache`` field in newer transformers (where reading
+    ``past_key_values`` still works but logs a deprecation warning), ``past_key_values`` before."""
+    return out["cache"] if "cache" in out.keys() else out.past_key_values
 
 
 class _Walker:
@@ -173,7 +179,7 @@ def sequence_logprobs(model: Any, *, context_ids: Sequence[int], sequences: np.n
             n_ctx = len(context_ids)
             shared = sum(float(lp_ctx[n_ctx - 1 + k, int(S[0, k])]) for k in range(common))
             walker = _Walker(model, S, Ls, n_ctx + common, batch_size, progress, task)
-            walker.expand(lp_ctx[-1:], out.past_key_values, np.zeros(1, np.int64), 0, N, common)
+            walker.expand(lp_ctx[-1:], _returned_cache(out), np.zeros(1, np.int64), 0, N, common)
     finally:
         model.train(was_training)
     scores = np.empty(N, np.float64)
