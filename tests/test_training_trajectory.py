@@ -38,7 +38,7 @@ def test_trajectory_of_a_run_and_its_contract(data, tmp_path):
         for k in KEYS[3:]:
             lo, hi = p[f"{k}_ci"]
             assert lo <= p[k] <= hi
-        assert p["epsilon"] is None and p["n_train_records"] == 10
+        assert p["epsilon"] is None and p["n_train_records"] == 10 and p["interval_unit"] == "records"
     assert pts[0]["sensitive_train_gain"] == 0
     assert pts[0]["nonsensitive_test_nll"] == pts[0]["nonsensitive_test_nll_base"]
     assert pts[-1]["epoch"] == pytest.approx(6 * 8 / 32)

@@ -178,6 +178,7 @@ def test_user_level_run_accounts_over_users(udata, tmp_path, capsys):
     points = [json.loads(line) for line in (out / "trajectory.jsonl").read_text().splitlines()]
     assert points and points[-1]["step"] == rec["steps"]
     assert points[-1]["epoch"] == pytest.approx(rec["steps"] * 2 / 8)
+    assert {p["interval_unit"] for p in points} == {"people"}   # records of one owner are resampled together
 
 
 def test_record_level_run_on_owned_data_reports_group_bound(udata, tmp_path, capsys):

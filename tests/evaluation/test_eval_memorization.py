@@ -95,3 +95,57 @@ def test_every_mean_has_a_bootstrap_interval():
     assert lo <= u["nonsensitive_test_nll_diff"] <= hi < 0     # improved beyond its interval
     same = utility_measures(test=mk(base), test_base=mk(base)).to_dict()
     assert same["nonsensitive_test_nll_diff_ci"] == [0.0, 0.0]
+
+
+def _people_data(n_people=10, per_person=5, seed=1):
+    """Train scores where each person's records share one gain (their secrets repeat in every record)."""
+    rng = np.random.default_rng(seed)
+    n_rec, per = n_people * per_person, 4
+    offsets = list(range(0, n_rec * per + 1, per))
+    sens = np.tile([1, 0, 1, 0], n_rec)
+    lab = np.tile([0, -1, 0, -1], n_rec)
+    base = np.full(n_rec * per, 3.0)
+    person_gain = rng.uniform(0.0, 2.0, n_people)              # differs a lot between people ...
+    rec_gain = np.repeat(person_gain, per_person) + rng.normal(0, 0.05, n_rec)   # ... little within one
+    ft = base - np.repeat(rec_gain, per)
+    owners = [f"u{i // per_person}" for i in range(n_rec)]
+    return (lambda v: scores(v, sens, lab, offsets=offsets)), ft, base, owners
+
+
+def _width(ci):
+    return ci[1] - ci[0]
+
+
+def test_intervals_resample_people_when_owners_are_named():
+    mk, ft, base, owners = _people_data()
+    kw = dict(train=mk(ft), train_base=mk(base), test=mk(ft), test_base=mk(base))
+    rec = privacy_measures(**kw).to_dict()
+    ppl = privacy_measures(**kw, owners={"train": owners, "test": owners}).to_dict()
+    assert "over records" in rec["interval"]["method"] and "over people" in ppl["interval"]["method"]
+    # the figures themselves do not change, only their uncertainty
+    assert ppl["sensitive_train_gain"] == pytest.approx(rec["sensitive_train_gain"])
+    # 10 people, not 50 independent records: about sqrt(5) times wider
+    assert _width(ppl["sensitive_train_gain_ci"]) > 1.6 * _width(rec["sensitive_train_gain_ci"])
+    assert ppl["sensitive_train_gain_ci"][0] <= ppl["sensitive_train_gain"] <= ppl["sensitive_train_gain_ci"][1]
+    u_rec = utility_measures(test=mk(ft), test_base=mk(base)).to_dict()
+    u_ppl = utility_measures(test=mk(ft), test_base=mk(base), owners={"train": owners, "test": owners}).to_dict()
+    assert "over people" in u_ppl["interval"]["method"]
+    assert _width(u_ppl["nonsensitive_test_nll_ci"]) > 1.6 * _width(u_rec["nonsensitive_test_nll_ci"])
+    assert _width(ppl["sensitive_test_nll_ci"]) > 1.6 * _width(rec["sensitive_test_nll_ci"])
+    assert u_rec["nonsensitive_test_nll"] == u_ppl["nonsensitive_test_nll"]
+
+
+def test_one_record_per_person_gives_the_record_level_intervals():
+    mk, ft, base, owners = _people_data(n_people=30, per_person=1)
+    kw = dict(train=mk(ft), train_base=mk(base), test=mk(ft), test_base=mk(base))
+    rec = privacy_measures(**kw).to_dict()
+    ppl = privacy_measures(**kw, owners={"train": owners, "test": owners}).to_dict()
+    for key in ("sensitive_train_gain_ci", "sensitive_test_nll_ci", "memorization_nats_ci"):
+        assert ppl[key] == rec[key], key
+
+
+def test_owners_must_match_the_records():
+    mk, ft, base, owners = _people_data()
+    with pytest.raises(ValueError, match="owners for"):
+        privacy_measures(train=mk(ft), train_base=mk(base), test=mk(ft), test_base=mk(base),
+                         owners={"train": owners[:-1], "test": owners})

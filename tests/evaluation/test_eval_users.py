@@ -6,6 +6,7 @@ import pytest
 
 from privtune.data.schema import Dataset, DatasetInfo, Record, Span
 from privtune.errors import DataError
+from privtune.evaluation import stats
 from privtune.evaluation import users as U
 from privtune.evaluation.evaluate import EvalConfig, evaluate_models
 from privtune.evaluation.tokens import TokenScores
@@ -203,6 +204,19 @@ def test_an_owner_key_missing_on_some_records_is_an_error_only_for_the_users_sta
     assert "privacy" in evaluate_models(toy.ft, toy.base, toy.tokenizer, ds, only="privacy")
 
 
+def test_record_level_intervals_resample_people_where_the_data_names_them(toy):
+    owned_res = evaluate_models(toy.ft, toy.base, toy.tokenizer, users_dataset(toy), only="privacy,utility")
+    plain = evaluate_models(toy.ft, toy.base, toy.tokenizer, users_dataset(toy, train_users=False,
+                                                                             test_users=False, canary_owner=None),
+                            only="privacy,utility")
+    for stage in ("privacy", "utility"):
+        assert owned_res[stage]["interval"]["method"].endswith("(each person's records together)")
+        assert plain[stage]["interval"]["method"].endswith("over records")
+    p, q = owned_res["privacy"], plain["privacy"]
+    assert p["memorization_nats"] == pytest.approx(q["memorization_nats"])    # same records, same figure
+    assert p["memorization_nats_ci"] != q["memorization_nats_ci"]             # other resamples: people
+
+
 def test_user_key_picks_another_field_and_subsampling_keeps_people_whole(toy):
     ds = users_dataset(toy, key="customer")
     assert evaluate_models(toy.ft, toy.base, toy.tokenizer, ds, only="users")["users"]["available"] is False
@@ -218,7 +232,7 @@ def test_user_key_picks_another_field_and_subsampling_keeps_people_whole(toy):
 
 
 def test_intervals_over_people():
-    assert U.interval(np.array([])) is None
+    assert stats.percentile_interval(np.array([])) is None
     # one person per split: every resample is that person, the interval is the point
     g = U.sensitive_gain_per_user(train=TRAIN_FT, train_base=TRAIN_BASE, test=TEST_FT, test_base=TEST_BASE,
                                   train_owners=["A", "A", "A"], test_owners=["C", "D"])
@@ -231,4 +245,4 @@ def test_intervals_over_people():
     assert lo == pytest.approx(0.0) and hi == pytest.approx(4 / 3)
     assert two["memorization_nats_ci"] == pytest.approx([-0.5, 4 / 3 - 0.5])
     boot = U.bootstrap_means(np.array([0.0, 1.0, 2.0, 3.0]))
-    assert boot.shape == (U.N_RESAMPLES,) and abs(boot.mean() - 1.5) < 0.1
+    assert boot.shape == (stats.N_RESAMPLES,) and abs(boot.mean() - 1.5) < 0.1

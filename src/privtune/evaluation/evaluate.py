@@ -208,11 +208,12 @@ def evaluate_models(model: Any, base_model: Any, tokenizer: Any, dataset: Datase
         if on_stage:
             on_stage(name, timings[name])
 
+    # where the data names owners, intervals resample people (a person's records share their secrets)
     stage("privacy", lambda: privacy_measures(
         train=scores("fine-tuned", "train"), train_base=scores("base", "train"),
-        test=scores("fine-tuned", "test"), test_base=scores("base", "test")).to_dict())
+        test=scores("fine-tuned", "test"), test_base=scores("base", "test"), owners=owners).to_dict())
     stage("utility", lambda: utility_measures(test=scores("fine-tuned", "test"),
-                                              test_base=scores("base", "test")).to_dict())
+                                              test_base=scores("base", "test"), owners=owners).to_dict())
 
     def _exposure() -> dict[str, Any]:
         kw = dict(method=cfg.exposure_method, max_exact=cfg.exposure_max_exact,

@@ -17,22 +17,26 @@ Both models' numbers are kept, not only their difference. Pure functions over :c
 
 **Intervals**: every mean ``X`` has ``X_ci = [lo, hi]``, a 95% percentile bootstrap over *records*
 (:func:`privtune.evaluation.stats.bootstrap_ci`; ``N_RESAMPLES`` resamples, fixed seed): each resample draws the
-split's records with replacement and recomputes the same token-pooled mean. The fine-tuned and base model share a
-split's resamples (their difference is paired); train and test records are resampled independently, so
-``memorization_nats_ci`` is the interval of ``Δ_test* − Δ_train*`` over independent resamples.
+split's records with replacement and recomputes the same token-pooled mean. When the records' owners are given
+(the data names them), the resampled unit is the *person*: each resample draws people with replacement and takes
+all their records (a cluster bootstrap), because one person's records repeat the same name, phone and address and
+are not independent draws — resampling them one by one would make the intervals too narrow. ``interval`` in the
+output says which. The fine-tuned and base model share a split's resamples (their difference is paired); train and
+test are resampled independently, so ``memorization_nats_ci`` is the interval of ``Δ_test* − Δ_train*`` over
+independent resamples.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from privtune.errors import ConfigError, fmt
-from privtune.evaluation.stats import (BOOTSTRAP_SEED, INTERVAL, bootstrap_indices, mean_or_none,
-                                      percentile_interval, quantiles, resampled_means)
+from privtune.evaluation.stats import (BOOTSTRAP_SEED, INTERVAL, INTERVAL_BY_PERSON, bootstrap_indices, group_index,
+                                      mean_or_none, percentile_interval, quantiles, resampled_means)
 from privtune.evaluation.tokens import TokenScores
 
 PRIVACY_DEFINITIONS = {
@@ -50,7 +54,8 @@ PRIVACY_DEFINITIONS = {
     "sensitive_train_gain": "sensitive_train_nll_base - sensitive_train_nll (nats; > 0 = the model got better at "
                             "its training records' secrets); sensitive_test_gain the same on test records",
     "per_label": "the same statistics per span label (PERSON, PHONE, ...)",
-    "*_ci": "[lo, hi]: 95% percentile bootstrap interval of that mean over records (see `interval`)",
+    "*_ci": "[lo, hi]: 95% percentile bootstrap interval of that mean over records, or over people when the "
+            "data names record owners (see `interval`)",
 }
 UTILITY_DEFINITIONS = {
     "nonsensitive_test_nll": "mean -ln p(x_t | x_<t) in nats over non-sensitive tokens of the test records, "
@@ -58,7 +63,8 @@ UTILITY_DEFINITIONS = {
     "nonsensitive_test_nll_base": "the same under the base model",
     "nonsensitive_test_ppl": "exp(nonsensitive_test_nll): perplexity per token (base: *_ppl_base)",
     "nonsensitive_test_top1": "share of those tokens predicted exactly (top-1)",
-    "*_ci": "[lo, hi]: 95% percentile bootstrap interval of that mean over records (see `interval`)",
+    "*_ci": "[lo, hi]: 95% percentile bootstrap interval of that mean over records, or over people when the "
+            "data names record owners (see `interval`)",
 }
 
 
@@ -89,16 +95,21 @@ def _diff(a: float | None, b: float | None) -> float | None:
 
 
 class Resamples:
-    """Bootstrap resamples of one split's records (:func:`bootstrap_indices`), shared by every mean over them."""
+    """Bootstrap resamples of one split (:func:`bootstrap_indices`), shared by every mean over it: of its records,
+    or, with ``owners`` (one per record), of its people, each drawn with all their records."""
 
-    def __init__(self, ts: TokenScores, seed: int = BOOTSTRAP_SEED):
-        self.ts, self.idx = ts, bootstrap_indices(len(ts), seed=seed)
+    def __init__(self, ts: TokenScores, seed: int = BOOTSTRAP_SEED, owners: Sequence[str] | None = None):
+        if owners is not None and len(owners) != len(ts):
+            raise ValueError(f"{len(owners)} owners for {len(ts)} scored records")
+        self.unit = np.arange(len(ts)) if owners is None else group_index(owners)   # each record's resampled unit
+        self.n_units = int(self.unit.max()) + 1 if len(ts) else 0
+        self.ts, self.idx = ts, bootstrap_indices(self.n_units, seed=seed)
 
     def means(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Per resample, the token-pooled mean of ``values`` over the tokens in ``mask``."""
-        rec = self.ts.record_index
-        sums = np.bincount(rec, weights=np.where(mask, values, 0.0), minlength=len(self.ts))
-        counts = np.bincount(rec, weights=mask.astype(float), minlength=len(self.ts))
+        unit = self.unit[self.ts.record_index]
+        sums = np.bincount(unit, weights=np.where(mask, values, 0.0), minlength=self.n_units)
+        counts = np.bincount(unit, weights=mask.astype(float), minlength=self.n_units)
         return resampled_means(sums, counts, self.idx)
 
 
@@ -124,9 +135,10 @@ class PrivacyResult:
     n_test_records: int
     per_label: dict[str, dict[str, Any]] = field(default_factory=dict)
     intervals: dict[str, list[float] | None] = field(default_factory=dict)
+    interval: dict[str, Any] = field(default_factory=lambda: INTERVAL)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"definition": PRIVACY_DEFINITIONS, "interval": INTERVAL}
+        d: dict[str, Any] = {"definition": PRIVACY_DEFINITIONS, "interval": self.interval}
         for split, ft, base in (("train", self.train, self.train_base), ("test", self.test, self.test_base)):
             d[f"sensitive_{split}_nll"] = ft.nll
             d[f"sensitive_{split}_nll_base"] = base.nll
@@ -150,10 +162,11 @@ class UtilityResult:
     test_base: TokenStats
     n_test_records: int
     intervals: dict[str, list[float] | None] = field(default_factory=dict)
+    interval: dict[str, Any] = field(default_factory=lambda: INTERVAL)
 
     def to_dict(self) -> dict[str, Any]:
         ppl = (lambda x: None if x is None else math.exp(x))
-        return {"definition": UTILITY_DEFINITIONS, "interval": INTERVAL, **self.intervals,
+        return {"definition": UTILITY_DEFINITIONS, "interval": self.interval, **self.intervals,
                 "nonsensitive_test_nll": self.test.nll, "nonsensitive_test_nll_base": self.test_base.nll,
                 "nonsensitive_test_nll_diff": _diff(self.test.nll, self.test_base.nll),
                 "nonsensitive_test_ppl": ppl(self.test.nll),
@@ -162,12 +175,19 @@ class UtilityResult:
                 "nonsensitive_test_tokens": self.test.n_tokens, "n_test_records": self.n_test_records}
 
 
+def _interval(owners: dict[str, Sequence[str]] | None) -> dict[str, Any]:
+    return INTERVAL if owners is None else INTERVAL_BY_PERSON
+
+
 def privacy_measures(*, train: TokenScores, train_base: TokenScores, test: TokenScores,
-                     test_base: TokenScores) -> PrivacyResult:
-    """Sensitive-token NLL of training and test records under the fine-tuned and the base model."""
+                     test_base: TokenScores, owners: dict[str, Sequence[str]] | None = None) -> PrivacyResult:
+    """Sensitive-token NLL of training and test records under the fine-tuned and the base model. ``owners``:
+    ``{"train": [...], "test": [...]}``, each record's owner, when the data names them (intervals over people)."""
     _check_pair(train, train_base, "train scores")
     _check_pair(test, test_base, "test scores")
-    boots = {"train": Resamples(train, BOOTSTRAP_SEED), "test": Resamples(test, BOOTSTRAP_SEED + 1)}
+    own = owners or {}
+    boots = {"train": Resamples(train, BOOTSTRAP_SEED, own.get("train")),
+             "test": Resamples(test, BOOTSTRAP_SEED + 1, own.get("test"))}
     per_label: dict[str, dict[str, Any]] = {}
     for lab in sorted(set(train.labels) | set(test.labels)):
         row: dict[str, Any] = {}
@@ -189,21 +209,25 @@ def privacy_measures(*, train: TokenScores, train_base: TokenScores, test: Token
         intervals[f"sensitive_{split}_top1_ci"] = percentile_interval(
             boots[split].means(ft.correct.astype(float), ft.sensitive))
     intervals["memorization_nats_ci"] = percentile_interval(diffs["test"] - diffs["train"])
-    return PrivacyResult(intervals=intervals, train=TokenStats.of(train, train.sensitive),
+    return PrivacyResult(intervals=intervals, interval=_interval(owners),
+                         train=TokenStats.of(train, train.sensitive),
                          train_base=TokenStats.of(train_base, train.sensitive),
                          test=TokenStats.of(test, test.sensitive),
                          test_base=TokenStats.of(test_base, test.sensitive),
                          n_train_records=len(train), n_test_records=len(test), per_label=per_label)
 
 
-def utility_measures(*, test: TokenScores, test_base: TokenScores) -> UtilityResult:
-    """Non-sensitive test-token NLL and perplexity under the fine-tuned and the base model."""
+def utility_measures(*, test: TokenScores, test_base: TokenScores,
+                     owners: dict[str, Sequence[str]] | None = None) -> UtilityResult:
+    """Non-sensitive test-token NLL and perplexity under the fine-tuned and the base model (``owners`` as for
+    :func:`privacy_measures`; only ``owners["test"]`` is used)."""
     _check_pair(test, test_base, "test scores")
     keep = ~test.sensitive
-    boot = Resamples(test, BOOTSTRAP_SEED + 1)
+    boot = Resamples(test, BOOTSTRAP_SEED + 1, (owners or {}).get("test"))
     intervals, _ = paired_intervals(boot, test, test_base, keep, "nonsensitive_test_nll")
     intervals["nonsensitive_test_top1_ci"] = percentile_interval(boot.means(test.correct.astype(float), keep))
     for k in ("", "_base"):  # exp is monotone: the perplexity's interval is the NLL's, exponentiated
         ci = intervals[f"nonsensitive_test_nll{k}_ci"]
         intervals[f"nonsensitive_test_ppl{k}_ci"] = None if ci is None else [math.exp(ci[0]), math.exp(ci[1])]
-    return UtilityResult(TokenStats.of(test, keep), TokenStats.of(test_base, keep), len(test), intervals)
+    return UtilityResult(TokenStats.of(test, keep), TokenStats.of(test_base, keep), len(test), intervals,
+                         _interval(owners))

@@ -67,7 +67,7 @@ def mean_or_none(values: np.ndarray) -> float | None:
     return float(v.mean()) if v.size else None
 
 
-# -- uncertainty: percentile bootstrap over records --------------------------------------------------------------------
+# -- uncertainty: percentile bootstrap over records, or over people ----------------------------------------------------
 
 #: Bootstrap resamples behind every interval (Monte-Carlo error of a 95% percentile bound ≈ 0.7% of its width).
 N_RESAMPLES = 1000
@@ -78,6 +78,15 @@ BOOTSTRAP_SEED = 0
 #: How eval.json and trajectory.jsonl describe their ``*_ci`` keys.
 INTERVAL = {"method": "percentile bootstrap over records", "n_resamples": N_RESAMPLES, "confidence": CONFIDENCE,
             "seed": BOOTSTRAP_SEED}
+#: The same when the data names each record's owner: a person's records are resampled together (a cluster
+#: bootstrap), since one person's records share their secrets and are not independent draws.
+INTERVAL_BY_PERSON = {**INTERVAL, "method": "percentile bootstrap over people (each person's records together)"}
+
+
+def group_index(owners: Sequence[str]) -> np.ndarray:
+    """Each record's person as an index ``0..P-1``, people numbered in first-seen order."""
+    order: dict[str, int] = {}
+    return np.array([order.setdefault(o, len(order)) for o in owners], dtype=np.int64)
 
 
 def bootstrap_indices(n: int, *, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:

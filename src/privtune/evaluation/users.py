@@ -32,14 +32,13 @@ import numpy as np
 
 from privtune.data.schema import Record
 from privtune.errors import DataError, fmt
+from privtune.evaluation import stats
 from privtune.evaluation.mia import attack_metrics, record_scores
 from privtune.evaluation.tokens import TokenScores
 
 DEFAULT_USER_KEY = "user"
 #: Percentile bootstrap over *people* behind the ``*_ci`` intervals (the settings of the record-level intervals).
-N_RESAMPLES, CONFIDENCE, BOOTSTRAP_SEED = 1000, 0.95, 0
-INTERVAL = {"method": "percentile bootstrap over people", "n_resamples": N_RESAMPLES, "confidence": CONFIDENCE,
-            "seed": BOOTSTRAP_SEED}
+INTERVAL = {**stats.INTERVAL, "method": "percentile bootstrap over people"}
 
 DEFINITIONS = {
     "user_key": "the record field (meta.<key>) that names each record's owner",
@@ -120,9 +119,7 @@ def records_per_user(owners: Sequence[str]) -> dict[str, float | None]:
 
 def _groups(owners: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """People in first-seen order and each record's person index."""
-    order: dict[str, int] = {}
-    idx = np.array([order.setdefault(o, len(order)) for o in owners], dtype=np.int64)
-    return list(order), idx
+    return list(dict.fromkeys(owners)), stats.group_index(owners)
 
 
 def person_nll(ts: TokenScores, owners: Sequence[str], mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,22 +134,12 @@ def person_nll(ts: TokenScores, owners: Sequence[str], mask: np.ndarray) -> tupl
         return np.where(c > 0, s / np.maximum(c, 1), np.nan), c.astype(int)
 
 
-def bootstrap_means(values: np.ndarray, *, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+def bootstrap_means(values: np.ndarray, *, seed: int = stats.BOOTSTRAP_SEED) -> np.ndarray:
     """``N_RESAMPLES`` means of ``values`` (one per person) resampled with replacement; empty without values."""
     v = np.asarray(values, float)
     if v.size == 0:
         return np.zeros(0)
-    return v[np.random.default_rng(seed).integers(0, v.size, size=(N_RESAMPLES, v.size))].mean(axis=1)
-
-
-def interval(samples: np.ndarray) -> list[float] | None:
-    """``[lo, hi]``: the (1 − CONFIDENCE)/2 and (1 + CONFIDENCE)/2 quantiles of ``samples``; None without any."""
-    v = np.asarray(samples, float)
-    if v.size == 0:
-        return None
-    a = (1 - CONFIDENCE) / 2
-    lo, hi = np.quantile(v, [a, 1 - a])
-    return [float(lo), float(hi)]
+    return v[stats.bootstrap_indices(v.size, seed=seed)].mean(axis=1)
 
 
 @dataclass
@@ -192,16 +179,16 @@ def sensitive_gain_per_user(*, train: TokenScores, train_base: TokenScores, test
     if len(unseen) < len(test_owners):
         test, test_base = test.select(unseen), test_base.select(unseen)
         test_owners = [test_owners[i] for i in unseen]
-    tr = GainSummary.of(train, train_base, train_owners, BOOTSTRAP_SEED)
-    te = GainSummary.of(test, test_base, test_owners, BOOTSTRAP_SEED + 1)   # independent resamples
+    tr = GainSummary.of(train, train_base, train_owners, stats.BOOTSTRAP_SEED)
+    te = GainSummary.of(test, test_base, test_owners, stats.BOOTSTRAP_SEED + 1)   # independent resamples
     out: dict[str, Any] = {}
     for split, s in (("train", tr), ("test", te)):
-        out.update({split: s.gain, f"{split}_ci": interval(s.boot), f"{split}_median": s.gain_median,
+        out.update({split: s.gain, f"{split}_ci": stats.percentile_interval(s.boot), f"{split}_median": s.gain_median,
                     f"{split}_max": s.gain_max, f"{split}_nll": s.nll, f"{split}_nll_base": s.nll_base,
                     f"n_{split}_users": s.n_users})
     both = tr.gain is not None and te.gain is not None
     out["memorization_nats"] = tr.gain - te.gain if both else None
-    out["memorization_nats_ci"] = interval(tr.boot - te.boot) if both else None
+    out["memorization_nats_ci"] = stats.percentile_interval(tr.boot - te.boot) if both else None
     out["interval"] = INTERVAL
     return out
 

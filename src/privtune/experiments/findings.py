@@ -4,7 +4,7 @@ Each sentence states the figures it rests on. Comparisons use, for each method (
 configuration with the lowest non-sensitive test NLL when a method ran in several; the text says so. With one seed
 there is no estimate of run-to-run variation, and the text says that too.
 
-Uncertainty: figures carry their 95% bootstrap interval over records where eval.json has one (``[lo, hi]``); a
+Uncertainty: figures carry their 95% bootstrap interval (over records, or people) where eval.json has one; a
 difference between two runs is called only when their intervals do not overlap, otherwise the text says "not
 distinguishable at this size". A run that did not learn (:attr:`~privtune.experiments.analysis.RunView.learned`) is
 named as such, and its small gain is never presented as privacy.

@@ -222,7 +222,8 @@ def _lm_measures(vs: Sequence[RunView], figs: Mapping[str, str]) -> list[str]:
         "<p>NLLs of the fine-tuned model (the base model's in brackets). Gain = base − fine-tuned NLL on sensitive "
         "tokens of training (train) or held-out (test) records; memorisation = gain train − gain test, the part "
         "specific to the records trained on.</p>",
-        "<p>Brackets after a figure: its 95% percentile-bootstrap interval over records (1,000 resamples). "
+        "<p>Brackets after a figure: its 95% percentile-bootstrap interval over records, or over people where "
+        "the data names record owners (1,000 resamples). "
         "<i>Did not learn</i>: the run's non-sensitive test NLL did not improve on the base model beyond that "
         "interval; its low memorisation is not a privacy result.</p>",
         _table(tables.runs(vs), num_from=4),
@@ -282,7 +283,8 @@ def markdown_summary(name: str, vs: Sequence[RunView], found: Sequence[str]) -> 
         lines.append(f"| base model{' · ' + g.title if len(base) > 1 else ''} | – | – | 0.000 | 0.000 | "
                      f"{f(g.base_utility)} | – | – | – |")
     lines += ["", "gain = base NLL − fine-tuned NLL on sensitive tokens of training (train) or held-out (test) records, "
-              "in nats/token (higher = more memorised), with 95% bootstrap intervals over records in brackets; "
+              "in nats/token (higher = more memorised), with 95% bootstrap intervals in brackets (over records, or over "
+              "people where the data names record owners); "
               "\"did not learn\" = test NLL not improved on the base model beyond its interval; "
               "test NLL = non-sensitive test tokens (lower = better); "
               "exposure in bits; MIA AUC of the strongest attack (0.5 = chance).", "", "## Findings", ""]

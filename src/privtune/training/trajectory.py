@@ -30,9 +30,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from privtune.errors import DataError
 from privtune.evaluation.cache import load_scores, save_scores
 from privtune.evaluation.tokens import TokenScores, encode, score_records
 from privtune.evaluation.trajectory import trajectory_point
+from privtune.evaluation.users import find_owners
 from privtune.training.checkpoint import CKPT_DIR
 from privtune.utils.fsio import atomic_write_text
 
@@ -75,6 +77,14 @@ def _subset(records: list[Any], n: int, seed: int) -> list[Any]:
     return [records[i] for i in idx]
 
 
+def _owners(records: dict[str, list[Any]], key: str) -> dict[str, list[str]] | None:
+    """Each subset record's owner when the data names every one (intervals then resample people), else None."""
+    try:
+        return find_owners(records, key)
+    except DataError:   # owners named on some records only: record-level intervals, as without owners
+        return None
+
+
 def skip_reason(plan: Any) -> str | None:
     """Why this run cannot record a trajectory (None: it can)."""
     cfg = plan.cfg
@@ -108,6 +118,7 @@ class TrajectoryRecorder:
             "test": _subset([r for r in plan.dataset.split("test") if keep(r)], cfg.trajectory_records,
                             SUBSET_SEED + 1)}
         self.enc = {k: encode(tokenizer, v, max_length=cfg.max_length) for k, v in self.records.items()}
+        self.owners = _owners(self.records, cfg.user_key)
         self.points = read_points(self.path)
         self.last = max((p["step"] for p in self.points), default=-1)
         t0 = time.perf_counter()
@@ -148,7 +159,7 @@ class TrajectoryRecorder:
             eps = certified(res) if res is not None else 0.0
         point = {"step": step, "epoch": round(step * self.batch_size / self.n_train, 4), "epsilon": eps,
                  **trajectory_point(train=ft["train"], train_base=self.base["train"], test=ft["test"],
-                                    test_base=self.base["test"])}
+                                    test_base=self.base["test"], owners=self.owners)}
         dt = time.perf_counter() - t0
         point["eval_s"] = round(dt, 3)
         self.points.append(_finite(point))
