@@ -246,3 +246,10 @@ def test_intervals_over_people():
     assert two["memorization_nats_ci"] == pytest.approx([-0.5, 4 / 3 - 0.5])
     boot = U.bootstrap_means(np.array([0.0, 1.0, 2.0, 3.0]))
     assert boot.shape == (stats.N_RESAMPLES,) and abs(boot.mean() - 1.5) < 0.1
+
+
+def test_an_owner_of_another_type_is_a_one_line_error_naming_the_fix():
+    recs = [rec("r0", "ada"), rec("r1", {"id": 3})]
+    with pytest.raises(DataError, match=r"meta.user.*a dict in record 'r1'.*--user-key") as e:
+        U.find_owners({"train": recs}, "user")
+    assert "\n" not in str(e.value)

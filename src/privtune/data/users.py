@@ -32,8 +32,9 @@ def owner(rec: Record, key: str = DEFAULT_USER_KEY) -> str | None:
     if v is None or isinstance(v, bool) or (isinstance(v, str) and not v.strip()):
         return None
     if not isinstance(v, (str, int)):
-        raise DataError(fmt(f"meta.{key}", "a string or integer user id", type(v).__name__,
-                            f"Record {rec.id!r} names its owner with another type."))
+        raise DataError(fmt(f"meta.{key}", "a string or integer user id", f"a {type(v).__name__} in record "
+                            f"{rec.id!r}", "Store owners as strings or integers, or pick another field with "
+                            "--user-key."))
     return str(v)
 
 

@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from privtune.data.schema import Record
+from privtune.data.users import owner
 from privtune.errors import DataError, fmt
 from privtune.evaluation import stats
 from privtune.evaluation.mia import attack_metrics, record_scores
@@ -66,22 +67,12 @@ def user_key_of(key: str | None, run_info: Mapping[str, Any] | None = None) -> s
     return key or str((run_info or {}).get("user_key") or DEFAULT_USER_KEY)
 
 
-def _owner(r: Record, key: str) -> str | None:
-    v = r.meta.get(key)   # the rules of privtune.data.users.owner: null, empty or a bool names no owner
-    if v is None or isinstance(v, bool) or (isinstance(v, str) and not v.strip()):
-        return None
-    if not isinstance(v, (str, int)):
-        raise DataError(fmt(f"meta.{key}", "a string naming the record's owner", f"a {type(v).__name__} in record "
-                            f"{r.id}", "Store owners as strings, or pick another field with --user-key."))
-    return str(v)
-
-
 def find_owners(splits: Mapping[str, Sequence[Record]], key: str) -> dict[str, list[str]] | None:
     """The owner of every record, per split; ``None`` when no record names one.
 
     A key missing on some records only is a :class:`DataError` (a person's records could not all be found).
     """
-    found = {s: [_owner(r, key) for r in recs] for s, recs in splits.items()}
+    found = {s: [owner(r, key) for r in recs] for s, recs in splits.items()}
     flat = [o for owners in found.values() for o in owners]
     missing = sum(o is None for o in flat)
     if missing == len(flat):
@@ -231,7 +222,7 @@ def canary_owners(records: Sequence[Record], key: str) -> tuple[dict[str, int], 
     for r in records:
         if not (r.is_canary and r.meta.get("canary_kind", "main") == "main"):
             continue
-        o = _owner(r, key)
+        o = owner(r, key)
         if o is None:
             unowned += 1
         else:
