@@ -170,6 +170,31 @@ def test_matched_utility_findings():
     assert "trajectories" in rep.figures
 
 
+def test_matched_levels_are_reached_by_every_seed():
+    """With several seeds a method's deepest level is the one all its seeds reached: FFT's seeds got to 0.6 and
+    0.85, LoRA's to 0.7 and 0.8, so the deepest common level is 0.85 (not 0.7, which FFT's seed 1 never reached)."""
+    from privtune.experiments.analysis import group_levels, matched_at
+
+    def traj(nlls):
+        return [{"step": 2 * i, "nonsensitive_test_nll": x, "nonsensitive_test_nll_base": 1.0,
+                 "memorization_nats": 1.0 - x, "memorization_nats_ci": [0.9 - x, 1.1 - x]}
+                for i, x in enumerate(nlls)]
+    rows, trajs = [], {}
+    for method, seeds in (("fft", ([1.0, 0.8, 0.6], [1.0, 0.9, 0.85])), ("lora", ([1.0, 0.9, 0.7], [1.0, 0.8]))):
+        for seed, nlls in enumerate(seeds):
+            r = _with_ci(row(method, gain=0.3, util=2.2, seed=seed), gain_ci=[0.2, 0.4], util_diff_ci=[-0.4, -0.2])
+            rows.append(r)
+            trajs[r["run_id"]] = traj(nlls)
+    vs = views(rows, trajs)
+    (g,) = groups(vs)
+    base, levels = group_levels(g.variants)
+    assert base == 1.0 and levels == pytest.approx([0.95, 0.9, 0.85])
+    for level in levels:
+        got = matched_at(g.variants, level)
+        assert [m.reached for m in got] == [True, True], level
+        assert all(m.sd is not None for m in got)         # both seeds of each method contribute
+
+
 def test_report_reads_trajectories_from_the_store(tmp_path):
     from privtune.experiments.report import write_report
 

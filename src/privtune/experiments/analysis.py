@@ -472,7 +472,8 @@ def trajectory_variants(vars_: Sequence["Variant"]) -> list["Variant"]:
 
 def group_levels(vars_: Sequence["Variant"], n_levels: int = 3) -> tuple[float | None, list[float]]:
     """The base model's utility on the trajectories' subset and the matched-utility levels (:func:`matched_levels`)
-    reached by at least two variants that learned."""
+    reached by at least two variants that learned. A variant with several seeds counts as reaching a level only
+    when every seed did (the worst seed's best utility), as :func:`matched_at` requires."""
     vars_ = trajectory_variants(vars_)
     base = trajectory_base(vars_)
     if base is None:
@@ -483,7 +484,7 @@ def group_levels(vars_: Sequence["Variant"], n_levels: int = 3) -> tuple[float |
             continue
         best = [b for b in (best_utility(r.trajectory) for r in v.runs) if b is not None]
         if best:
-            reached.append(min(best))
+            reached.append(max(best))
     return base, matched_levels(base, reached, n_levels=n_levels)
 
 
