@@ -30,8 +30,8 @@ import torch
 
 from privtune.errors import TrainingError
 from privtune.training.dp.checks import outside_use_error
-from privtune.training.dp.engine import (ENGINES, EPS, DPEngine, check_groups, group_sum, quiet_backward_hooks,
-                                         unique_trainable)
+from privtune.training.dp.engine import (ENGINES, EPS, DPEngine, Regrouping, check_groups, group_sum,
+                                         quiet_backward_hooks, unique_trainable)
 from privtune.training.dp.layers import STRATEGIES, EmbeddingRule, LinearRule, Rule, make_rule, to_per_example
 from privtune.training.dp.samplers import check_private_trainable
 
@@ -67,6 +67,7 @@ class BookKeepingEngine(DPEngine):
                              for p in r.params()}
         self.batch_size = 0
         self.groups: torch.Tensor | None = None  # user of each example (user-level DP), else None
+        self.regrouping: Regrouping | None = None  # how a user's examples form one sequence (ghost norms)
         self.units = 0                           # clipped units in the micro-batch: examples, or users
         self.group_len = 1                       # most examples of one user in the micro-batch
         self.collecting = False  # True only inside accumulate's backward pass: the rules hand their work here
@@ -89,7 +90,8 @@ class BookKeepingEngine(DPEngine):
         self.batch_size = n = int(loss_per_example.shape[0])
         self.units = units = check_groups(groups, n)
         self.groups = None if groups is None else groups.to(loss_per_example.device)
-        self.group_len = 1 if groups is None or n == 0 else int(torch.bincount(self.groups).max())
+        self.regrouping = None if self.groups is None else Regrouping.of(self.groups, units)
+        self.group_len = 1 if self.regrouping is None or n == 0 else self.regrouping.length
         self._uses: dict[int, list[tuple[str, Any, torch.Tensor | None]]] = {}
         for p in self.params:
             p.grad = None
@@ -130,7 +132,7 @@ class BookKeepingEngine(DPEngine):
             self.stats.add(norms, coef, self.max_grad_norm)
         finally:
             self.collecting = False
-            self.groups = None
+            self.groups = self.regrouping = None
             self._uses = {}
             for p in self.params:  # layers with their own autograd (LayerNorm, ...) also accumulated .grad
                 p.grad = None

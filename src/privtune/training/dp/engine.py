@@ -162,26 +162,46 @@ def group_sum(x: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Ten
     return out.index_add_(0, groups.to(x.device), x)
 
 
+@dataclass(frozen=True)
+class Regrouping:
+    """Where each example of a micro-batch goes when its user's examples are concatenated along the sequence axis
+    (:func:`regroup`): computed once per micro-batch (one ``bincount``/``argsort`` and one device sync) and applied
+    to every layer's activations and output gradients."""
+
+    groups: torch.Tensor     # (B,) each example's user, 0 .. G-1
+    rank: torch.Tensor       # (B,) the example's position among its user's examples
+    n_groups: int            # G
+    length: int              # L: the most examples one user has
+
+    @classmethod
+    def of(cls, groups: torch.Tensor, n_groups: int) -> "Regrouping":
+        import torch
+
+        counts = torch.bincount(groups, minlength=n_groups)
+        order = torch.argsort(groups, stable=True)
+        start = torch.cumsum(counts, 0) - counts
+        rank = torch.empty_like(groups)
+        rank[order] = torch.arange(groups.shape[0], device=groups.device) - start[groups[order]]
+        return cls(groups, rank, n_groups, int(counts.max()) if groups.numel() else 0)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, ...)`` -> ``(G, L*T, ...)``, zero padded; ``(B, d)`` is read as ``T = 1``."""
+        import torch
+
+        y = x.unsqueeze(1) if x.dim() == 2 else x
+        out = torch.zeros((self.n_groups, self.length, *y.shape[1:]), dtype=x.dtype, device=x.device)
+        out[self.groups.to(x.device), self.rank.to(x.device)] = y
+        return out.reshape(self.n_groups, self.length * y.shape[1], *y.shape[2:])
+
+
 def regroup(x: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
     """Concatenate each user's examples along the sequence axis: ``(B, T, ...)`` -> ``(G, L*T, ...)`` with ``L``
     the most examples of one user (zero padding; ``(B, d)`` is read as ``T = 1``). For a layer whose per-example
     gradient is a sum over positions (linear, embedding, LayerNorm), the per-example gradient of a regrouped row
     is the user's summed gradient, so ghost norms of regrouped inputs are the users' norms, cross terms
     included: ``||sum_{i in u} g_i^T a_i||^2 = <A_u A_u^T, G_u G_u^T>`` with ``A_u``, ``G_u`` the user's rows
-    stacked."""
-    import torch
-
-    groups = groups.to(x.device)
-    counts = torch.bincount(groups, minlength=n_groups)
-    L = int(counts.max())
-    order = torch.argsort(groups, stable=True)
-    start = torch.cumsum(counts, 0) - counts
-    rank = torch.empty_like(groups)
-    rank[order] = torch.arange(groups.shape[0], device=x.device) - start[groups[order]]
-    y = x.unsqueeze(1) if x.dim() == 2 else x
-    out = torch.zeros((n_groups, L, *y.shape[1:]), dtype=x.dtype, device=x.device)
-    out[groups, rank] = y
-    return out.reshape(n_groups, L * y.shape[1], *y.shape[2:])
+    stacked. Engines build one :class:`Regrouping` per micro-batch and apply it layer after layer."""
+    return Regrouping.of(groups.to(x.device), n_groups)(x)
 
 
 def unique_trainable(model: nn.Module) -> list[nn.Parameter]:

@@ -18,8 +18,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from privtune.errors import TrainingError
-from privtune.training.dp.engine import (ENGINES, EPS, DPEngine, check_groups, group_sum, quiet_backward_hooks,
-                                         regroup)
+from privtune.training.dp.engine import (ENGINES, EPS, DPEngine, Regrouping, check_groups, group_sum,
+                                         quiet_backward_hooks)
 from privtune.training.dp.samplers import check_private_trainable, register_extra_grad_samplers
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ class GhostEngine(DPEngine):
                                                           strict=False, max_grad_norm=self.max_grad_norm,
                                                           use_ghost_clipping=True)
         self._groups: torch.Tensor | None = None
+        self._regrouping: Regrouping | None = None
         self._units = 0
         self._group_samplers(model)
 
@@ -63,16 +64,16 @@ class GhostEngine(DPEngine):
 
     def _grouped_norms(self, fn):
         def wrapped(module, activations, backprops):
-            g = self._groups
-            if g is None:
+            rg = self._regrouping
+            if rg is None:
                 return fn(module, activations, backprops)
             import torch
 
             B, G = backprops.shape[0], self._units
             acts = [a if not isinstance(a, torch.Tensor) or a.dim() == 0 or a.shape[0] != B else
-                    (regroup(a.unsqueeze(-1), g, G).squeeze(-1) if a.dim() == backprops.dim() - 1
-                     else regroup(a, g, G)) for a in activations]
-            out = fn(module, acts, regroup(backprops, g, G))
+                    (rg(a.unsqueeze(-1)).squeeze(-1) if a.dim() == backprops.dim() - 1 else rg(a))
+                    for a in activations]
+            out = fn(module, acts, rg(backprops))
             # Opacus stacks every parameter's norms over the batch axis: pad the users' norms to B rows
             return {p: torch.cat([ns, ns.new_zeros(B - G)]) for p, ns in out.items()}
         return wrapped
@@ -91,6 +92,7 @@ class GhostEngine(DPEngine):
         n = int(loss_per_example.shape[0])
         units = check_groups(groups, n)
         self._groups = None if groups is None else groups.to(loss_per_example.device)
+        self._regrouping = None if self._groups is None else Regrouping.of(self._groups, units)
         self._units = units
         self._hooks.enable_hooks()
         try:
@@ -98,7 +100,7 @@ class GhostEngine(DPEngine):
                 loss_per_example.sum().backward(retain_graph=True)
             norms = self._hooks.get_norm_sample()[:units]
         finally:
-            self._groups = None
+            self._groups = self._regrouping = None
         coef = (self.max_grad_norm / (norms + EPS)).clamp(max=1.0)
         coef_ex = coef if groups is None else coef[groups.to(coef.device)]
         for p in self.params:

@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from privtune.errors import TrainingError
-from privtune.training.dp.engine import regroup
 
 if TYPE_CHECKING:
     from privtune.training.dp.bk import BookKeepingEngine
@@ -142,7 +141,7 @@ class LinearRule(Rule):
         elif eng.groups is None:
             eng.use(w, "ag", (a, gg), sq=per_example_sqnorm_of_products(a, gg, ghost=how == "ghost"))
         else:  # the users' norms, cross terms between a user's examples included
-            ua, ug = regroup(a, eng.groups, eng.units), regroup(gg, eng.groups, eng.units)
+            ua, ug = eng.regrouping(a), eng.regrouping(gg)
             eng.use(w, "ag", (a, gg), sq=per_example_sqnorm_of_products(ua, ug, ghost=how == "ghost"))
         if self.bias is not None:
             eng.use(self.bias, "ps", gg.float().sum(1))
