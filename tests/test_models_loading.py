@@ -79,7 +79,7 @@ def test_count_params_counts_tied_weights_once():
 
 
 def test_lm_archs_are_the_four_of_the_issue():
-    assert set(LM_ARCHS) == {"gpt_neox", "llama", "gemma", "qwen2"}
+    assert set(LM_ARCHS) == {"gpt_neox", "llama", "gemma", "qwen2", "gemma3"}
 
 
 def test_load_tokenizer_accepts_specs():

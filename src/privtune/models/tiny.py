@@ -1,8 +1,8 @@
 """Tiny randomly initialised models with a real tokenizer, saved locally: every method is tested on each.
 
 ``build_tiny("llama")`` returns a directory that :func:`privtune.models.loading.load_model` (and
-``AutoModelForCausalLM.from_pretrained``) loads offline. Architectures: GPT-NeoX (Pythia), Llama, Gemma and Qwen2
-for causal LM, BERT for sequence classification. The weights are random; only shapes, module layout and code paths
+``AutoModelForCausalLM.from_pretrained``) loads offline. Architectures: GPT-NeoX (Pythia), Llama, Gemma, Qwen2 and
+Gemma 3 for causal LM, BERT for sequence classification. The weights are random; only shapes, module layout and code paths
 matter. Built directories are cached under ``cache_dir()/models`` keyed by a hash of their configuration.
 """
 
@@ -29,6 +29,9 @@ TINY_ARCHS: dict[str, tuple[str, dict[str, Any], str]] = {
     "llama": ("LlamaConfig", {"num_key_value_heads": 2}, "lm"),
     "gemma": ("GemmaConfig", {"num_key_value_heads": 1, "head_dim": 8}, "lm"),
     "qwen2": ("Qwen2Config", {"num_key_value_heads": 2}, "lm"),
+    # Gemma 3: scaled embedding, four RMSNorms per layer and q/k norms, sliding-window and full attention layers
+    "gemma3": ("Gemma3TextConfig", {"num_key_value_heads": 1, "head_dim": 8, "sliding_window": 16,
+                                    "layer_types": ["sliding_attention", "full_attention"]}, "lm"),
     "bert": ("BertConfig", {"num_labels": 2}, "classification"),
 }
 LM_ARCHS = tuple(a for a, (_, _, task) in TINY_ARCHS.items() if task == "lm")

@@ -2,20 +2,28 @@
 
 Opacus computes per-example gradients layer by layer: a registered rule per layer type, or functorch for layers
 without one. Functorch refuses layers that own buffers, because a buffer such as BatchNorm's running mean mixes
-examples. Gemma's embedding owns a *constant* buffer (the ``sqrt(hidden)`` scale): its per-example gradient is the
-plain embedding's, scaled.
+examples. Gemma's and Gemma 3's embeddings own a *constant* buffer (the ``sqrt(hidden)`` scale): their per-example
+gradient is the plain embedding's, scaled.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from privtune.errors import TrainingError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 _REGISTERED = False
+
+
+def _scaled_embedding(layer: nn.Module, activations: Any, backprops: torch.Tensor) -> Any:
+    from opacus.grad_sample.embedding import compute_embedding_grad_sample
+
+    return compute_embedding_grad_sample(layer, activations, backprops * layer.embed_scale.to(backprops.dtype))
 
 
 def register_extra_grad_samplers() -> None:
@@ -23,17 +31,17 @@ def register_extra_grad_samplers() -> None:
     if _REGISTERED:
         return
     from opacus.grad_sample import register_grad_sampler
-    from opacus.grad_sample.embedding import compute_embedding_grad_sample
 
-    try:
-        from transformers.models.gemma.modeling_gemma import GemmaTextScaledWordEmbedding
-    except ImportError:  # older transformers: Gemma scales in the model's forward, a plain nn.Embedding
-        GemmaTextScaledWordEmbedding = None
-    if GemmaTextScaledWordEmbedding is not None:
-        @register_grad_sampler(GemmaTextScaledWordEmbedding)
-        def _scaled_embedding(layer, activations, backprops):
-            # y = E[x] * s, so dL/dE[x] = s * dL/dy
-            return compute_embedding_grad_sample(layer, activations, backprops * layer.embed_scale.to(backprops.dtype))
+    # Gemma's and Gemma 3's embeddings scale their output, y = E[x] * s (s a buffer), so dL/dE[x] = s * dL/dy
+    # (Opacus' generic sampler refuses a layer with buffers). Older transformers scale in the model's forward, a
+    # plain nn.Embedding: those classes do not exist there.
+    for module, name in (("gemma.modeling_gemma", "GemmaTextScaledWordEmbedding"),
+                         ("gemma3.modeling_gemma3", "Gemma3TextScaledWordEmbedding")):
+        try:
+            cls = getattr(importlib.import_module(f"transformers.models.{module}"), name)
+        except (ImportError, AttributeError):
+            continue
+        register_grad_sampler(cls)(_scaled_embedding)
     _REGISTERED = True
 
 
