@@ -141,3 +141,25 @@ def test_choice_follows_costs():
     assert choose(128, 256, 1024, "inst") == "inst"
     with pytest.raises(TrainingError, match="strategy"):
         get_engine("bk")(nn.Linear(2, 2), max_grad_norm=1.0, strategy="fast")
+
+
+@pytest.mark.parametrize("arch", ["gemma", "gemma3"])
+@pytest.mark.parametrize("strategy", ["auto", "ghost", "inst"])
+def test_tied_embedding_and_head_need_no_per_example_instantiation(monkeypatch, arch, strategy):
+    """A tied embedding / LM head: the norm of each example's total gradient comes from the two uses' norms and
+    their cross term at the example's tokens, never from a (B, vocabulary, width) tensor."""
+    from privtune.training.dp import bk as bk_mod
+
+    model, batch = _setup(arch, "dp-fft")
+    assert model.get_input_embeddings().weight is model.get_output_embeddings().weight
+    batch["input_ids"][0, 4] = batch["input_ids"][0, 1]       # a token twice in one example: one merged row
+    batch["input_ids"][2, 3] = batch["input_ids"][1, 3]       # and a token shared by two examples
+    ref, ref_norms, C = _reference(model, batch)
+
+    def refuse(*a, **k):
+        raise AssertionError("per-example gradients of the tied weight were instantiated")
+    monkeypatch.setattr(bk_mod, "to_per_example", refuse)
+    got, stats = _engine_sum(model, batch, C, strategy=strategy)
+    check_stats(stats, ref_norms, C)
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=2e-6)

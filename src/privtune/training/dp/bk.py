@@ -11,8 +11,11 @@ known and the clipped sum ``sum_i c_i g_i`` is formed directly: for a linear wei
 
 Cost: the non-private step plus the norms (``T^2 (d + p)`` per example for a ghost layer, nothing extra for a kept
 one); memory: the output gradients of the ghost layers are kept to the end of the backward pass. A parameter used
-more than once in a forward pass (tied embedding and LM head, a module called twice) has its per-example gradients
-instantiated after the pass from what each use kept, and summed, so the norm is the norm of the total. Outside
+more than once in a forward pass needs the norm of its *total* per-example gradient. A tied embedding and LM head
+(:func:`tied_sqnorm`) gets it from the two uses' norms and their cross term, evaluated at the example's own tokens,
+so no vocabulary x width gradient is formed per example (on a 262k-token vocabulary that would be 0.7 GB per
+example); any other repeated use (a module called twice) has its per-example gradients instantiated after the pass
+from what each use kept, and summed. Outside
 :meth:`accumulate` (a user's own backward pass) the patched layers behave as plain ones.
 
 User-level (``groups``): the norm is that of each user's summed gradient, in the same single pass. Kept
@@ -110,6 +113,11 @@ class BookKeepingEngine(DPEngine):
             sq = torch.zeros(units, dtype=torch.float32, device=loss_per_example.device)
             work: list[tuple[int, str, Any]] = []
             for i, uses in self._uses.items():
+                tied = tied_sqnorm(uses) if len(uses) > 1 and self.groups is None else None
+                if tied is not None:  # embedding + LM head: norms of the sums without (B, V, d) tensors
+                    sq += tied
+                    work.extend((i, kind, payload) for kind, payload, _ in uses)
+                    continue
                 if len(uses) > 1:  # a parameter used more than once: the norm of the summed per-example gradients
                     shape = self.params[i].shape
                     ps = sum(to_per_example(kind, payload, n, shape) for kind, payload, _ in uses)
@@ -142,6 +150,30 @@ class BookKeepingEngine(DPEngine):
         for rule in self.rules:
             rule.detach()
         self.rules = []
+
+
+def tied_sqnorm(uses: list[tuple[str, Any, torch.Tensor | None]]) -> torch.Tensor | None:
+    """``||E_i + H_i||^2`` per example for a weight used by an embedding (``E_i``: rows at the example's tokens) and
+    by a linear layer (``H_i = g_i^T a_i``, e.g. a tied LM head), from the two uses' own squared norms and their
+    cross term ``<E_i, H_i> = sum_v <E_i[v], H_i[v]>`` over the example's tokens ``v`` only, where ``H_i[v] =
+    sum_t g_i[t, v] a_i[t]``: nothing of size vocabulary x width per example is formed. None for any other
+    combination of uses (the caller instantiates)."""
+    if sorted(k for k, _, _ in uses) != ["ag", "rows"] or any(s is None for _, _, s in uses):
+        return None
+    by_kind = {k: (payload, s) for k, payload, s in uses}
+    (idx, rows, example), s_rows = by_kind["rows"]
+    (a, g), s_ag = by_kind["ag"]
+    B = a.shape[0]
+    cross = torch.zeros(B, dtype=torch.float32, device=rows.device)
+    counts = torch.bincount(example, minlength=B).tolist()   # rows are sorted by example (torch.unique)
+    start = 0
+    for b, k in enumerate(counts):
+        if k:
+            r, v = rows[start:start + k].float(), idx[start:start + k]
+            # <E_b[v], H_b[v]> = sum_t g_b[t, v] <a_b[t], E_b[v]>, for the k tokens of example b
+            cross[b] = ((a[b].float() @ r.t()) * g[b][:, v].float()).sum()
+            start += k
+    return s_rows.float() + s_ag.float() + 2 * cross
 
 
 def _contract(out: torch.Tensor, kind: str, payload: Any, coef: torch.Tensor) -> None:
