@@ -22,7 +22,8 @@ User-level (``groups``): the norm is that of each user's summed gradient, in the
 per-example gradients are summed per user; a ghost layer's ``a`` and ``g`` are regrouped so that a user's
 examples form one long sequence (:func:`~privtune.training.dp.engine.regroup`: the ghost norm then includes the
 cross terms ``<a_i a_j^T, g_i g_j^T>`` between the user's examples, at cost ``(L T)^2 (d + p)`` per user of ``L``
-examples); embedding rows are merged per (user, token). The clipped sum uses each example's user coefficient.
+examples); embedding rows are merged per (user, token), and a tied embedding / LM head's cross term pairs each
+example's head gradient with its user's embedding rows. The clipped sum uses each example's user coefficient.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class BookKeepingEngine(DPEngine):
             sq = torch.zeros(units, dtype=torch.float32, device=loss_per_example.device)
             work: list[tuple[int, str, Any]] = []
             for i, uses in self._uses.items():
-                tied = tied_sqnorm(uses) if len(uses) > 1 and self.groups is None else None
+                tied = tied_sqnorm(uses, self.groups, units) if len(uses) > 1 else None
                 if tied is not None:  # embedding + LM head: norms of the sums without (B, V, d) tensors
                     sq += tied
                     work.extend((i, kind, payload) for kind, payload, _ in uses)
@@ -152,27 +153,29 @@ class BookKeepingEngine(DPEngine):
         self.rules = []
 
 
-def tied_sqnorm(uses: list[tuple[str, Any, torch.Tensor | None]]) -> torch.Tensor | None:
-    """``||E_i + H_i||^2`` per example for a weight used by an embedding (``E_i``: rows at the example's tokens) and
-    by a linear layer (``H_i = g_i^T a_i``, e.g. a tied LM head), from the two uses' own squared norms and their
-    cross term ``<E_i, H_i> = sum_v <E_i[v], H_i[v]>`` over the example's tokens ``v`` only, where ``H_i[v] =
-    sum_t g_i[t, v] a_i[t]``: nothing of size vocabulary x width per example is formed. None for any other
-    combination of uses (the caller instantiates)."""
+def tied_sqnorm(uses: list[tuple[str, Any, torch.Tensor | None]], groups: torch.Tensor | None = None,
+                units: int | None = None) -> torch.Tensor | None:
+    """``||E_u + H_u||^2`` per clipped unit (an example, or with ``groups`` a user of ``units``) for a weight used by
+    an embedding (``E_i``: rows at example ``i``'s tokens) and by a linear layer (``H_i = g_i^T a_i``, e.g. a tied
+    LM head), from the two uses' own squared norms (per unit) and their cross term ``<E_u, H_u> = sum_{j in u}
+    sum_v <E_u[v], H_j[v]>`` over the unit's tokens ``v`` only, where ``H_j[v] = sum_t g_j[t, v] a_j[t]``: nothing
+    of size vocabulary x width per example is formed. None for any other combination of uses (the caller
+    instantiates)."""
     if sorted(k for k, _, _ in uses) != ["ag", "rows"] or any(s is None for _, _, s in uses):
         return None
     by_kind = {k: (payload, s) for k, payload, s in uses}
     (idx, rows, example), s_rows = by_kind["rows"]
     (a, g), s_ag = by_kind["ag"]
     B = a.shape[0]
-    cross = torch.zeros(B, dtype=torch.float32, device=rows.device)
-    counts = torch.bincount(example, minlength=B).tolist()   # rows are sorted by example (torch.unique)
-    start = 0
-    for b, k in enumerate(counts):
-        if k:
-            r, v = rows[start:start + k].float(), idx[start:start + k]
-            # <E_b[v], H_b[v]> = sum_t g_b[t, v] <a_b[t], E_b[v]>, for the k tokens of example b
-            cross[b] = ((a[b].float() @ r.t()) * g[b][:, v].float()).sum()
-            start += k
+    unit_of = torch.arange(B, device=rows.device) if groups is None else groups.to(rows.device)
+    row_unit = unit_of[example]
+    cross = torch.zeros(B if units is None else units, dtype=torch.float32, device=rows.device)
+    for j in range(B):
+        sel = row_unit == unit_of[j]            # the rows of example j's unit (its own, or its user's examples')
+        if sel.any():
+            r, v = rows[sel].float(), idx[sel]
+            # sum_v <E_u[v], H_j[v]> = sum_t sum_v g_j[t, v] <a_j[t], E_u[v]>
+            cross[unit_of[j]] += ((a[j].float() @ r.t()) * g[j][:, v].float()).sum()
     return s_rows.float() + s_ag.float() + 2 * cross
 
 
