@@ -77,3 +77,11 @@ def test_cli_owner_key_missing_on_some_records_exits_with_one_line_and_writes_no
     assert e.value.code == 2 and len(err.strip().splitlines()) == 1
     assert "meta.customer" in err and "missing on 2 of 30 records" in err
     assert sorted(p.name for p in run_dir.rglob("*")) == before      # no eval file written
+
+
+def test_cli_eval_says_which_unit_its_intervals_resample(run, capsys):
+    run_dir, data = run
+    main(["eval", str(run_dir), "--data", str(data), "--only", "privacy", "--user-key", "customer"])
+    assert "95% intervals over people" in " ".join(capsys.readouterr().err.split())   # the summary goes to stderr
+    main(["eval", str(run_dir), "--data", str(data), "--only", "privacy"])     # no owner under the default key
+    assert "95% intervals over records" in " ".join(capsys.readouterr().err.split())

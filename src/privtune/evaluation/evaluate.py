@@ -419,7 +419,7 @@ def print_summary(result: dict[str, Any]) -> None:
                       f"{f(p['sensitive_train_nll_base'])}), test {f(p['sensitive_test_nll'])} (base "
                       f"{f(p['sensitive_test_nll_base'])}) nats; memorization "
                       f"{f(p['memorization_nats'])}{ci(p.get('memorization_nats_ci'))} nats (95% intervals over "
-                      "records)")
+                      f"{'people' if 'people' in str((p.get('interval') or {}).get('method')) else 'records'})")
     if u:
         console.print(f"utility  non-sensitive test NLL {f(u['nonsensitive_test_nll'])}"
                       f"{ci(u.get('nonsensitive_test_nll_ci'))} (base "
