@@ -108,3 +108,15 @@ def test_cli_options(data, tmp_path, capsys):
             assert ex.code in (0, None)
     assert [p["step"] for p in read_points(tmp_path / "one" / TRAJECTORY_FILE)] == [0, 3]
     assert not (tmp_path / "off" / TRAJECTORY_FILE).exists()
+
+
+def test_trajectory_intervals_resample_people_only_when_every_record_names_one():
+    from privtune.data.schema import Record
+    from privtune.training.trajectory import _owners
+
+    def rec(rid, user=None):
+        return Record(rid, "Ada called", [], {"user": user} if user is not None else {})
+    assert _owners({"train": [rec("a", "u1"), rec("b", "u1")], "test": [rec("c", "u2")]}, "user") == \
+        {"train": ["u1", "u1"], "test": ["u2"]}
+    assert _owners({"train": [rec("a"), rec("b")], "test": [rec("c")]}, "user") is None
+    assert _owners({"train": [rec("a", "u1"), rec("b")], "test": [rec("c", "u2")]}, "user") is None   # partial

@@ -81,9 +81,10 @@ SCALES: dict[str, DemoScale] = {
                       eval_records=16, extraction_prompts=8, reconstruction_records=8, workers=1),
     # About 134.5M parameters, 2 CPU cores. Measured (docs/real-model.md, "Measured"): LoRA trains at ~170 tokens/s,
     # FFT ~125, DP-FFT ~110 (T 128; ~70 before bk's tied-weight cross term); 3 epochs of 200 short dialogs (~79k
-    # tokens per run) in one process using both cores: the study took 68 minutes and every method learnt. DP runs take Poisson batches of 64 (q = 0.27, 12
-    # steps at ε = 8, σ = 0.93). Rates for fine-tuning a pretrained model: FFT 1e-4 (its 5e-4 default, set for the
-    # embedded model, would wreck it), LoRA 1e-3, DP-FFT 1e-4, DP-LoRA 5e-3 with every example clipped at C = 0.1.
+    # tokens per run) in one process using both cores: the study took 68 minutes and every method learnt. DP runs
+    # take Poisson batches of 64 (q = 0.27, 12 steps at ε = 8, σ = 0.93). Rates for fine-tuning a pretrained model:
+    # FFT 1e-4 (its 5e-4 default, set for the embedded model, would wreck it), LoRA 1e-3, DP-FFT 1e-4, DP-LoRA 5e-3
+    # with every example clipped at C = 0.1.
     "real": DemoScale(model="smollm2-135m", n_train=200, n_test=100, canary_repeats=10, canary_digits=3,
                       audit_canaries=50, epochs=3, batch_size=8, dp_batch_size=64, max_length=128, epsilon=8.0,
                       eval_records=100, extraction_prompts=20, reconstruction_records=10, workers=1,

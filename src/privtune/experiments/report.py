@@ -283,8 +283,8 @@ def markdown_summary(name: str, vs: Sequence[RunView], found: Sequence[str]) -> 
         lines.append(f"| base model{' · ' + g.title if len(base) > 1 else ''} | – | – | 0.000 | 0.000 | "
                      f"{f(g.base_utility)} | – | – | – |")
     lines += ["", "gain = base NLL − fine-tuned NLL on sensitive tokens of training (train) or held-out (test) records, "
-              "in nats/token (higher = more memorised), with 95% bootstrap intervals in brackets (over records, or over "
-              "people where the data names record owners); "
+              "in nats/token (higher = more memorised), with 95% bootstrap intervals in brackets (over records, or "
+              "over people where the data names record owners); "
               "\"did not learn\" = test NLL not improved on the base model beyond its interval; "
               "test NLL = non-sensitive test tokens (lower = better); "
               "exposure in bits; MIA AUC of the strongest attack (0.5 = chance).", "", "## Findings", ""]

@@ -2,8 +2,8 @@
 
 ``build_tiny("llama")`` returns a directory that :func:`privtune.models.loading.load_model` (and
 ``AutoModelForCausalLM.from_pretrained``) loads offline. Architectures: GPT-NeoX (Pythia), Llama, Gemma, Qwen2 and
-Gemma 3 for causal LM, BERT for sequence classification. The weights are random; only shapes, module layout and code paths
-matter. Built directories are cached under ``cache_dir()/models`` keyed by a hash of their configuration.
+Gemma 3 for causal LM, BERT for sequence classification. The weights are random; only shapes, module layout and
+code paths matter. Built directories are cached under ``cache_dir()/models`` keyed by a hash of their configuration.
 """
 
 from __future__ import annotations
